@@ -1,0 +1,110 @@
+//! One error type for the whole library. Messages name what was wrong (which tensor, which offset,
+//! which feature, which sample) so a user can act on them.
+//!
+//! Errors raised while scoring carry only integers, `&'static str` and `Arc<str>` (cloning an `Arc`
+//! does not allocate), so the scoring path stays allocation-free even when it fails.
+
+use std::sync::Arc;
+
+/// Everything that can go wrong when loading a model or scoring with it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The bytes are not a `.ple` file (wrong magic) or are too short to be one.
+    #[error("not a .ple file: {0}")]
+    NotPle(&'static str),
+
+    /// The file is a `.ple` file of a major version this reader does not know.
+    #[error("unsupported .ple format version {major}.{minor} (this reader supports {supported}.x)")]
+    UnsupportedVersion {
+        major: u16,
+        minor: u16,
+        supported: u16,
+    },
+
+    /// A checksum did not match: the file is corrupt or was truncated or modified.
+    #[error("{section} checksum mismatch: stored {stored:#010x}, computed {computed:#010x} (the file is corrupt)")]
+    Checksum {
+        section: &'static str,
+        stored: u32,
+        computed: u32,
+    },
+
+    /// The file breaks a rule of docs/FORMAT.md; the message says which.
+    #[error("invalid .ple file: {0}")]
+    InvalidFile(String),
+
+    /// `Session::new` was given a zero or oversized maximum batch.
+    #[error("invalid max_batch {max_batch}: must be between 1 and {limit}")]
+    InvalidMaxBatch { max_batch: usize, limit: usize },
+
+    /// A scoring call asked for more samples than the session was created for.
+    #[error("batch of {batch} exceeds the session's max_batch of {max_batch}")]
+    BatchTooLarge { batch: usize, max_batch: usize },
+
+    /// The number of input columns does not match the model's features.
+    #[error("expected {expected} input columns (one per feature), got {got}")]
+    WrongInputCount { expected: usize, got: usize },
+
+    /// An input column holds ids where floats were expected, or the reverse.
+    #[error("input '{feature}' expects {expected}")]
+    WrongInputKind {
+        feature: Arc<str>,
+        expected: &'static str,
+    },
+
+    /// A buffer's length does not match batch × width.
+    #[error("{what} has length {got}, expected {expected} for this batch")]
+    WrongLength {
+        what: BufferName,
+        expected: usize,
+        got: usize,
+    },
+
+    /// An id is outside its embedding table.
+    #[error("input '{feature}', sample {sample}, position {position}: id {id} is out of range (the table has {vocab} rows)")]
+    IdOutOfRange {
+        feature: Arc<str>,
+        sample: usize,
+        position: usize,
+        id: i64,
+        vocab: usize,
+    },
+
+    /// A lookup by name found nothing.
+    #[error("the model has no input named '{0}'")]
+    UnknownInput(String),
+}
+
+/// Names a caller buffer in a `WrongLength` error without allocating.
+#[derive(Debug, Clone)]
+pub enum BufferName {
+    Input(Arc<str>),
+    Output,
+    Gates,
+}
+
+impl std::fmt::Display for BufferName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BufferName::Input(name) => write!(f, "input '{name}'"),
+            BufferName::Output => f.write_str("the output buffer"),
+            BufferName::Gates => f.write_str("the gate-weights buffer"),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shorthand for a format error with a formatted message (load time only).
+macro_rules! invalid {
+    ($($arg:tt)*) => { $crate::error::Error::InvalidFile(format!($($arg)*)) };
+}
+pub(crate) use invalid;

@@ -1,0 +1,222 @@
+//! The `.ple` file: header, metadata and tensor table, exactly as docs/FORMAT.md specifies.
+//!
+//! This module only parses and checks file-level rules (sizes, offsets, checksums, codes, limits).
+//! Whether the graph makes sense (widths, references) is checked in `model::graph`.
+
+mod crc32;
+mod meta;
+
+pub use crc32::{crc32, Crc32};
+pub use meta::{
+    FeatureRecord, FileMeta, LayerRecord, LevelRecord, OutputRecord, TensorRecord, TowerRecord,
+};
+
+use crate::error::{invalid, Error, Result};
+
+pub const MAGIC: [u8; 8] = *b"\x89PLE\r\n\x1a\n";
+pub const MAJOR: u16 = 1;
+pub const MINOR: u16 = 0;
+pub const HEADER_SIZE: usize = 64;
+pub const ALIGN: u64 = 64;
+pub const NONE: u32 = u32::MAX;
+
+/// Caps that stop a small hostile file from asking for a huge allocation (FORMAT.md §3.8).
+pub mod limits {
+    pub const META_SIZE: u64 = 64 << 20;
+    pub const STRINGS: usize = 1_000_000;
+    pub const STRING_LEN: usize = 255;
+    pub const TENSORS: usize = 1_000_000;
+    pub const TENSOR_DIM: u32 = 1 << 31;
+    pub const FEATURES: usize = 65_536;
+    pub const MAX_LEN: u32 = 65_536;
+    pub const DENSE_WIDTH: u32 = 1 << 20;
+    pub const MLP_LAYERS: usize = 64;
+    pub const MLPS: usize = 1_000_000;
+    pub const LEVELS: usize = 16;
+    pub const TASKS: usize = 64;
+    pub const EXPERTS: usize = 4_096;
+    pub const OUTPUTS: usize = 256;
+    /// Floats of working memory per sample (the session arena width).
+    pub const SCRATCH_PER_SAMPLE: usize = 1 << 20;
+}
+
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+}
+
+impl DType {
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+}
+
+/// Storage order of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Row-major `[rows, cols]`.
+    Plain,
+    /// Dense-layer weight `[k, n]` stored as `ceil(n/16)` panels of `k × 16`.
+    Panel16,
+}
+
+/// The fixed 64-byte header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub major: u16,
+    pub minor: u16,
+    pub file_size: u64,
+    pub meta_size: u64,
+    pub data_offset: u64,
+    pub data_size: u64,
+    pub meta_crc: u32,
+    pub data_crc: u32,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+pub fn align64(x: u64) -> Option<u64> {
+    x.checked_add(ALIGN - 1).map(|v| v & !(ALIGN - 1))
+}
+
+/// Parses and checks the header against the actual file length.
+pub fn parse_header(file: &[u8]) -> Result<Header> {
+    if file.len() < HEADER_SIZE {
+        return Err(Error::NotPle("shorter than the 64-byte header"));
+    }
+    if file[..8] != MAGIC {
+        return Err(Error::NotPle("wrong magic bytes"));
+    }
+    let h = Header {
+        major: u16_at(file, 8),
+        minor: u16_at(file, 10),
+        file_size: u64_at(file, 16),
+        meta_size: u64_at(file, 32),
+        data_offset: u64_at(file, 40),
+        data_size: u64_at(file, 48),
+        meta_crc: u32_at(file, 56),
+        data_crc: u32_at(file, 60),
+    };
+    if h.major != MAJOR {
+        return Err(Error::UnsupportedVersion {
+            major: h.major,
+            minor: h.minor,
+            supported: MAJOR,
+        });
+    }
+    let header_size = u32_at(file, 12);
+    if header_size as usize != HEADER_SIZE {
+        return Err(invalid!("header_size is {header_size}, expected 64"));
+    }
+    if h.file_size != file.len() as u64 {
+        return Err(invalid!(
+            "header says the file has {} bytes but it has {} (truncated or appended to?)",
+            h.file_size,
+            file.len()
+        ));
+    }
+    let meta_offset = u64_at(file, 24);
+    if meta_offset != HEADER_SIZE as u64 {
+        return Err(invalid!("meta_offset is {meta_offset}, expected 64"));
+    }
+    if h.meta_size > limits::META_SIZE {
+        return Err(invalid!(
+            "meta_size {} exceeds the {} byte limit",
+            h.meta_size,
+            limits::META_SIZE
+        ));
+    }
+    let meta_end = 64 + h.meta_size;
+    if meta_end > h.file_size {
+        return Err(invalid!(
+            "metadata ends at byte {meta_end}, past the end of the file ({})",
+            h.file_size
+        ));
+    }
+    let expected_data = align64(meta_end).expect("bounded by META_SIZE");
+    if h.data_offset != expected_data {
+        return Err(invalid!(
+            "data_offset is {}, expected {expected_data} (metadata end rounded up to 64)",
+            h.data_offset
+        ));
+    }
+    if h.data_offset > h.file_size || h.data_size != h.file_size - h.data_offset {
+        return Err(invalid!(
+            "data_size is {}, expected file_size − data_offset = {}",
+            h.data_size,
+            h.file_size.saturating_sub(h.data_offset)
+        ));
+    }
+    Ok(h)
+}
+
+/// Verifies the header+metadata checksum; always done at load.
+pub fn verify_meta_crc(file: &[u8], h: &Header) -> Result<()> {
+    let mut c = Crc32::default();
+    c.update(&file[..56]);
+    c.update(&file[64..64 + h.meta_size as usize]);
+    let computed = c.finish();
+    if computed != h.meta_crc {
+        return Err(Error::Checksum {
+            section: "header/metadata",
+            stored: h.meta_crc,
+            computed,
+        });
+    }
+    let pad = &file[64 + h.meta_size as usize..h.data_offset as usize];
+    if pad.iter().any(|&b| b != 0) {
+        return Err(invalid!("padding between metadata and data is not zero"));
+    }
+    Ok(())
+}
+
+/// Verifies the data checksum; touches every page of the file, so only on request.
+pub fn verify_data_crc(file: &[u8], h: &Header, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+    let data = &file[h.data_offset as usize..];
+    let mut c = Crc32::default();
+    let total = data.len() as u64;
+    let mut done = 0u64;
+    for chunk in data.chunks(8 << 20) {
+        c.update(chunk);
+        done += chunk.len() as u64;
+        progress(done, total);
+    }
+    let computed = c.finish();
+    if computed != h.data_crc {
+        return Err(Error::Checksum {
+            section: "tensor data",
+            stored: h.data_crc,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+/// Parses the metadata and checks every file-level rule of FORMAT.md §3.
+pub fn parse(file: &[u8]) -> Result<(Header, FileMeta)> {
+    let h = parse_header(file)?;
+    verify_meta_crc(file, &h)?;
+    let meta_bytes = &file[64..64 + h.meta_size as usize];
+    let meta = meta::parse_meta(meta_bytes, h.minor)?;
+    meta::check_tensor_layout(&meta.tensors, &meta.strings, h.data_size)?;
+    Ok((h, meta))
+}

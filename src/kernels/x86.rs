@@ -1,0 +1,291 @@
+//! x86-64 kernels: AVX2+FMA+F16C (two 8-wide registers per 16-column panel row) and AVX-512F (one
+//! 16-wide register). Register-blocked: a tile of MR rows × 16 columns stays in registers for the
+//! whole k loop, so each panel row is loaded once per MR samples. f16 panels are widened with
+//! `vcvtph2ps` as they are loaded; accumulation is always f32.
+
+use core::arch::x86_64::*;
+
+use super::{Gemm, Panels};
+
+/// Rows per register tile. AVX2: 6 rows × 2 registers = 12 accumulators of 16.
+const MR_AVX2: usize = 6;
+/// AVX-512: 8 rows × 1 register = 8 accumulators of 32.
+const MR_AVX512: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
+// AVX2
+
+trait Avx2Panel {
+    type E;
+    /// Loads one 16-wide panel row as two f32 vectors.
+    unsafe fn load(p: *const Self::E) -> (__m256, __m256);
+}
+
+struct F32x16;
+struct F16x16;
+
+impl Avx2Panel for F32x16 {
+    type E = f32;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> (__m256, __m256) {
+        // SAFETY: the caller passes a pointer to 16 readable floats; AVX is enabled in the
+        // calling `#[target_feature]` function this is inlined into.
+        unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
+    }
+}
+
+impl Avx2Panel for F16x16 {
+    type E = u16;
+    #[inline(always)]
+    unsafe fn load(p: *const u16) -> (__m256, __m256) {
+        // SAFETY: 16 readable halves; F16C is enabled in the calling function.
+        unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+                _mm256_cvtph_ps(_mm_loadu_si128(p.add(8) as *const __m128i)),
+            )
+        }
+    }
+}
+
+/// One MR × 16 tile: rows `a[0..MR]`, panel `wp` (k rows of 16), result to `c` (`cols` ≤ 16).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    wp: *const P::E,
+    bias: &[f32; 16],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    // SAFETY (whole body): rows 0..MR of A have k readable floats at stride lda, the panel has
+    // k·16 readable elements, rows 0..MR of C have `cols` writable floats at stride ldc; all
+    // guaranteed by `gemm_avx2`'s caller. AVX2/FMA/F16C are enabled by the caller's attribute.
+    unsafe {
+        let mut acc0 = [_mm256_setzero_ps(); MR];
+        let mut acc1 = [_mm256_setzero_ps(); MR];
+        if MR == 1 {
+            // GEMV: one row, latency-bound on the FMA chain, so split k four ways.
+            let mut x0 = [_mm256_setzero_ps(); 4];
+            let mut x1 = [_mm256_setzero_ps(); 4];
+            let mut r = 0;
+            while r + 4 <= k {
+                for u in 0..4 {
+                    let (w0, w1) = P::load(wp.add((r + u) * 16));
+                    let av = _mm256_broadcast_ss(&*a.add(r + u));
+                    x0[u] = _mm256_fmadd_ps(av, w0, x0[u]);
+                    x1[u] = _mm256_fmadd_ps(av, w1, x1[u]);
+                }
+                r += 4;
+            }
+            while r < k {
+                let (w0, w1) = P::load(wp.add(r * 16));
+                let av = _mm256_broadcast_ss(&*a.add(r));
+                x0[0] = _mm256_fmadd_ps(av, w0, x0[0]);
+                x1[0] = _mm256_fmadd_ps(av, w1, x1[0]);
+                r += 1;
+            }
+            acc0[0] = _mm256_add_ps(_mm256_add_ps(x0[0], x0[1]), _mm256_add_ps(x0[2], x0[3]));
+            acc1[0] = _mm256_add_ps(_mm256_add_ps(x1[0], x1[1]), _mm256_add_ps(x1[2], x1[3]));
+        } else {
+            for r in 0..k {
+                let (w0, w1) = P::load(wp.add(r * 16));
+                for i in 0..MR {
+                    let av = _mm256_broadcast_ss(&*a.add(i * lda + r));
+                    acc0[i] = _mm256_fmadd_ps(av, w0, acc0[i]);
+                    acc1[i] = _mm256_fmadd_ps(av, w1, acc1[i]);
+                }
+            }
+        }
+        let b0 = _mm256_loadu_ps(bias.as_ptr());
+        let b1 = _mm256_loadu_ps(bias.as_ptr().add(8));
+        for i in 0..MR {
+            let v0 = _mm256_add_ps(acc0[i], b0);
+            let v1 = _mm256_add_ps(acc1[i], b1);
+            let dst = c.add(i * ldc);
+            if cols == 16 {
+                _mm256_storeu_ps(dst, v0);
+                _mm256_storeu_ps(dst.add(8), v1);
+            } else {
+                let mut tmp = [0f32; 16];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
+    let k = g.k;
+    for p in 0..g.panels() {
+        let j0 = p * 16;
+        let cols = (g.n - j0).min(16);
+        let bias = panel_bias(g.bias, j0, cols);
+        // SAFETY: panel p starts at p·k·16 inside the weight slice (its length is checked by
+        // `super::gemm`'s debug assertion and by the loader).
+        let wp = unsafe { w.add(p * k * 16) };
+        let mut i = 0;
+        // SAFETY (all calls below): rows i..i+MR are within 0..m; pointers stay in the caller's
+        // regions (see `super::gemm`).
+        unsafe {
+            while i + MR_AVX2 <= g.m {
+                let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
+                tile_avx2::<MR_AVX2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols);
+                i += MR_AVX2;
+            }
+            let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
+            match g.m - i {
+                0 => {}
+                1 => tile_avx2::<1, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                2 => tile_avx2::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                3 => tile_avx2::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                4 => tile_avx2::<4, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                _ => tile_avx2::<5, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+            }
+        }
+    }
+}
+
+/// # Safety
+/// See [`super::gemm`]; the CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_avx2(g: &Gemm) {
+    // SAFETY: forwarded contract; features enabled by this function's attribute.
+    unsafe {
+        match g.w {
+            Panels::F32(w) => gemm_avx2_typed::<F32x16>(g, w.as_ptr()),
+            Panels::F16(w) => gemm_avx2_typed::<F16x16>(g, w.as_ptr()),
+        }
+    }
+}
+
+fn panel_bias(bias: Option<&[f32]>, j0: usize, cols: usize) -> [f32; 16] {
+    let mut b = [0f32; 16];
+    if let Some(bias) = bias {
+        b[..cols].copy_from_slice(&bias[j0..j0 + cols]);
+    }
+    b
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512
+
+trait Avx512Panel {
+    type E;
+    unsafe fn load(p: *const Self::E) -> __m512;
+}
+
+impl Avx512Panel for F32x16 {
+    type E = f32;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: 16 readable floats; AVX-512F enabled in the calling function.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+}
+
+impl Avx512Panel for F16x16 {
+    type E = u16;
+    #[inline(always)]
+    unsafe fn load(p: *const u16) -> __m512 {
+        // SAFETY: 16 readable halves; AVX-512F enabled in the calling function.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    wp: *const P::E,
+    bias: &[f32; 16],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    // SAFETY (whole body): same regions as `tile_avx2`; AVX-512F enabled by the caller.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); MR];
+        if MR == 1 {
+            let mut x = [_mm512_setzero_ps(); 4];
+            let mut r = 0;
+            while r + 4 <= k {
+                for (u, xu) in x.iter_mut().enumerate() {
+                    let w = P::load(wp.add((r + u) * 16));
+                    *xu = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r + u)), w, *xu);
+                }
+                r += 4;
+            }
+            while r < k {
+                let w = P::load(wp.add(r * 16));
+                x[0] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r)), w, x[0]);
+                r += 1;
+            }
+            acc[0] = _mm512_add_ps(_mm512_add_ps(x[0], x[1]), _mm512_add_ps(x[2], x[3]));
+        } else {
+            for r in 0..k {
+                let w = P::load(wp.add(r * 16));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(i * lda + r)), w, *acc);
+                }
+            }
+        }
+        let b = _mm512_loadu_ps(bias.as_ptr());
+        let mask: __mmask16 = if cols == 16 { 0xFFFF } else { (1u16 << cols) - 1 };
+        for (i, acc) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(c.add(i * ldc), mask, _mm512_add_ps(*acc, b));
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
+    let k = g.k;
+    for p in 0..g.panels() {
+        let j0 = p * 16;
+        let cols = (g.n - j0).min(16);
+        let bias = panel_bias(g.bias, j0, cols);
+        // SAFETY: as in `gemm_avx2_typed`.
+        let wp = unsafe { w.add(p * k * 16) };
+        let mut i = 0;
+        // SAFETY: as in `gemm_avx2_typed`.
+        unsafe {
+            while i + MR_AVX512 <= g.m {
+                let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
+                tile_avx512::<MR_AVX512, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols);
+                i += MR_AVX512;
+            }
+            let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
+            match g.m - i {
+                0 => {}
+                1 => tile_avx512::<1, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                2 => tile_avx512::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                3 => tile_avx512::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                4 => tile_avx512::<4, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                5 => tile_avx512::<5, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                6 => tile_avx512::<6, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                _ => tile_avx512::<7, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+            }
+        }
+    }
+}
+
+/// # Safety
+/// See [`super::gemm`]; the CPU must have AVX-512F, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe fn gemm_avx512(g: &Gemm) {
+    // SAFETY: forwarded contract; features enabled by this function's attribute.
+    unsafe {
+        match g.w {
+            Panels::F32(w) => gemm_avx512_typed::<F32x16>(g, w.as_ptr()),
+            Panels::F16(w) => gemm_avx512_typed::<F16x16>(g, w.as_ptr()),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Compiles the graph into a flat list of operations over one per-sample working row (the
+//! "arena"): x0, every layer's output, every gate's weights and every mixture get a fixed column
+//! range. A session holds `rows × width` floats and runs the list tile by tile; nothing is
+//! decided while scoring.
+
+use std::ops::Range;
+
+use super::graph::{Graph, Layer, OutputKind, TowerInput};
+use crate::error::{invalid, Result};
+use crate::format::limits;
+
+/// One step of the forward pass. Columns are offsets into a sample's arena row.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// `out[0..n] = act(in[0..k]·W + b)`.
+    Dense { input: usize, layer: Layer, out: usize },
+    /// Softmax in place over `n` columns (gate logits → weights).
+    Softmax { col: usize, n: usize },
+    /// `out[0..width] = Σ_e weights[e]·expert_e[0..width]`, experts listed in `Plan::expert_cols`.
+    Mix {
+        weights: usize,
+        experts: Range<usize>,
+        width: usize,
+        out: usize,
+    },
+    /// Element-wise sigmoid in place.
+    Sigmoid { col: usize, n: usize },
+    /// `out = a ⊙ b`.
+    Product { a: usize, b: usize, n: usize, out: usize },
+}
+
+/// Where one gate's weights live, for the optional gate output.
+#[derive(Debug, Clone)]
+pub struct GateSlot {
+    pub name: String,
+    pub level: usize,
+    /// `Some(t)` for task t's gate, `None` for the shared gate.
+    pub task: Option<usize>,
+    pub col: usize,
+    pub width: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Floats per sample in the arena.
+    pub width: usize,
+    /// `(feature index, x0 column)` in concatenation order (x0 starts at column 0).
+    pub inputs: Vec<(usize, usize)>,
+    pub ops: Vec<Op>,
+    pub expert_cols: Vec<usize>,
+    /// `(column, width)` of each output, in output order.
+    pub outputs: Vec<(usize, usize)>,
+    pub gates: Vec<GateSlot>,
+    pub output_width: usize,
+    pub gate_width: usize,
+}
+
+struct Builder<'g> {
+    g: &'g Graph,
+    width: usize,
+    ops: Vec<Op>,
+    expert_cols: Vec<usize>,
+}
+
+impl Builder<'_> {
+    fn alloc(&mut self, n: usize) -> usize {
+        let col = self.width;
+        self.width += n;
+        col
+    }
+
+    /// Emits the layers of MLP `m` reading column `input`; returns its output column.
+    fn mlp(&mut self, m: usize, mut input: usize) -> usize {
+        for layer in &self.g.mlps[m].layers {
+            let out = self.alloc(layer.n);
+            self.ops.push(Op::Dense {
+                input,
+                layer: *layer,
+                out,
+            });
+            input = out;
+        }
+        input
+    }
+
+    /// Emits a gate: logits MLP, softmax, mixture of `experts`. Returns the mixture column.
+    fn gate(&mut self, m: usize, input: usize, experts: &[usize], width: usize) -> (usize, usize) {
+        let logits = self.mlp(m, input);
+        self.ops.push(Op::Softmax {
+            col: logits,
+            n: experts.len(),
+        });
+        let start = self.expert_cols.len();
+        self.expert_cols.extend_from_slice(experts);
+        let out = self.alloc(width);
+        self.ops.push(Op::Mix {
+            weights: logits,
+            experts: start..self.expert_cols.len(),
+            width,
+            out,
+        });
+        (logits, out)
+    }
+}
+
+pub fn build(g: &Graph) -> Result<Plan> {
+    let mut b = Builder {
+        g,
+        width: 0,
+        ops: Vec::new(),
+        expert_cols: Vec::new(),
+    };
+    let x0 = b.alloc(g.x0_width);
+    let mut inputs = Vec::with_capacity(g.features.len());
+    let mut col = x0;
+    for &f in &g.x0_order {
+        inputs.push((f, col));
+        col += g.features[f].width;
+    }
+
+    let bottom = g.bottom.map(|m| b.mlp(m, x0));
+    let trunk = bottom.unwrap_or(x0);
+    let t = g.n_tasks;
+    let mut sel = vec![trunk; t + 1];
+    let mut gates = Vec::new();
+    for (l, level) in g.levels.iter().enumerate() {
+        let task_out: Vec<Vec<usize>> = (0..t)
+            .map(|task| {
+                level.task_experts[task]
+                    .iter()
+                    .map(|&e| b.mlp(e, sel[task]))
+                    .collect()
+            })
+            .collect();
+        let shared_out: Vec<usize> = level
+            .shared_experts
+            .iter()
+            .map(|&e| b.mlp(e, sel[t]))
+            .collect();
+        let mut next = Vec::with_capacity(t + 1);
+        for task in 0..t {
+            let experts: Vec<usize> = task_out[task].iter().chain(&shared_out).copied().collect();
+            let (w, out) = b.gate(level.task_gates[task], sel[task], &experts, level.width);
+            gates.push(GateSlot {
+                name: format!("level{l}.task{task}"),
+                level: l,
+                task: Some(task),
+                col: w,
+                width: experts.len(),
+            });
+            next.push(out);
+        }
+        if let Some(sg) = level.shared_gate {
+            let experts: Vec<usize> = task_out.iter().flatten().chain(&shared_out).copied().collect();
+            let (w, out) = b.gate(sg, sel[t], &experts, level.width);
+            gates.push(GateSlot {
+                name: format!("level{l}.shared"),
+                level: l,
+                task: None,
+                col: w,
+                width: experts.len(),
+            });
+            next.push(out);
+        }
+        sel = next;
+    }
+
+    let mut tower_out = Vec::with_capacity(t);
+    for (i, tower) in g.towers.iter().enumerate() {
+        let input = match tower.input {
+            TowerInput::X0 => x0,
+            TowerInput::Bottom => trunk,
+            TowerInput::LastLevel => sel[i],
+        };
+        let out = b.mlp(tower.mlp, input);
+        if tower.sigmoid {
+            b.ops.push(Op::Sigmoid {
+                col: out,
+                n: g.mlps[tower.mlp].out_width(),
+            });
+        }
+        tower_out.push(out);
+    }
+
+    let mut outputs = Vec::with_capacity(g.outputs.len());
+    for o in &g.outputs {
+        let col = match o.kind {
+            OutputKind::Tower(a) => tower_out[a],
+            OutputKind::Product(a, c) => {
+                let out = b.alloc(o.width);
+                b.ops.push(Op::Product {
+                    a: tower_out[a],
+                    b: tower_out[c],
+                    n: o.width,
+                    out,
+                });
+                out
+            }
+        };
+        outputs.push((col, o.width));
+    }
+
+    if b.width > limits::SCRATCH_PER_SAMPLE {
+        return Err(invalid!(
+            "the model needs {} floats of working memory per sample, over the limit of {}",
+            b.width,
+            limits::SCRATCH_PER_SAMPLE
+        ));
+    }
+    let output_width = outputs.iter().map(|o| o.1).sum();
+    let gate_width = gates.iter().map(|g| g.width).sum();
+    Ok(Plan {
+        width: b.width,
+        inputs,
+        ops: b.ops,
+        expert_cols: b.expert_cols,
+        outputs,
+        gates,
+        output_width,
+        gate_width,
+    })
+}

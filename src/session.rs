@@ -1,0 +1,433 @@
+//! Per-thread scoring state: the working memory (arena) allocated once by `Session::new`, and the
+//! scoring calls, which allocate nothing, errors included.
+//!
+//! A batch is validated completely (lengths, kinds, every id) before anything is computed, so a
+//! failed call never leaves a partly written output. It is then scored in tiles of up to
+//! `TILE_ROWS` samples: each tile runs the whole plan with activations kept in the arena, which
+//! stays cache-resident while weights stream through.
+
+use crate::error::{BufferName, Error, Result};
+use crate::kernels::activation::{self, ActArgs};
+use crate::kernels::{self, f16_to_f32, Gemm};
+use crate::model::graph::{Act, Feature, InputKind, Pooling, TensorRef};
+use crate::model::plan::Op;
+use crate::model::Model;
+use crate::format::DType;
+
+/// Samples per tile.
+pub const TILE_ROWS: usize = 64;
+/// The largest `max_batch` a session accepts.
+pub const MAX_BATCH_LIMIT: usize = 1 << 24;
+
+/// One input column: the values of one feature for the whole batch.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Sparse (`batch` ids) or sequence (`batch × max_len` ids, row-major, padded) features.
+    Ids(&'a [i64]),
+    /// Dense features: `batch × width` floats, row-major.
+    Floats(&'a [f32]),
+}
+
+/// Scores batches for one thread. Create one per thread over a shared [`Model`].
+pub struct Session {
+    model: Model,
+    max_batch: usize,
+    rows: usize,
+    arena: Vec<f32>,
+}
+
+impl Session {
+    /// Allocates the working memory for batches of up to `max_batch` samples. This is the last
+    /// allocation: scoring allocates nothing.
+    pub fn new(model: &Model, max_batch: usize) -> Result<Session> {
+        if max_batch == 0 || max_batch > MAX_BATCH_LIMIT {
+            return Err(Error::InvalidMaxBatch {
+                max_batch,
+                limit: MAX_BATCH_LIMIT,
+            });
+        }
+        let rows = max_batch.min(TILE_ROWS);
+        let width = model.inner().plan.width;
+        Ok(Session {
+            model: model.clone(),
+            max_batch,
+            rows,
+            arena: vec![0.0; rows * width],
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Bytes of working memory this session holds.
+    pub fn scratch_bytes(&self) -> usize {
+        self.arena.len() * 4
+    }
+
+    /// Scores a model whose only input is one dense vector per sample (`batch × width` floats).
+    pub fn run_dense(&mut self, x: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
+        self.run(&[Input::Floats(x)], batch, out, None)
+    }
+
+    /// Scores `batch` samples. `inputs` has one column per model input, in `Model::inputs` order.
+    /// `out` receives `batch × output_width` floats; `gates`, if given, `batch × gate_width`.
+    /// On error nothing is written.
+    pub fn run(
+        &mut self,
+        inputs: &[Input],
+        batch: usize,
+        out: &mut [f32],
+        mut gates: Option<&mut [f32]>,
+    ) -> Result<()> {
+        self.validate(inputs, batch, out, gates.as_deref())?;
+        let mut start = 0;
+        while start < batch {
+            let rows = (batch - start).min(self.rows);
+            self.stage_inputs(inputs, start, rows);
+            self.forward(rows);
+            self.copy_results(start, rows, out, gates.as_deref_mut());
+            start += rows;
+        }
+        Ok(())
+    }
+
+    fn validate(&self, inputs: &[Input], batch: usize, out: &[f32], gates: Option<&[f32]>) -> Result<()> {
+        let inner = self.model.inner();
+        if batch > self.max_batch {
+            return Err(Error::BatchTooLarge {
+                batch,
+                max_batch: self.max_batch,
+            });
+        }
+        let features = &inner.graph.features;
+        if inputs.len() != features.len() {
+            return Err(Error::WrongInputCount {
+                expected: features.len(),
+                got: inputs.len(),
+            });
+        }
+        for (f, input) in features.iter().zip(inputs) {
+            let expected = batch * f.values_per_sample();
+            let got = match (f.kind, input) {
+                (InputKind::Dense, Input::Floats(x)) => x.len(),
+                (InputKind::Sparse | InputKind::Sequence, Input::Ids(ids)) => {
+                    if ids.len() == expected {
+                        check_ids(f, ids)?;
+                    }
+                    ids.len()
+                }
+                (InputKind::Dense, _) => {
+                    return Err(Error::WrongInputKind {
+                        feature: f.name.clone(),
+                        expected: "floats (a dense feature)",
+                    })
+                }
+                _ => {
+                    return Err(Error::WrongInputKind {
+                        feature: f.name.clone(),
+                        expected: "ids (a sparse or sequence feature)",
+                    })
+                }
+            };
+            if got != expected {
+                return Err(Error::WrongLength {
+                    what: BufferName::Input(f.name.clone()),
+                    expected,
+                    got,
+                });
+            }
+        }
+        let expected = batch * inner.plan.output_width;
+        if out.len() != expected {
+            return Err(Error::WrongLength {
+                what: BufferName::Output,
+                expected,
+                got: out.len(),
+            });
+        }
+        if let Some(g) = gates {
+            let expected = batch * inner.plan.gate_width;
+            if g.len() != expected {
+                return Err(Error::WrongLength {
+                    what: BufferName::Gates,
+                    expected,
+                    got: g.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes x0 for samples `start..start+rows` into arena rows `0..rows`.
+    fn stage_inputs(&mut self, inputs: &[Input], start: usize, rows: usize) {
+        let inner = self.model.inner();
+        let width = inner.plan.width;
+        for &(fi, col) in &inner.plan.inputs {
+            let f = &inner.graph.features[fi];
+            let w = f.width;
+            for r in 0..rows {
+                let s = start + r;
+                let dst = &mut self.arena[r * width + col..r * width + col + w];
+                match (inputs[fi], f.kind) {
+                    (Input::Floats(x), _) => dst.copy_from_slice(&x[s * w..(s + 1) * w]),
+                    (Input::Ids(ids), InputKind::Sparse) => {
+                        let table = f.table.expect("validated");
+                        lookup(&self.model, &table, effective_id(f, ids[s]), dst);
+                    }
+                    (Input::Ids(ids), _) => {
+                        let l = f.max_len;
+                        pool(&self.model, f, &ids[s * l..(s + 1) * l], dst);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the plan on arena rows `0..rows`.
+    fn forward(&mut self, rows: usize) {
+        let model = &self.model;
+        let inner = model.inner();
+        let width = inner.plan.width;
+        let arena = self.arena.as_mut_ptr();
+        for op in &inner.plan.ops {
+            match *op {
+                Op::Dense { input, ref layer, out } => {
+                    let g = Gemm {
+                        m: rows,
+                        k: layer.k,
+                        n: layer.n,
+                        // SAFETY: `input` and `out` are column offsets inside the arena row
+                        // (the plan allocated them below `width`); the pointers stay in bounds.
+                        a: unsafe { arena.add(input) },
+                        lda: width,
+                        w: model.panels(&layer.weight),
+                        bias: layer.bias.map(|b| model.f32s(&b, layer.n)),
+                        // SAFETY: as above.
+                        c: unsafe { arena.add(out) },
+                        ldc: width,
+                    };
+                    // SAFETY: A covers columns input..input+k and C columns out..out+n of rows
+                    // 0..rows of the arena; the plan gives every layer a fresh output range, so
+                    // they are disjoint; the weight slice has the panel16 length (checked at
+                    // load); the SIMD level was checked available at load.
+                    unsafe { kernels::gemm(inner.simd, &g) };
+                    let act = act_args(model, &layer.act, layer.n);
+                    if !matches!(act, ActArgs::Identity) {
+                        for r in 0..rows {
+                            let row = &mut self.arena[r * width + out..r * width + out + layer.n];
+                            activation::apply_row(&act, row);
+                        }
+                    }
+                }
+                Op::Softmax { col, n } => {
+                    for r in 0..rows {
+                        activation::softmax(&mut self.arena[r * width + col..r * width + col + n]);
+                    }
+                }
+                Op::Sigmoid { col, n } => {
+                    for r in 0..rows {
+                        activation::apply_row(&ActArgs::Sigmoid, &mut self.arena[r * width + col..r * width + col + n]);
+                    }
+                }
+                Op::Mix { weights, ref experts, width: d, out } => {
+                    let cols = &inner.plan.expert_cols[experts.clone()];
+                    for r in 0..rows {
+                        let row = &mut self.arena[r * width..(r + 1) * width];
+                        let (head, tail) = row.split_at_mut(out);
+                        let dst = &mut tail[..d];
+                        dst.fill(0.0);
+                        for (e, &ec) in cols.iter().enumerate() {
+                            let w = head[weights + e];
+                            for (o, &x) in dst.iter_mut().zip(&head[ec..ec + d]) {
+                                *o += w * x;
+                            }
+                        }
+                    }
+                }
+                Op::Product { a, b, n, out } => {
+                    for r in 0..rows {
+                        let row = &mut self.arena[r * width..(r + 1) * width];
+                        let (head, tail) = row.split_at_mut(out);
+                        for j in 0..n {
+                            tail[j] = head[a + j] * head[b + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn copy_results(&self, start: usize, rows: usize, out: &mut [f32], gates: Option<&mut [f32]>) {
+        let plan = &self.model.inner().plan;
+        let width = plan.width;
+        for r in 0..rows {
+            let arena_row = &self.arena[r * width..(r + 1) * width];
+            let mut o = (start + r) * plan.output_width;
+            for &(col, w) in &plan.outputs {
+                out[o..o + w].copy_from_slice(&arena_row[col..col + w]);
+                o += w;
+            }
+        }
+        if let Some(gates) = gates {
+            for r in 0..rows {
+                let arena_row = &self.arena[r * width..(r + 1) * width];
+                let mut o = (start + r) * plan.gate_width;
+                for g in &plan.gates {
+                    gates[o..o + g.width].copy_from_slice(&arena_row[g.col..g.col + g.width]);
+                    o += g.width;
+                }
+            }
+        }
+    }
+}
+
+/// The id actually looked up: DeepCTR-Torch routes ids through f32.
+#[inline]
+fn effective_id(f: &Feature, id: i64) -> i64 {
+    if f.ids_through_f32 {
+        id as f32 as i64
+    } else {
+        id
+    }
+}
+
+fn check_ids(f: &Feature, ids: &[i64]) -> Result<()> {
+    let vocab = f.vocab();
+    let per = f.values_per_sample();
+    for (i, &id) in ids.iter().enumerate() {
+        let e = effective_id(f, id);
+        if e < 0 || e as u64 >= vocab as u64 {
+            return Err(Error::IdOutOfRange {
+                feature: f.name.clone(),
+                sample: i / per,
+                position: i % per,
+                id,
+                vocab,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Copies (widening f16) row `id` of `table` into `dst`.
+#[inline]
+fn lookup(model: &Model, table: &TensorRef, id: i64, dst: &mut [f32]) {
+    let dim = table.cols;
+    let row = TensorRef {
+        offset: table.offset + id as usize * dim * table.dtype.size() as usize,
+        ..*table
+    };
+    match table.dtype {
+        DType::F32 => dst.copy_from_slice(model.f32s(&row, dim)),
+        DType::F16 => {
+            for (d, &h) in dst.iter_mut().zip(model.f16s(&row, dim)) {
+                *d = f16_to_f32(h);
+            }
+        }
+    }
+}
+
+/// Pools one sample's sequence into `dst` (FORMAT.md §3.4).
+fn pool(model: &Model, f: &Feature, ids: &[i64], dst: &mut [f32]) {
+    let table = f.table.expect("validated");
+    let pooling = f.pooling.expect("validated");
+    let masked = |id: i64| f.pad_id == Some(id);
+    // A small stack buffer for one embedding row; wide tables go through chunks of it.
+    let mut buf = [0f32; 64];
+    let dim = table.cols;
+    match pooling {
+        Pooling::Sum | Pooling::Mean => {
+            dst.fill(0.0);
+            let mut count = 0usize;
+            for &id in ids {
+                if masked(id) {
+                    continue;
+                }
+                count += 1;
+                for_each_chunk(model, &table, effective_id(f, id), dim, &mut buf, |j, v| {
+                    for (d, x) in dst[j..j + v.len()].iter_mut().zip(v) {
+                        *d += x;
+                    }
+                });
+            }
+            if pooling == Pooling::Mean {
+                if count == 0 {
+                    dst.fill(0.0);
+                } else {
+                    let c = count as f32;
+                    dst.iter_mut().for_each(|d| *d /= c);
+                }
+            }
+        }
+        Pooling::Max => {
+            dst.fill(f32::NEG_INFINITY);
+            for &id in ids {
+                let shift = if masked(id) { 1e9f32 } else { 0.0 };
+                for_each_chunk(model, &table, effective_id(f, id), dim, &mut buf, |j, v| {
+                    for (d, &x) in dst[j..j + v.len()].iter_mut().zip(v) {
+                        *d = d.max(x - shift);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Calls `f(first column, values)` over row `id` of `table` in chunks of up to 64 floats.
+#[inline]
+fn for_each_chunk(
+    model: &Model,
+    table: &TensorRef,
+    id: i64,
+    dim: usize,
+    buf: &mut [f32; 64],
+    mut f: impl FnMut(usize, &[f32]),
+) {
+    let base = id as usize * dim;
+    match table.dtype {
+        DType::F32 => {
+            let all = model.f32s(table, base + dim);
+            f(0, &all[base..]);
+        }
+        DType::F16 => {
+            let all = model.f16s(table, base + dim);
+            for (c, chunk) in all[base..].chunks(64).enumerate() {
+                for (d, &h) in buf.iter_mut().zip(chunk) {
+                    *d = f16_to_f32(h);
+                }
+                f(c * 64, &buf[..chunk.len()]);
+            }
+        }
+    }
+}
+
+fn act_args<'m>(model: &'m Model, act: &Act, n: usize) -> ActArgs<'m> {
+    match *act {
+        Act::Identity => ActArgs::Identity,
+        Act::Relu => ActArgs::Relu,
+        Act::Sigmoid => ActArgs::Sigmoid,
+        Act::Tanh => ActArgs::Tanh,
+        Act::LeakyRelu(s) => ActArgs::LeakyRelu(s),
+        Act::PRelu { param, per_channel } => {
+            ActArgs::PRelu(model.f32s(&param, if per_channel { n } else { 1 }))
+        }
+        Act::DiceRechub { alpha, eps } => ActArgs::DiceRechub {
+            alpha: model.f32s(&alpha, 1)[0],
+            eps,
+        },
+        Act::DiceBn { param } => {
+            let p = model.f32s(&param, 3 * n);
+            ActArgs::DiceBn {
+                scale: &p[..n],
+                shift: &p[n..2 * n],
+                alpha: &p[2 * n..],
+            }
+        }
+        Act::Softmax => ActArgs::Softmax,
+    }
+}
