@@ -181,3 +181,31 @@ fn f16_widening_is_exact_for_every_value() {
         }
     }
 }
+
+#[test]
+fn results_do_not_depend_on_the_batch() {
+    // Row i of an m-row call must equal, bit for bit, the same row scored alone: a sample's score
+    // must not depend on which batch (or tile position) it arrives in.
+    for &level in &SimdLevel::available() {
+        for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
+            let c = case(m, k, n, 500 + s as u64);
+            let packed = pack(&c.w, k, n);
+            let all = run(level, &c, Panels::F32(&packed), true);
+            for i in 0..m {
+                let one = Case {
+                    m: 1,
+                    a: c.a[i * c.lda..(i + 1) * c.lda].to_vec(),
+                    w: c.w.clone(),
+                    bias: c.bias.clone(),
+                    ..c
+                };
+                let alone = run(level, &one, Panels::F32(&packed), true);
+                let (x, y) = (&all[i * c.ldc..i * c.ldc + n], &alone[..n]);
+                assert!(
+                    x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{level:?} {m}x{k}x{n}: row {i} differs when scored alone"
+                );
+            }
+        }
+    }
+}

@@ -67,37 +67,12 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
     unsafe {
         let mut acc0 = [_mm256_setzero_ps(); MR];
         let mut acc1 = [_mm256_setzero_ps(); MR];
-        if MR == 1 {
-            // GEMV: one row, latency-bound on the FMA chain, so split k four ways.
-            let mut x0 = [_mm256_setzero_ps(); 4];
-            let mut x1 = [_mm256_setzero_ps(); 4];
-            let mut r = 0;
-            while r + 4 <= k {
-                for u in 0..4 {
-                    let (w0, w1) = P::load(wp.add((r + u) * 16));
-                    let av = _mm256_broadcast_ss(&*a.add(r + u));
-                    x0[u] = _mm256_fmadd_ps(av, w0, x0[u]);
-                    x1[u] = _mm256_fmadd_ps(av, w1, x1[u]);
-                }
-                r += 4;
-            }
-            while r < k {
-                let (w0, w1) = P::load(wp.add(r * 16));
-                let av = _mm256_broadcast_ss(&*a.add(r));
-                x0[0] = _mm256_fmadd_ps(av, w0, x0[0]);
-                x1[0] = _mm256_fmadd_ps(av, w1, x1[0]);
-                r += 1;
-            }
-            acc0[0] = _mm256_add_ps(_mm256_add_ps(x0[0], x0[1]), _mm256_add_ps(x0[2], x0[3]));
-            acc1[0] = _mm256_add_ps(_mm256_add_ps(x1[0], x1[1]), _mm256_add_ps(x1[2], x1[3]));
-        } else {
-            for r in 0..k {
-                let (w0, w1) = P::load(wp.add(r * 16));
-                for i in 0..MR {
-                    let av = _mm256_broadcast_ss(&*a.add(i * lda + r));
-                    acc0[i] = _mm256_fmadd_ps(av, w0, acc0[i]);
-                    acc1[i] = _mm256_fmadd_ps(av, w1, acc1[i]);
-                }
+        for r in 0..k {
+            let (w0, w1) = P::load(wp.add(r * 16));
+            for i in 0..MR {
+                let av = _mm256_broadcast_ss(&*a.add(i * lda + r));
+                acc0[i] = _mm256_fmadd_ps(av, w0, acc0[i]);
+                acc1[i] = _mm256_fmadd_ps(av, w1, acc1[i]);
             }
         }
         let b0 = _mm256_loadu_ps(bias.as_ptr());
@@ -140,13 +115,63 @@ unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
             }
             let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
             match g.m - i {
-                0 => {}
-                1 => tile_avx2::<1, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                // A single row is done panel-parallel after this loop.
+                0 | 1 => {}
                 2 => tile_avx2::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
                 3 => tile_avx2::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
                 4 => tile_avx2::<4, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
                 _ => tile_avx2::<5, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
             }
+        }
+    }
+    if g.m % MR_AVX2 == 1 {
+        let i = g.m - 1;
+        // SAFETY: row i is within 0..m.
+        let (a, c) = unsafe { (g.a.add(i * g.lda), g.c.add(i * g.ldc)) };
+        let panels = g.panels();
+        let mut p = 0;
+        // SAFETY (both loops): panels p..p+NP exist; same regions as above.
+        unsafe {
+            while p + 4 <= panels {
+                row_avx2::<4, P>(g, a, w, p, c);
+                p += 4;
+            }
+            while p < panels {
+                row_avx2::<1, P>(g, a, w, p, c);
+                p += 1;
+            }
+        }
+    }
+}
+
+/// One row against NP panels at once. A single row has only two accumulators per panel, too few to
+/// hide the FMA latency; NP panels give 2·NP independent chains while each output element still
+/// sums over k in the same order as the tiled path, so a sample's result does not depend on the
+/// batch it arrives in.
+#[inline(always)]
+unsafe fn row_avx2<const NP: usize, P: Avx2Panel>(g: &Gemm, a: *const f32, w: *const P::E, p0: usize, c: *mut f32) {
+    let k = g.k;
+    // SAFETY (whole body): a has k readable floats; panels p0..p0+NP each have k·16 elements;
+    // c has n writable floats; AVX2/FMA/F16C enabled by the calling function.
+    unsafe {
+        let mut acc0 = [_mm256_setzero_ps(); NP];
+        let mut acc1 = [_mm256_setzero_ps(); NP];
+        for r in 0..k {
+            let av = _mm256_broadcast_ss(&*a.add(r));
+            for q in 0..NP {
+                let (w0, w1) = P::load(w.add(((p0 + q) * k + r) * 16));
+                acc0[q] = _mm256_fmadd_ps(av, w0, acc0[q]);
+                acc1[q] = _mm256_fmadd_ps(av, w1, acc1[q]);
+            }
+        }
+        for q in 0..NP {
+            let j0 = (p0 + q) * 16;
+            let cols = (g.n - j0).min(16);
+            let bias = panel_bias(g.bias, j0, cols);
+            let mut tmp = [0f32; 16];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), _mm256_add_ps(acc0[q], _mm256_loadu_ps(bias.as_ptr())));
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), _mm256_add_ps(acc1[q], _mm256_loadu_ps(bias.as_ptr().add(8))));
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), c.add(j0), cols);
         }
     }
 }
@@ -213,28 +238,10 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
     // SAFETY (whole body): same regions as `tile_avx2`; AVX-512F enabled by the caller.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); MR];
-        if MR == 1 {
-            let mut x = [_mm512_setzero_ps(); 4];
-            let mut r = 0;
-            while r + 4 <= k {
-                for (u, xu) in x.iter_mut().enumerate() {
-                    let w = P::load(wp.add((r + u) * 16));
-                    *xu = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r + u)), w, *xu);
-                }
-                r += 4;
-            }
-            while r < k {
-                let w = P::load(wp.add(r * 16));
-                x[0] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r)), w, x[0]);
-                r += 1;
-            }
-            acc[0] = _mm512_add_ps(_mm512_add_ps(x[0], x[1]), _mm512_add_ps(x[2], x[3]));
-        } else {
-            for r in 0..k {
-                let w = P::load(wp.add(r * 16));
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(i * lda + r)), w, *acc);
-                }
+        for r in 0..k {
+            let w = P::load(wp.add(r * 16));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(i * lda + r)), w, *acc);
             }
         }
         let b = _mm512_loadu_ps(bias.as_ptr());
@@ -264,8 +271,8 @@ unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
             }
             let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
             match g.m - i {
-                0 => {}
-                1 => tile_avx512::<1, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                // A single row is done panel-parallel after this loop.
+                0 | 1 => {}
                 2 => tile_avx512::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
                 3 => tile_avx512::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
                 4 => tile_avx512::<4, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
@@ -273,6 +280,47 @@ unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
                 6 => tile_avx512::<6, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
                 _ => tile_avx512::<7, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
             }
+        }
+    }
+    if g.m % MR_AVX512 == 1 {
+        let i = g.m - 1;
+        // SAFETY: row i is within 0..m.
+        let (a, c) = unsafe { (g.a.add(i * g.lda), g.c.add(i * g.ldc)) };
+        let panels = g.panels();
+        let mut p = 0;
+        // SAFETY (both loops): panels p..p+NP exist; same regions as above.
+        unsafe {
+            while p + 8 <= panels {
+                row_avx512::<8, P>(g, a, w, p, c);
+                p += 8;
+            }
+            while p < panels {
+                row_avx512::<1, P>(g, a, w, p, c);
+                p += 1;
+            }
+        }
+    }
+}
+
+/// One row against NP panels at once (see `row_avx2`).
+#[inline(always)]
+unsafe fn row_avx512<const NP: usize, P: Avx512Panel>(g: &Gemm, a: *const f32, w: *const P::E, p0: usize, c: *mut f32) {
+    let k = g.k;
+    // SAFETY (whole body): as in `row_avx2`; AVX-512F enabled by the calling function.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); NP];
+        for r in 0..k {
+            let av = _mm512_set1_ps(*a.add(r));
+            for (q, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(av, P::load(w.add(((p0 + q) * k + r) * 16)), *acc);
+            }
+        }
+        for (q, acc) in acc.iter().enumerate() {
+            let j0 = (p0 + q) * 16;
+            let cols = (g.n - j0).min(16);
+            let bias = panel_bias(g.bias, j0, cols);
+            let mask: __mmask16 = if cols == 16 { 0xFFFF } else { (1u16 << cols) - 1 };
+            _mm512_mask_storeu_ps(c.add(j0), mask, _mm512_add_ps(*acc, _mm512_loadu_ps(bias.as_ptr())));
         }
     }
 }
