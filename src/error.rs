@@ -22,7 +22,9 @@ pub enum Error {
     NotPle(&'static str),
 
     /// The file is a `.ple` file of a major version this reader does not know.
-    #[error("unsupported .ple format version {major}.{minor} (this reader supports {supported}.x)")]
+    #[error(
+        "unsupported .ple format version {major}.{minor} (this reader supports {supported}.x)"
+    )]
     UnsupportedVersion {
         major: u16,
         minor: u16,

@@ -61,10 +61,15 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
         ),
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let end = start.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or("truncated .npy header")?;
+    let end = start
+        .checked_add(header_len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("truncated .npy header")?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "non-UTF-8 .npy header")?;
     let field = |key: &str| -> Result<&str, String> {
-        let at = header.find(&format!("'{key}'")).ok_or(format!(".npy header lacks '{key}'"))?;
+        let at = header
+            .find(&format!("'{key}'"))
+            .ok_or(format!(".npy header lacks '{key}'"))?;
         let rest = &header[at + key.len() + 2..];
         Ok(rest.trim_start_matches([':', ' ']))
     };
@@ -75,25 +80,57 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
         return Err("Fortran-order .npy arrays are not supported (use C order)".into());
     }
     let shape_txt = field("shape")?;
-    let shape_txt = &shape_txt[shape_txt.find('(').ok_or("bad shape")? + 1..shape_txt.find(')').ok_or("bad shape")?];
+    let shape_txt = &shape_txt
+        [shape_txt.find('(').ok_or("bad shape")? + 1..shape_txt.find(')').ok_or("bad shape")?];
     let shape: Vec<usize> = shape_txt
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape entry '{s}'")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape entry '{s}'"))
+        })
         .collect::<Result<_, _>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
     let body = &bytes[end..];
     let need = |size: usize| -> Result<&[u8], String> {
         let n = count.checked_mul(size).ok_or("size overflows")?;
-        body.get(..n).ok_or_else(|| format!(".npy data truncated: need {n} bytes, have {}", body.len()))
+        body.get(..n)
+            .ok_or_else(|| format!(".npy data truncated: need {n} bytes, have {}", body.len()))
     };
     let data = match descr {
-        "<f4" | "|f4" => NpyData::F32(need(4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-        "<f8" => NpyData::F64(need(8)?.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
-        "<i8" => NpyData::I64(need(8)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
-        "<i4" => NpyData::I32(need(4)?.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
-        d => return Err(format!("unsupported .npy dtype '{d}' (use float32, float64, int64 or int32)")),
+        "<f4" | "|f4" => NpyData::F32(
+            need(4)?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        "<f8" => NpyData::F64(
+            need(8)?
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        "<i8" => NpyData::I64(
+            need(8)?
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        "<i4" => NpyData::I32(
+            need(4)?
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        d => {
+            return Err(format!(
+                "unsupported .npy dtype '{d}' (use float32, float64, int64 or int32)"
+            ))
+        }
     };
     Ok(NpyArray { shape, data })
 }
@@ -106,9 +143,17 @@ pub fn read(path: impl AsRef<std::path::Path>) -> Result<NpyArray, String> {
 }
 
 /// Writes a C-order little-endian f32 `.npy` file.
-pub fn write_f32(path: impl AsRef<std::path::Path>, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+pub fn write_f32(
+    path: impl AsRef<std::path::Path>,
+    shape: &[usize],
+    data: &[f32],
+) -> std::io::Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');

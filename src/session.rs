@@ -7,12 +7,12 @@
 //! stays cache-resident while weights stream through.
 
 use crate::error::{BufferName, Error, Result};
+use crate::format::DType;
 use crate::kernels::activation::{self, ActArgs};
 use crate::kernels::{self, f16_to_f32, Gemm};
 use crate::model::graph::{Act, Feature, InputKind, Pooling, TensorRef};
 use crate::model::plan::Op;
 use crate::model::Model;
-use crate::format::DType;
 
 /// Samples per tile.
 pub const TILE_ROWS: usize = 64;
@@ -96,7 +96,13 @@ impl Session {
         Ok(())
     }
 
-    fn validate(&self, inputs: &[Input], batch: usize, out: &[f32], gates: Option<&[f32]>) -> Result<()> {
+    fn validate(
+        &self,
+        inputs: &[Input],
+        batch: usize,
+        out: &[f32],
+        gates: Option<&[f32]>,
+    ) -> Result<()> {
         let inner = self.model.inner();
         if batch > self.max_batch {
             return Err(Error::BatchTooLarge {
@@ -196,7 +202,11 @@ impl Session {
         let arena = self.arena.as_mut_ptr();
         for op in &inner.plan.ops {
             match *op {
-                Op::Dense { input, ref layer, out } => {
+                Op::Dense {
+                    input,
+                    ref layer,
+                    out,
+                } => {
                     let g = Gemm {
                         m: rows,
                         k: layer.k,
@@ -231,10 +241,18 @@ impl Session {
                 }
                 Op::Sigmoid { col, n } => {
                     for r in 0..rows {
-                        activation::apply_row(&ActArgs::Sigmoid, &mut self.arena[r * width + col..r * width + col + n]);
+                        activation::apply_row(
+                            &ActArgs::Sigmoid,
+                            &mut self.arena[r * width + col..r * width + col + n],
+                        );
                     }
                 }
-                Op::Mix { weights, ref experts, width: d, out } => {
+                Op::Mix {
+                    weights,
+                    ref experts,
+                    width: d,
+                    out,
+                } => {
                     let cols = &inner.plan.expert_cols[experts.clone()];
                     for r in 0..rows {
                         let row = &mut self.arena[r * width..(r + 1) * width];

@@ -117,13 +117,19 @@ impl<'a> Cursor<'a> {
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
     fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4"),
+        ))
     }
     fn u64(&mut self, what: &str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8"),
+        ))
     }
     fn i64(&mut self, what: &str) -> Result<i64> {
-        Ok(i64::from_le_bytes(self.take(8, what)?.try_into().expect("8")))
+        Ok(i64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8"),
+        ))
     }
     fn f32(&mut self, what: &str) -> Result<f32> {
         Ok(f32::from_bits(self.u32(what)?))
@@ -160,8 +166,7 @@ impl<'a> Cursor<'a> {
 }
 
 fn check_string(s: &[u8], index: usize) -> Result<String> {
-    let text =
-        std::str::from_utf8(s).map_err(|_| invalid!("string {index} is not valid UTF-8"))?;
+    let text = std::str::from_utf8(s).map_err(|_| invalid!("string {index} is not valid UTF-8"))?;
     if text.is_empty() || text.len() > limits::STRING_LEN {
         return Err(invalid!(
             "string {index} has length {}, must be 1..={}",
@@ -188,7 +193,10 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
         if (idx as usize) < strings.len() {
             Ok(idx)
         } else {
-            Err(invalid!("{what} names string {idx}, but there are {}", strings.len()))
+            Err(invalid!(
+                "{what} names string {idx}, but there are {}",
+                strings.len()
+            ))
         }
     };
 
@@ -232,7 +240,9 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
     let model_name = string_ref(c.u32("model name")?, "model name")?;
     let flags = c.u32("model flags")?;
     if flags != 0 {
-        return Err(invalid!("model flags are {flags:#x}, must be 0 in format 1.0"));
+        return Err(invalid!(
+            "model flags are {flags:#x}, must be 0 in format 1.0"
+        ));
     }
 
     let n = c.count("feature count", 32, limits::FEATURES)?;
@@ -295,7 +305,10 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
     let bottom = c.u32("bottom")?;
     let n_tasks = c.u32("task count")?;
     if n_tasks == 0 || n_tasks as usize > limits::TASKS {
-        return Err(invalid!("task count {n_tasks} must be 1..={}", limits::TASKS));
+        return Err(invalid!(
+            "task count {n_tasks} must be 1..={}",
+            limits::TASKS
+        ));
     }
     let t = n_tasks as usize;
     let n = c.count("level count", 12, limits::LEVELS)?;
@@ -350,7 +363,7 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
         outputs.push(OutputRecord { name, kind, a, b });
     }
 
-    if c.left() != 0 && minor <= super::MINOR {
+    if c.left() != 0 && minor.cmp(&super::MINOR) != std::cmp::Ordering::Greater {
         return Err(invalid!(
             "{} unexpected bytes after the end of the metadata",
             c.left()
@@ -373,7 +386,11 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
 }
 
 /// Checks sizes, canonical offsets and name uniqueness of the tensor table (FORMAT.md §3.2).
-pub fn check_tensor_layout(tensors: &[TensorRecord], strings: &[String], data_size: u64) -> Result<()> {
+pub fn check_tensor_layout(
+    tensors: &[TensorRecord],
+    strings: &[String],
+    data_size: u64,
+) -> Result<()> {
     let mut expected_offset = 0u64;
     let mut end = 0u64;
     let mut names = std::collections::HashSet::with_capacity(tensors.len());
@@ -410,7 +427,11 @@ pub fn check_tensor_layout(tensors: &[TensorRecord], strings: &[String], data_si
         expected_offset =
             align64(end).ok_or_else(|| invalid!("tensor {i} '{name}': offset overflows"))?;
     }
-    let expected_data = if tensors.is_empty() { 0 } else { align64(end).unwrap_or(u64::MAX) };
+    let expected_data = if tensors.is_empty() {
+        0
+    } else {
+        align64(end).unwrap_or(u64::MAX)
+    };
     if data_size != expected_data {
         return Err(invalid!(
             "data section has {data_size} bytes, but the tensors end at {expected_data}"

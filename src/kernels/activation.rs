@@ -13,8 +13,15 @@ pub enum ActArgs<'a> {
     LeakyRelu(f32),
     /// One slope (`len 1`) or one per channel.
     PRelu(&'a [f32]),
-    DiceRechub { alpha: f32, eps: f32 },
-    DiceBn { scale: &'a [f32], shift: &'a [f32], alpha: &'a [f32] },
+    DiceRechub {
+        alpha: f32,
+        eps: f32,
+    },
+    DiceBn {
+        scale: &'a [f32],
+        shift: &'a [f32],
+        alpha: &'a [f32],
+    },
     Softmax,
 }
 
@@ -55,7 +62,11 @@ pub fn apply_row(act: &ActArgs, row: &mut [f32]) {
                 *x = p * *x + (1.0 - p) * alpha * *x;
             }
         }
-        ActArgs::DiceBn { scale, shift, alpha } => {
+        ActArgs::DiceBn {
+            scale,
+            shift,
+            alpha,
+        } => {
             for (j, x) in row.iter_mut().enumerate() {
                 let p = sigmoid(*x * scale[j] + shift[j]);
                 *x = p * *x + (1.0 - p) * alpha[j] * *x;

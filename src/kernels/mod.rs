@@ -7,11 +7,11 @@
 //! Detection happens once (`SimdLevel::detect`) and the result is stored in the model, so scoring
 //! does no feature detection; `PLE_SIMD=scalar|avx2|avx512|neon` may lower the level, never raise it.
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
-#[cfg(target_arch = "aarch64")]
-mod neon;
 
 pub mod activation;
 
@@ -76,7 +76,11 @@ impl SimdLevel {
     pub fn detect() -> SimdLevel {
         let available = Self::available();
         let best = *available.last().expect("scalar is always available");
-        match std::env::var("PLE_SIMD").ok().as_deref().and_then(Self::from_name) {
+        match std::env::var("PLE_SIMD")
+            .ok()
+            .as_deref()
+            .and_then(Self::from_name)
+        {
             Some(wanted) if available.contains(&wanted) && wanted <= best => wanted,
             _ => best,
         }

@@ -21,7 +21,14 @@ impl NeonPanel for F32x16 {
     #[inline(always)]
     unsafe fn load(p: *const f32) -> [float32x4_t; 4] {
         // SAFETY: 16 readable floats (caller).
-        unsafe { [vld1q_f32(p), vld1q_f32(p.add(4)), vld1q_f32(p.add(8)), vld1q_f32(p.add(12))] }
+        unsafe {
+            [
+                vld1q_f32(p),
+                vld1q_f32(p.add(4)),
+                vld1q_f32(p.add(8)),
+                vld1q_f32(p.add(12)),
+            ]
+        }
     }
 }
 
@@ -34,7 +41,10 @@ unsafe fn widen4(h: uint16x4_t) -> float32x4_t {
         let h = vmovl_u16(h);
         let sign = vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)));
         let bits = vshlq_n_u32::<13>(vandq_u32(h, vdupq_n_u32(0x7FFF)));
-        let scaled = vmulq_f32(vreinterpretq_f32_u32(bits), vdupq_n_f32(f32::from_bits(0x7780_0000)));
+        let scaled = vmulq_f32(
+            vreinterpretq_f32_u32(bits),
+            vdupq_n_f32(f32::from_bits(0x7780_0000)),
+        );
         let infnan = vcgeq_f32(scaled, vdupq_n_f32(65536.0));
         let fixed = vorrq_u32(
             vreinterpretq_u32_f32(scaled),
@@ -72,7 +82,7 @@ unsafe fn tile<const R: usize, P: NeonPanel>(
     ldc: usize,
     cols: usize,
 ) {
-    // SAFETY (whole body): same regions as the x86 tiles, guaranteed by `gemm`'s caller.
+    // SAFETY: (whole body) same regions as the x86 tiles, guaranteed by `gemm`'s caller.
     unsafe {
         let mut acc = [[vdupq_n_f32(0.0); 4]; R];
         for r in 0..k {
@@ -111,7 +121,16 @@ unsafe fn gemm_typed<P: NeonPanel>(g: &Gemm, w: *const P::E) {
         // SAFETY: rows stay within 0..m; pointers within the caller's regions.
         unsafe {
             while i + MR <= g.m {
-                tile::<MR, P>(k, g.a.add(i * g.lda), g.lda, wp, &bias, g.c.add(i * g.ldc + j0), g.ldc, cols);
+                tile::<MR, P>(
+                    k,
+                    g.a.add(i * g.lda),
+                    g.lda,
+                    wp,
+                    &bias,
+                    g.c.add(i * g.ldc + j0),
+                    g.ldc,
+                    cols,
+                );
                 i += MR;
             }
             let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));

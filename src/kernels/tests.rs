@@ -7,7 +7,10 @@ use super::*;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
@@ -67,7 +70,12 @@ fn run(level: SimdLevel, c: &Case, w: Panels, bias: bool) -> Vec<f32> {
     // SAFETY: buffers sized for m rows at their strides; the level is available (callers check).
     unsafe { gemm(level, &g) };
     for i in 0..c.m {
-        assert!(out[i * c.ldc + c.n..(i + 1) * c.ldc].iter().all(|x| x.is_nan()), "wrote past n");
+        assert!(
+            out[i * c.ldc + c.n..(i + 1) * c.ldc]
+                .iter()
+                .all(|x| x.is_nan()),
+            "wrote past n"
+        );
     }
     out
 }
@@ -110,11 +118,20 @@ fn scalar_matches_matrixmultiply() {
         // SAFETY: dimensions and strides describe the buffers exactly.
         unsafe {
             matrixmultiply::sgemm(
-                m, k, n, 1.0,
-                c.a.as_ptr(), c.lda as isize, 1,
-                c.w.as_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
                 1.0,
-                reference.as_mut_ptr(), c.ldc as isize, 1,
+                c.a.as_ptr(),
+                c.lda as isize,
+                1,
+                c.w.as_ptr(),
+                n as isize,
+                1,
+                1.0,
+                reference.as_mut_ptr(),
+                c.ldc as isize,
+                1,
             );
         }
         let err = max_rel_err(&ours, &reference, &c);
@@ -130,7 +147,10 @@ fn every_level_matches_scalar_f32_and_f16() {
         for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
             let c = case(m, k, n, 100 + s as u64);
             let packed = pack(&c.w, k, n);
-            let halves: Vec<u16> = packed.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+            let halves: Vec<u16> = packed
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_bits())
+                .collect();
             for bias in [true, false] {
                 let want = run(SimdLevel::Scalar, &c, Panels::F32(&packed), bias);
                 let got = run(level, &c, Panels::F32(&packed), bias);
@@ -152,7 +172,7 @@ fn f16_widening_is_exact_for_every_value() {
     let levels = SimdLevel::available();
     let k = 4096;
     let n = 16;
-    let a_one = vec![1.0f32; 1];
+    let a_one = [1.0f32; 1];
     for &level in &levels {
         for start in (0..65536usize).step_by(k * n) {
             // A 1×1 "matrix" times a row of 16 halves, repeated: use k=1 per call for clarity.
@@ -164,8 +184,15 @@ fn f16_widening_is_exact_for_every_value() {
                 let halves: Vec<u16> = (base..base + n).map(|v| v as u16).collect();
                 let mut out = [0f32; 16];
                 let g = Gemm {
-                    m: 1, k: 1, n, a: a_one.as_ptr(), lda: 1,
-                    w: Panels::F16(&halves), bias: None, c: out.as_mut_ptr(), ldc: n,
+                    m: 1,
+                    k: 1,
+                    n,
+                    a: a_one.as_ptr(),
+                    lda: 1,
+                    w: Panels::F16(&halves),
+                    bias: None,
+                    c: out.as_mut_ptr(),
+                    ldc: n,
                 };
                 // SAFETY: 1 row of 1 float in, 16 floats out, 16 halves of weights.
                 unsafe { gemm(level, &g) };
@@ -173,7 +200,9 @@ fn f16_widening_is_exact_for_every_value() {
                     let want = f16_to_f32(h);
                     let got = out[j];
                     assert!(
-                        (want.is_nan() && got.is_nan()) || want.to_bits() == got.to_bits() || (want == 0.0 && got == 0.0),
+                        (want.is_nan() && got.is_nan())
+                            || want.to_bits() == got.to_bits()
+                            || (want == 0.0 && got == 0.0),
                         "{level:?}: f16 {h:#06x} widened to {got}, expected {want}"
                     );
                 }

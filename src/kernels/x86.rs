@@ -61,7 +61,7 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
     ldc: usize,
     cols: usize,
 ) {
-    // SAFETY (whole body): rows 0..MR of A have k readable floats at stride lda, the panel has
+    // SAFETY: (whole body) rows 0..MR of A have k readable floats at stride lda, the panel has
     // k·16 readable elements, rows 0..MR of C have `cols` writable floats at stride ldc; all
     // guaranteed by `gemm_avx2`'s caller. AVX2/FMA/F16C are enabled by the caller's attribute.
     unsafe {
@@ -105,7 +105,7 @@ unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
         // `super::gemm`'s debug assertion and by the loader).
         let wp = unsafe { w.add(p * k * 16) };
         let mut i = 0;
-        // SAFETY (all calls below): rows i..i+MR are within 0..m; pointers stay in the caller's
+        // SAFETY: (all calls below) rows i..i+MR are within 0..m; pointers stay in the caller's
         // regions (see `super::gemm`).
         unsafe {
             while i + MR_AVX2 <= g.m {
@@ -130,7 +130,7 @@ unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
         let (a, c) = unsafe { (g.a.add(i * g.lda), g.c.add(i * g.ldc)) };
         let panels = g.panels();
         let mut p = 0;
-        // SAFETY (both loops): panels p..p+NP exist; same regions as above.
+        // SAFETY: (both loops) panels p..p+NP exist; same regions as above.
         unsafe {
             while p + 4 <= panels {
                 row_avx2::<4, P>(g, a, w, p, c);
@@ -149,9 +149,15 @@ unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
 /// sums over k in the same order as the tiled path, so a sample's result does not depend on the
 /// batch it arrives in.
 #[inline(always)]
-unsafe fn row_avx2<const NP: usize, P: Avx2Panel>(g: &Gemm, a: *const f32, w: *const P::E, p0: usize, c: *mut f32) {
+unsafe fn row_avx2<const NP: usize, P: Avx2Panel>(
+    g: &Gemm,
+    a: *const f32,
+    w: *const P::E,
+    p0: usize,
+    c: *mut f32,
+) {
     let k = g.k;
-    // SAFETY (whole body): a has k readable floats; panels p0..p0+NP each have k·16 elements;
+    // SAFETY: (whole body) a has k readable floats; panels p0..p0+NP each have k·16 elements;
     // c has n writable floats; AVX2/FMA/F16C enabled by the calling function.
     unsafe {
         let mut acc0 = [_mm256_setzero_ps(); NP];
@@ -169,8 +175,14 @@ unsafe fn row_avx2<const NP: usize, P: Avx2Panel>(g: &Gemm, a: *const f32, w: *c
             let cols = (g.n - j0).min(16);
             let bias = panel_bias(g.bias, j0, cols);
             let mut tmp = [0f32; 16];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), _mm256_add_ps(acc0[q], _mm256_loadu_ps(bias.as_ptr())));
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), _mm256_add_ps(acc1[q], _mm256_loadu_ps(bias.as_ptr().add(8))));
+            _mm256_storeu_ps(
+                tmp.as_mut_ptr(),
+                _mm256_add_ps(acc0[q], _mm256_loadu_ps(bias.as_ptr())),
+            );
+            _mm256_storeu_ps(
+                tmp.as_mut_ptr().add(8),
+                _mm256_add_ps(acc1[q], _mm256_loadu_ps(bias.as_ptr().add(8))),
+            );
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), c.add(j0), cols);
         }
     }
@@ -235,7 +247,7 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
     ldc: usize,
     cols: usize,
 ) {
-    // SAFETY (whole body): same regions as `tile_avx2`; AVX-512F enabled by the caller.
+    // SAFETY: (whole body) same regions as `tile_avx2`; AVX-512F enabled by the caller.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); MR];
         for r in 0..k {
@@ -245,7 +257,11 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
             }
         }
         let b = _mm512_loadu_ps(bias.as_ptr());
-        let mask: __mmask16 = if cols == 16 { 0xFFFF } else { (1u16 << cols) - 1 };
+        let mask: __mmask16 = if cols == 16 {
+            0xFFFF
+        } else {
+            (1u16 << cols) - 1
+        };
         for (i, acc) in acc.iter().enumerate() {
             _mm512_mask_storeu_ps(c.add(i * ldc), mask, _mm512_add_ps(*acc, b));
         }
@@ -288,7 +304,7 @@ unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
         let (a, c) = unsafe { (g.a.add(i * g.lda), g.c.add(i * g.ldc)) };
         let panels = g.panels();
         let mut p = 0;
-        // SAFETY (both loops): panels p..p+NP exist; same regions as above.
+        // SAFETY: (both loops) panels p..p+NP exist; same regions as above.
         unsafe {
             while p + 8 <= panels {
                 row_avx512::<8, P>(g, a, w, p, c);
@@ -304,9 +320,15 @@ unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
 
 /// One row against NP panels at once (see `row_avx2`).
 #[inline(always)]
-unsafe fn row_avx512<const NP: usize, P: Avx512Panel>(g: &Gemm, a: *const f32, w: *const P::E, p0: usize, c: *mut f32) {
+unsafe fn row_avx512<const NP: usize, P: Avx512Panel>(
+    g: &Gemm,
+    a: *const f32,
+    w: *const P::E,
+    p0: usize,
+    c: *mut f32,
+) {
     let k = g.k;
-    // SAFETY (whole body): as in `row_avx2`; AVX-512F enabled by the calling function.
+    // SAFETY: (whole body) as in `row_avx2`; AVX-512F enabled by the calling function.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); NP];
         for r in 0..k {
@@ -319,8 +341,16 @@ unsafe fn row_avx512<const NP: usize, P: Avx512Panel>(g: &Gemm, a: *const f32, w
             let j0 = (p0 + q) * 16;
             let cols = (g.n - j0).min(16);
             let bias = panel_bias(g.bias, j0, cols);
-            let mask: __mmask16 = if cols == 16 { 0xFFFF } else { (1u16 << cols) - 1 };
-            _mm512_mask_storeu_ps(c.add(j0), mask, _mm512_add_ps(*acc, _mm512_loadu_ps(bias.as_ptr())));
+            let mask: __mmask16 = if cols == 16 {
+                0xFFFF
+            } else {
+                (1u16 << cols) - 1
+            };
+            _mm512_mask_storeu_ps(
+                c.add(j0),
+                mask,
+                _mm512_add_ps(*acc, _mm512_loadu_ps(bias.as_ptr())),
+            );
         }
     }
 }

@@ -92,10 +92,18 @@ pub enum Act {
     Tanh,
     LeakyRelu(f32),
     /// `a` per channel (`per_channel`) or one scalar.
-    PRelu { param: TensorRef, per_channel: bool },
-    DiceRechub { alpha: TensorRef, eps: f32 },
+    PRelu {
+        param: TensorRef,
+        per_channel: bool,
+    },
+    DiceRechub {
+        alpha: TensorRef,
+        eps: f32,
+    },
     /// Rows scale, shift, alpha, each `n` wide.
-    DiceBn { param: TensorRef },
+    DiceBn {
+        param: TensorRef,
+    },
     Softmax,
 }
 
@@ -304,10 +312,17 @@ impl Resolver<'_> {
         let mut claim = |idx: u32, what: &dyn Fn() -> String| -> Result<usize> {
             let i = idx as usize;
             if i >= used.len() {
-                return Err(invalid!("{} names MLP {idx}, but there are {}", what(), used.len()));
+                return Err(invalid!(
+                    "{} names MLP {idx}, but there are {}",
+                    what(),
+                    used.len()
+                ));
             }
             if std::mem::replace(&mut used[i], true) {
-                return Err(invalid!("{} reuses MLP {idx}, which is used elsewhere", what()));
+                return Err(invalid!(
+                    "{} reuses MLP {idx}, which is used elsewhere",
+                    what()
+                ));
             }
             Ok(i)
         };
@@ -338,11 +353,13 @@ impl Resolver<'_> {
                 return Err(invalid!("level {l} has no experts"));
             }
             let mut width = None;
-            let mut expert = |idx: u32, what: String, used: &mut dyn FnMut(u32, &dyn Fn() -> String) -> Result<usize>| -> Result<usize> {
-                let e = used(idx, &|| what.clone())?;
+            let mut check_expert = |e: usize, what: &str| -> Result<()> {
                 let mlp = &mlps[e];
                 if mlp.in_width() != in_width {
-                    return Err(invalid!("{what} reads {} values, but its input has {in_width}", mlp.in_width()));
+                    return Err(invalid!(
+                        "{what} reads {} values, but its input has {in_width}",
+                        mlp.in_width()
+                    ));
                 }
                 match width {
                     None => width = Some(mlp.out_width()),
@@ -354,20 +371,25 @@ impl Resolver<'_> {
                     }
                     _ => {}
                 }
-                Ok(e)
+                Ok(())
             };
             let mut task_experts = Vec::with_capacity(t);
             for task in 0..t {
                 let mut v = Vec::with_capacity(s);
                 for j in 0..s {
-                    let idx = rec.task_experts[task * s + j];
-                    v.push(expert(idx, format!("level {l} task {task} expert {j}"), &mut claim)?);
+                    let what = format!("level {l} task {task} expert {j}");
+                    let e = claim(rec.task_experts[task * s + j], &|| what.clone())?;
+                    check_expert(e, &what)?;
+                    v.push(e);
                 }
                 task_experts.push(v);
             }
             let mut shared_experts = Vec::with_capacity(sh);
             for (j, &idx) in rec.shared_experts.iter().enumerate() {
-                shared_experts.push(expert(idx, format!("level {l} shared expert {j}"), &mut claim)?);
+                let what = format!("level {l} shared expert {j}");
+                let e = claim(idx, &|| what.clone())?;
+                check_expert(e, &what)?;
+                shared_experts.push(e);
             }
             let width = width.expect("at least one expert");
 
@@ -375,7 +397,10 @@ impl Resolver<'_> {
                 let g = claim(idx, &|| what.clone())?;
                 let mlp = &mlps[g];
                 if mlp.in_width() != in_width {
-                    return Err(invalid!("{what} reads {} values, but its input has {in_width}", mlp.in_width()));
+                    return Err(invalid!(
+                        "{what} reads {} values, but its input has {in_width}",
+                        mlp.in_width()
+                    ));
                 }
                 if mlp.out_width() != n {
                     return Err(invalid!(
@@ -395,13 +420,13 @@ impl Resolver<'_> {
             let shared_gate = match (opt(rec.shared_gate), last) {
                 (Some(g), false) => Some(gate(g, format!("level {l} shared gate"), t * s + sh)?),
                 (None, false) => {
-                    return Err(invalid!("level {l} is not the last level but has no shared gate"))
-                }
-                (Some(_), true) => {
                     return Err(invalid!(
-                        "the last level ({l}) has a shared gate; nothing reads it (exporters drop it)"
+                        "level {l} is not the last level but has no shared gate"
                     ))
                 }
+                (Some(_), true) => return Err(invalid!(
+                    "the last level ({l}) has a shared gate; nothing reads it (exporters drop it)"
+                )),
                 (None, true) => None,
             };
             levels.push(Level {
@@ -424,7 +449,11 @@ impl Resolver<'_> {
                 1 if bottom.is_some() => (TowerInput::Bottom, trunk),
                 2 if !levels.is_empty() => (TowerInput::LastLevel, in_width),
                 1 => return Err(invalid!("{what} reads the bottom, but there is none")),
-                2 => return Err(invalid!("{what} reads the last level, but there are no levels")),
+                2 => {
+                    return Err(invalid!(
+                        "{what} reads the last level, but there are no levels"
+                    ))
+                }
                 c => return Err(invalid!("{what}: unknown input code {c}")),
             };
             if mlps[mlp].in_width() != width {
@@ -436,9 +465,17 @@ impl Resolver<'_> {
             let sigmoid = match rec.out_act {
                 0 => false,
                 2 => true,
-                c => return Err(invalid!("{what}: output activation code {c} (must be 0 identity or 2 sigmoid)")),
+                c => {
+                    return Err(invalid!(
+                        "{what}: output activation code {c} (must be 0 identity or 2 sigmoid)"
+                    ))
+                }
             };
-            towers.push(Tower { mlp, input, sigmoid });
+            towers.push(Tower {
+                mlp,
+                input,
+                sigmoid,
+            });
         }
         if let Some(unused) = used.iter().position(|u| !u) {
             return Err(invalid!("MLP {unused} is not used by the structure"));
@@ -455,7 +492,9 @@ impl Resolver<'_> {
                 if (idx as usize) < towers.len() {
                     Ok(idx as usize)
                 } else {
-                    Err(invalid!("output {i} '{name}' names tower {idx}, but there are {t}"))
+                    Err(invalid!(
+                        "output {i} '{name}' names tower {idx}, but there are {t}"
+                    ))
                 }
             };
             let width_of = |tw: usize| mlps[towers[tw].mlp].out_width();
@@ -467,11 +506,17 @@ impl Resolver<'_> {
                 1 => {
                     let (a, b) = (tower(rec.a)?, tower(rec.b)?);
                     if width_of(a) != width_of(b) {
-                        return Err(invalid!("output {i} '{name}' multiplies towers of different widths"));
+                        return Err(invalid!(
+                            "output {i} '{name}' multiplies towers of different widths"
+                        ));
                     }
                     (OutputKind::Product(a, b), width_of(a))
                 }
-                0 => return Err(invalid!("output {i} '{name}': a tower output must have b = NONE")),
+                0 => {
+                    return Err(invalid!(
+                        "output {i} '{name}': a tower output must have b = NONE"
+                    ))
+                }
                 k => return Err(invalid!("output {i} '{name}': unknown output kind {k}")),
             };
             outputs.push(Output { name, kind, width });
@@ -528,7 +573,13 @@ impl Resolver<'_> {
             };
             match kind {
                 InputKind::Dense => {
-                    if f.pooling != 0 || f.mask != 0 || f.flags != 0 || f.max_len != 0 || f.table != NONE || f.pad_id != 0 {
+                    if f.pooling != 0
+                        || f.mask != 0
+                        || f.flags != 0
+                        || f.max_len != 0
+                        || f.table != NONE
+                        || f.pad_id != 0
+                    {
                         return Err(invalid!("{}: a dense feature has no pooling, mask, flags, max_len, table or pad id", what()));
                     }
                 }
@@ -548,12 +599,20 @@ impl Resolver<'_> {
                     feature.table = Some(r);
                     if kind == InputKind::Sparse {
                         if f.pooling != 0 || f.mask != 0 || f.max_len != 0 || f.pad_id != 0 {
-                            return Err(invalid!("{}: a sparse feature has no pooling, mask, max_len or pad id", what()));
+                            return Err(invalid!(
+                                "{}: a sparse feature has no pooling, mask, max_len or pad id",
+                                what()
+                            ));
                         }
                         feature.max_len = 1;
                     } else {
                         if f.max_len == 0 || f.max_len > limits::MAX_LEN {
-                            return Err(invalid!("{}: max_len {} out of range 1..={}", what(), f.max_len, limits::MAX_LEN));
+                            return Err(invalid!(
+                                "{}: max_len {} out of range 1..={}",
+                                what(),
+                                f.max_len,
+                                limits::MAX_LEN
+                            ));
                         }
                         feature.max_len = f.max_len as usize;
                         feature.pooling = Some(match f.pooling {
@@ -576,14 +635,23 @@ impl Resolver<'_> {
         Ok(out)
     }
 
-    fn mlp(&self, i: usize, layers: &[crate::format::LayerRecord], dtypes: &mut (bool, bool)) -> Result<Mlp> {
+    fn mlp(
+        &self,
+        i: usize,
+        layers: &[crate::format::LayerRecord],
+        dtypes: &mut (bool, bool),
+    ) -> Result<Mlp> {
         let mut out = Vec::with_capacity(layers.len());
         let mut prev: Option<usize> = None;
         for (j, l) in layers.iter().enumerate() {
             let what = || format!("MLP {i} layer {j}");
             let (t, weight) = self.tensor(l.weight, &what)?;
             if t.layout != Layout::Panel16 {
-                return Err(invalid!("{}: weight '{}' must use the panel16 layout", what(), self.name(t.name)));
+                return Err(invalid!(
+                    "{}: weight '{}' must use the panel16 layout",
+                    what(),
+                    self.name(t.name)
+                ));
             }
             match t.dtype {
                 DType::F32 => dtypes.0 = true,
@@ -592,13 +660,23 @@ impl Resolver<'_> {
             let (k, n) = (weight.rows, weight.cols);
             if let Some(p) = prev {
                 if p != k {
-                    return Err(invalid!("{}: weight '{}' has {k} inputs, but the previous layer outputs {p}", what(), self.name(t.name)));
+                    return Err(invalid!(
+                        "{}: weight '{}' has {k} inputs, but the previous layer outputs {p}",
+                        what(),
+                        self.name(t.name)
+                    ));
                 }
             }
-            let bias = opt(l.bias).map(|b| self.f32_plain(b, 1, n, &what)).transpose()?;
+            let bias = opt(l.bias)
+                .map(|b| self.f32_plain(b, 1, n, &what))
+                .transpose()?;
             let no_param = |act: Act| -> Result<Act> {
                 if l.act_param != NONE || l.act_scalar != 0.0 {
-                    return Err(invalid!("{}: activation {} takes no parameters", what(), act.name()));
+                    return Err(invalid!(
+                        "{}: activation {} takes no parameters",
+                        what(),
+                        act.name()
+                    ));
                 }
                 Ok(act)
             };
@@ -610,34 +688,62 @@ impl Resolver<'_> {
                 8 => no_param(Act::Softmax)?,
                 4 => {
                     if l.act_param != NONE || !l.act_scalar.is_finite() {
-                        return Err(invalid!("{}: leaky relu needs a finite slope and no tensor", what()));
+                        return Err(invalid!(
+                            "{}: leaky relu needs a finite slope and no tensor",
+                            what()
+                        ));
                     }
                     Act::LeakyRelu(l.act_scalar)
                 }
                 5 => {
                     let (t, r) = self.tensor(l.act_param, &what)?;
                     let per_channel = r.cols == n && n != 1;
-                    if t.dtype != DType::F32 || t.layout != Layout::Plain || r.rows != 1 || !(r.cols == 1 || r.cols == n) || l.act_scalar != 0.0 {
-                        return Err(invalid!("{}: PReLU weight must be plain f32 [1,1] or [1,{n}]", what()));
+                    if t.dtype != DType::F32
+                        || t.layout != Layout::Plain
+                        || r.rows != 1
+                        || !(r.cols == 1 || r.cols == n)
+                        || l.act_scalar != 0.0
+                    {
+                        return Err(invalid!(
+                            "{}: PReLU weight must be plain f32 [1,1] or [1,{n}]",
+                            what()
+                        ));
                     }
-                    Act::PRelu { param: r, per_channel }
+                    Act::PRelu {
+                        param: r,
+                        per_channel,
+                    }
                 }
                 6 => {
                     let alpha = self.f32_plain(l.act_param, 1, 1, &what)?;
                     if !(l.act_scalar.is_finite() && l.act_scalar > 0.0) {
                         return Err(invalid!("{}: Dice eps must be positive and finite", what()));
                     }
-                    Act::DiceRechub { alpha, eps: l.act_scalar }
+                    Act::DiceRechub {
+                        alpha,
+                        eps: l.act_scalar,
+                    }
                 }
                 7 => {
                     if l.act_scalar != 0.0 {
-                        return Err(invalid!("{}: Dice (BatchNorm form) takes no scalar", what()));
+                        return Err(invalid!(
+                            "{}: Dice (BatchNorm form) takes no scalar",
+                            what()
+                        ));
                     }
-                    Act::DiceBn { param: self.f32_plain(l.act_param, 3, n, &what)? }
+                    Act::DiceBn {
+                        param: self.f32_plain(l.act_param, 3, n, &what)?,
+                    }
                 }
                 c => return Err(invalid!("{}: unknown activation code {c}", what())),
             };
-            out.push(Layer { k, n, weight, bias, act });
+            out.push(Layer {
+                k,
+                n,
+                weight,
+                bias,
+                act,
+            });
             prev = Some(n);
         }
         Ok(Mlp { layers: out })

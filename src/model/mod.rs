@@ -128,7 +128,10 @@ impl Model {
         }
         let simd = match opts.simd {
             Some(level) => level.if_available().ok_or_else(|| {
-                Error::InvalidFile(format!("SIMD level {} is not available on this CPU", level.name()))
+                Error::InvalidFile(format!(
+                    "SIMD level {} is not available on this CPU",
+                    level.name()
+                ))
             })?,
             None => SimdLevel::detect(),
         };
@@ -161,7 +164,9 @@ impl Model {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.inner.storage.bytes(self.inner.header.file_size as usize)
+        self.inner
+            .storage
+            .bytes(self.inner.header.file_size as usize)
     }
 
     /// `len` f32 values of tensor `t`.

@@ -13,7 +13,11 @@ use crate::format::limits;
 #[derive(Debug, Clone)]
 pub enum Op {
     /// `out[0..n] = act(in[0..k]·W + b)`.
-    Dense { input: usize, layer: Layer, out: usize },
+    Dense {
+        input: usize,
+        layer: Layer,
+        out: usize,
+    },
     /// Softmax in place over `n` columns (gate logits → weights).
     Softmax { col: usize, n: usize },
     /// `out[0..width] = Σ_e weights[e]·expert_e[0..width]`, experts listed in `Plan::expert_cols`.
@@ -26,7 +30,12 @@ pub enum Op {
     /// Element-wise sigmoid in place.
     Sigmoid { col: usize, n: usize },
     /// `out = a ⊙ b`.
-    Product { a: usize, b: usize, n: usize, out: usize },
+    Product {
+        a: usize,
+        b: usize,
+        n: usize,
+        out: usize,
+    },
 }
 
 /// Where one gate's weights live, for the optional gate output.
@@ -151,7 +160,12 @@ pub fn build(g: &Graph) -> Result<Plan> {
             next.push(out);
         }
         if let Some(sg) = level.shared_gate {
-            let experts: Vec<usize> = task_out.iter().flatten().chain(&shared_out).copied().collect();
+            let experts: Vec<usize> = task_out
+                .iter()
+                .flatten()
+                .chain(&shared_out)
+                .copied()
+                .collect();
             let (w, out) = b.gate(sg, sel[t], &experts, level.width);
             gates.push(GateSlot {
                 name: format!("level{l}.shared"),
