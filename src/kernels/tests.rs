@@ -238,3 +238,16 @@ fn results_do_not_depend_on_the_batch() {
         }
     }
 }
+
+#[test]
+fn expected_levels_are_present() {
+    // CI names the levels it means to exercise (PLE_EXPECT_SIMD=neon under qemu); a machine
+    // without them must fail here instead of quietly testing the scalar path alone.
+    let available = SimdLevel::available();
+    if let Ok(list) = std::env::var("PLE_EXPECT_SIMD") {
+        for name in list.split(',').filter(|s| !s.trim().is_empty()) {
+            let level = SimdLevel::from_name(name).unwrap_or_else(|| panic!("unknown level {name}"));
+            assert!(available.contains(&level), "{name} expected but not available: {available:?}");
+        }
+    }
+}
