@@ -5,6 +5,7 @@
 
 mod crc32;
 mod meta;
+pub mod writer;
 
 pub use crc32::{crc32, Crc32};
 pub use meta::{

@@ -1,0 +1,192 @@
+//! A writer for `.ple` files, independent of the Python one: used to build synthetic models for
+//! benchmarks, to craft invalid files for the validation tests, and to cross-check the spec (both
+//! writers must produce identical bytes for the same model).
+
+use super::meta::{FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TensorRecord, TowerRecord};
+use super::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
+
+/// Builds a file part by part; indices returned by `add_*` are what the records refer to.
+#[derive(Default, Clone)]
+pub struct Writer {
+    pub strings: Vec<String>,
+    pub tensors: Vec<TensorRecord>,
+    data: Vec<u8>,
+    pub model_name: u32,
+    pub features: Vec<FeatureRecord>,
+    pub x0_order: Vec<u32>,
+    pub mlps: Vec<Vec<LayerRecord>>,
+    pub bottom: u32,
+    pub n_tasks: u32,
+    pub levels: Vec<LevelRecord>,
+    pub towers: Vec<TowerRecord>,
+    pub outputs: Vec<OutputRecord>,
+}
+
+impl Writer {
+    pub fn new(name: &str) -> Writer {
+        let mut w = Writer {
+            bottom: NONE,
+            ..Default::default()
+        };
+        w.model_name = w.string(name);
+        w
+    }
+
+    pub fn string(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.strings.iter().position(|x| x == s) {
+            return i as u32;
+        }
+        self.strings.push(s.to_owned());
+        (self.strings.len() - 1) as u32
+    }
+
+    fn push_tensor(&mut self, name: &str, dtype: DType, layout: Layout, rows: usize, cols: usize, bytes: Vec<u8>) -> u32 {
+        let name = self.string(name);
+        let offset = align64(self.data.len() as u64).unwrap();
+        self.data.resize(offset as usize, 0);
+        self.tensors.push(TensorRecord {
+            name,
+            dtype,
+            layout,
+            rows: rows as u32,
+            cols: cols as u32,
+            offset,
+            size: bytes.len() as u64,
+        });
+        self.data.extend_from_slice(&bytes);
+        (self.tensors.len() - 1) as u32
+    }
+
+    /// A plain tensor (`values` row-major, `rows × cols`).
+    pub fn plain(&mut self, name: &str, dtype: DType, rows: usize, cols: usize, values: &[f32]) -> u32 {
+        assert_eq!(values.len(), rows * cols);
+        self.push_tensor(name, dtype, Layout::Plain, rows, cols, encode(dtype, values))
+    }
+
+    /// A dense-layer weight given as PyTorch `[n = out, k = in]` row-major, stored panel16.
+    pub fn weight(&mut self, name: &str, dtype: DType, n: usize, k: usize, out_in: &[f32]) -> u32 {
+        assert_eq!(out_in.len(), n * k);
+        let panels = n.div_ceil(16);
+        let mut packed = vec![0f32; panels * k * 16];
+        for o in 0..n {
+            for i in 0..k {
+                packed[(o / 16) * k * 16 + i * 16 + o % 16] = out_in[o * k + i];
+            }
+        }
+        self.push_tensor(name, dtype, Layout::Panel16, k, n, encode(dtype, &packed))
+    }
+
+    /// Serialises the file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut m = Vec::new();
+        let u32s = |m: &mut Vec<u8>, v: &[u32]| v.iter().for_each(|x| m.extend_from_slice(&x.to_le_bytes()));
+        m.extend_from_slice(&(self.strings.len() as u32).to_le_bytes());
+        for s in &self.strings {
+            m.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            m.extend_from_slice(s.as_bytes());
+        }
+        m.extend_from_slice(&(self.tensors.len() as u32).to_le_bytes());
+        for t in &self.tensors {
+            m.extend_from_slice(&t.name.to_le_bytes());
+            m.push(match t.dtype {
+                DType::F32 => 1,
+                DType::F16 => 2,
+            });
+            m.push(match t.layout {
+                Layout::Plain => 0,
+                Layout::Panel16 => 1,
+            });
+            m.extend_from_slice(&[0, 0]);
+            u32s(&mut m, &[t.rows, t.cols]);
+            m.extend_from_slice(&t.offset.to_le_bytes());
+            m.extend_from_slice(&t.size.to_le_bytes());
+        }
+        u32s(&mut m, &[self.model_name, 0]);
+        m.extend_from_slice(&(self.features.len() as u32).to_le_bytes());
+        for f in &self.features {
+            m.extend_from_slice(&f.name.to_le_bytes());
+            m.extend_from_slice(&[f.kind, f.pooling, f.mask, f.flags]);
+            u32s(&mut m, &[f.width, f.max_len, f.table, 0]);
+            m.extend_from_slice(&f.pad_id.to_le_bytes());
+        }
+        m.extend_from_slice(&(self.x0_order.len() as u32).to_le_bytes());
+        u32s(&mut m, &self.x0_order);
+        m.extend_from_slice(&(self.mlps.len() as u32).to_le_bytes());
+        for layers in &self.mlps {
+            m.extend_from_slice(&(layers.len() as u32).to_le_bytes());
+            for l in layers {
+                u32s(&mut m, &[l.weight, l.bias]);
+                m.extend_from_slice(&[l.act, 0, 0, 0]);
+                m.extend_from_slice(&l.act_scalar.to_le_bytes());
+                m.extend_from_slice(&l.act_param.to_le_bytes());
+            }
+        }
+        u32s(&mut m, &[self.bottom, self.n_tasks, self.levels.len() as u32]);
+        for l in &self.levels {
+            u32s(&mut m, &[l.n_task_experts, l.n_shared]);
+            u32s(&mut m, &l.task_experts);
+            u32s(&mut m, &l.shared_experts);
+            u32s(&mut m, &l.task_gates);
+            u32s(&mut m, &[l.shared_gate]);
+        }
+        for t in &self.towers {
+            m.extend_from_slice(&t.mlp.to_le_bytes());
+            m.extend_from_slice(&[t.input, t.out_act, 0, 0]);
+        }
+        m.extend_from_slice(&(self.outputs.len() as u32).to_le_bytes());
+        for o in &self.outputs {
+            m.extend_from_slice(&o.name.to_le_bytes());
+            m.extend_from_slice(&[o.kind, 0, 0, 0]);
+            u32s(&mut m, &[o.a, o.b]);
+        }
+
+        let data_offset = align64(64 + m.len() as u64).unwrap();
+        let data_size = if self.tensors.is_empty() { 0 } else { align64(self.data.len() as u64).unwrap() };
+        let mut data = self.data.clone();
+        data.resize(data_size as usize, 0);
+        let file_size = data_offset + data_size;
+
+        let mut f = Vec::with_capacity(file_size as usize);
+        f.extend_from_slice(&MAGIC);
+        f.extend_from_slice(&MAJOR.to_le_bytes());
+        f.extend_from_slice(&MINOR.to_le_bytes());
+        f.extend_from_slice(&64u32.to_le_bytes());
+        for v in [file_size, 64, m.len() as u64, data_offset, data_size] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut c = Crc32::default();
+        c.update(&f[..56]);
+        c.update(&m);
+        f.extend_from_slice(&c.finish().to_le_bytes());
+        f.extend_from_slice(&crc32(&data).to_le_bytes());
+        f.extend_from_slice(&m);
+        f.resize(data_offset as usize, 0);
+        f.extend_from_slice(&data);
+        f
+    }
+}
+
+fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::F16 => values.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
+    }
+}
+
+/// Recomputes both checksums of a file in place (for tests that rewrite fields and want the
+/// checksums to stay valid, so that the validation behind them is what gets exercised).
+pub fn fix_checksums(file: &mut [u8]) {
+    if file.len() < 64 {
+        return;
+    }
+    let meta_size = u64::from_le_bytes(file[32..40].try_into().unwrap()) as usize;
+    let data_offset = u64::from_le_bytes(file[40..48].try_into().unwrap()) as usize;
+    let meta_end = 64usize.saturating_add(meta_size).min(file.len());
+    let mut c = Crc32::default();
+    c.update(&file[..56]);
+    c.update(&file[64..meta_end]);
+    let meta_crc = c.finish();
+    file[56..60].copy_from_slice(&meta_crc.to_le_bytes());
+    let data_crc = crc32(file.get(data_offset..).unwrap_or(&[]));
+    file[60..64].copy_from_slice(&data_crc.to_le_bytes());
+}
