@@ -3,6 +3,8 @@
 //! runtime's own output.
 #![allow(dead_code)]
 
+pub mod synth;
+
 use std::path::{Path, PathBuf};
 
 use ple::{Input, InputKind, Model};
