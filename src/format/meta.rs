@@ -405,12 +405,12 @@ pub fn check_tensor_layout(
             .ok_or_else(|| invalid!("tensor {i} '{name}': size overflows"))?;
         if t.size != expected_size {
             return Err(invalid!(
-                "tensor {i} '{name}': size is {} bytes, but {}x{} {} {:?} needs {expected_size}",
+                "tensor {i} '{name}': size is {} bytes, but {}x{} {} {} needs {expected_size}",
                 t.size,
                 t.rows,
                 t.cols,
                 t.dtype.name(),
-                t.layout
+                t.layout.name()
             ));
         }
         if t.offset != expected_offset {

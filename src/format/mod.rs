@@ -72,6 +72,15 @@ pub enum Layout {
     Panel16,
 }
 
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Plain => "plain",
+            Layout::Panel16 => "panel16",
+        }
+    }
+}
+
 /// The fixed 64-byte header.
 #[derive(Debug, Clone)]
 pub struct Header {

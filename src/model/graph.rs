@@ -258,13 +258,13 @@ impl Resolver<'_> {
         let (t, r) = self.tensor(idx, what)?;
         if t.dtype != DType::F32 || t.layout != Layout::Plain || r.rows != rows || r.cols != cols {
             return Err(invalid!(
-                "{}: tensor '{}' is {}x{} {} {:?}, expected plain f32 {rows}x{cols}",
+                "{}: tensor '{}' is {}x{} {} {}, expected plain f32 {rows}x{cols}",
                 what(),
                 self.name(t.name),
                 r.rows,
                 r.cols,
                 t.dtype.name(),
-                t.layout
+                t.layout.name()
             ));
         }
         Ok(r)
@@ -587,13 +587,13 @@ impl Resolver<'_> {
                     let (t, r) = self.tensor(f.table, &|| what())?;
                     if t.layout != Layout::Plain || r.cols != feature.width {
                         return Err(invalid!(
-                            "{}: table '{}' must be plain [vocab, {}], it is {}x{} {:?}",
+                            "{}: table '{}' must be plain [vocab, {}], it is {}x{} {}",
                             what(),
                             self.name(t.name),
                             feature.width,
                             r.rows,
                             r.cols,
-                            t.layout
+                            t.layout.name()
                         ));
                     }
                     feature.table = Some(r);
