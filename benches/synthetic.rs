@@ -1,0 +1,75 @@
+//! Quick native timing of the runtime alone on synthetic models shaped like the benchmark's
+//! "criteo" and "large" dense-input PLEs (random weights). For comparisons with other runtimes
+//! use benches/compare (docs/PERFORMANCE.md); this one is for kernel work.
+//!
+//!     cargo bench --bench synthetic [-- criteo|large]
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::time::Instant;
+
+use common::synth::{self, Shape};
+use common::Column;
+use ple::{DType, Input, Model, Session};
+
+fn shape(name: &str, dtype: DType) -> Shape {
+    match name {
+        "criteo" => Shape {
+            tasks: 2, levels: 2, specific: 1, shared: 1, expert_dims: vec![256, 128], tower_dims: vec![64],
+            dense_width: 26 * 16 + 13, sparse: 0, sequences: 0, dtype, ..Shape::default()
+        },
+        _ => Shape {
+            tasks: 4, levels: 2, specific: 2, shared: 2, expert_dims: vec![512, 256], tower_dims: vec![128, 64],
+            dense_width: 40 * 16 + 20, sparse: 0, sequences: 0, dtype, ..Shape::default()
+        },
+    }
+}
+
+fn median_us(model: &Model, batch: usize) -> f64 {
+    let cols = synth::inputs(model, batch, 3);
+    let inputs: Vec<Input> = cols.iter().map(Column::as_input).collect();
+    let mut s = Session::new(model, batch).unwrap();
+    let mut out = vec![0f32; batch * model.output_width()];
+    let target = 0.3f64;
+    let t = Instant::now();
+    let mut reps = 0;
+    while t.elapsed().as_secs_f64() < 0.05 {
+        s.run(&inputs, batch, &mut out, None).unwrap();
+        reps += 1;
+    }
+    let per = t.elapsed().as_secs_f64() / reps as f64;
+    let inner = ((target / 15.0 / per) as usize).max(1);
+    let mut samples: Vec<f64> = (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..inner {
+                s.run(&inputs, batch, &mut out, None).unwrap();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / inner as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    for name in ["criteo", "large"] {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        for dtype in [DType::F32, DType::F16] {
+            let model = Model::from_bytes(&synth::ple(&shape(name, dtype), 1).to_bytes()).unwrap();
+            let flops = model.flops_per_sample() as f64;
+            let weight_bytes = model.parameter_count() as f64 * dtype.size() as f64;
+            print!("{name:7} {:4} ({:.2} MB, {}): ", dtype.name(), weight_bytes / 1e6, model.simd_level().name());
+            for batch in [1, 16, 256, 1024] {
+                let us = median_us(&model, batch);
+                print!(" b{batch} {us:.1} µs ({:.1} GFLOP/s)", flops * batch as f64 / us / 1e3);
+            }
+            println!();
+        }
+    }
+}
