@@ -104,6 +104,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (13, 64, 70),
     (17, 3, 5),
     (64, 128, 64),
+    (19, 600, 35),
+    (7, 513, 16),
 ];
 
 #[test]
@@ -246,8 +248,12 @@ fn expected_levels_are_present() {
     let available = SimdLevel::available();
     if let Ok(list) = std::env::var("PLE_EXPECT_SIMD") {
         for name in list.split(',').filter(|s| !s.trim().is_empty()) {
-            let level = SimdLevel::from_name(name).unwrap_or_else(|| panic!("unknown level {name}"));
-            assert!(available.contains(&level), "{name} expected but not available: {available:?}");
+            let level =
+                SimdLevel::from_name(name).unwrap_or_else(|| panic!("unknown level {name}"));
+            assert!(
+                available.contains(&level),
+                "{name} expected but not available: {available:?}"
+            );
         }
     }
 }

@@ -11,6 +11,8 @@ use super::{Gemm, Panels};
 const MR_AVX2: usize = 6;
 /// AVX-512: 8 rows × 1 register = 8 accumulators of 32.
 const MR_AVX512: usize = 8;
+/// Panel rows per k-block: 256 × 64 B = 16 KiB of f32 weights, half of a 32 KiB L1.
+const KC: usize = 256;
 
 // ---------------------------------------------------------------------------------------------
 // AVX2
@@ -48,7 +50,10 @@ impl Avx2Panel for F16x16 {
     }
 }
 
-/// One MR × 16 tile: rows `a[0..MR]`, panel `wp` (k rows of 16), result to `c` (`cols` ≤ 16).
+/// One MR × 16 tile over one k-block: rows `a[0..MR]`, panel rows `wp` (k of 16), result to `c`
+/// (`cols` ≤ 16). The first k-block starts from zero, later ones continue from the partial sums
+/// stored in `c`; the last adds the bias. Storing and reloading f32 partial sums changes nothing,
+/// so every element is the same FMA chain over k as in the unblocked single-row path.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
@@ -60,6 +65,8 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
     c: *mut f32,
     ldc: usize,
     cols: usize,
+    first: bool,
+    last: bool,
 ) {
     // SAFETY: (whole body) rows 0..MR of A have k readable floats at stride lda, the panel has
     // k·16 readable elements, rows 0..MR of C have `cols` writable floats at stride ldc; all
@@ -78,8 +85,11 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
         let b0 = _mm256_loadu_ps(bias.as_ptr());
         let b1 = _mm256_loadu_ps(bias.as_ptr().add(8));
         for i in 0..MR {
-            let v0 = _mm256_add_ps(acc0[i], b0);
-            let v1 = _mm256_add_ps(acc1[i], b1);
+            let (v0, v1) = if last {
+                (_mm256_add_ps(acc0[i], b0), _mm256_add_ps(acc1[i], b1))
+            } else {
+                (acc0[i], acc1[i])
+            };
             let dst = c.add(i * ldc);
             if cols == 16 {
                 _mm256_storeu_ps(dst, v0);
@@ -97,32 +107,40 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
 #[inline(always)]
 unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
     let k = g.k;
-    for p in 0..g.panels() {
-        let j0 = p * 16;
-        let cols = (g.n - j0).min(16);
-        let bias = panel_bias(g.bias, j0, cols);
-        // SAFETY: panel p starts at p·k·16 inside the weight slice (its length is checked by
-        // `super::gemm`'s debug assertion and by the loader).
-        let wp = unsafe { w.add(p * k * 16) };
-        let mut i = 0;
-        // SAFETY: (all calls below) rows i..i+MR are within 0..m; pointers stay in the caller's
-        // regions (see `super::gemm`).
-        unsafe {
-            while i + MR_AVX2 <= g.m {
-                let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
-                tile_avx2::<MR_AVX2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols);
-                i += MR_AVX2;
-            }
-            let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
-            match g.m - i {
-                // A single row is done panel-parallel after this loop.
-                0 | 1 => {}
-                2 => tile_avx2::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                3 => tile_avx2::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                4 => tile_avx2::<4, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                _ => tile_avx2::<5, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+    // k-blocks keep one block of a panel (KC rows of 16) in L1 while every row block of the tile
+    // streams past it; without them a panel of a wide layer is re-read from L2 per row block.
+    let mut kb = 0;
+    while kb < k {
+        let kc = (k - kb).min(KC);
+        let (first, last) = (kb == 0, kb + kc == k);
+        for p in 0..g.panels() {
+            let j0 = p * 16;
+            let cols = (g.n - j0).min(16);
+            let bias = panel_bias(g.bias, j0, cols);
+            // SAFETY: panel p starts at p·k·16 inside the weight slice (its length is checked by
+            // `super::gemm`'s debug assertion and by the loader); row kb of it is kb·16 further.
+            let wp = unsafe { w.add(p * k * 16 + kb * 16) };
+            let mut i = 0;
+            // SAFETY: (all calls below) rows i..i+MR are within 0..m; columns kb..kb+kc of A
+            // and j0..j0+cols of C are within the caller's regions (see `super::gemm`).
+            unsafe {
+                while i + MR_AVX2 <= g.m {
+                    let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
+                    tile_avx2::<MR_AVX2, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last);
+                    i += MR_AVX2;
+                }
+                let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
+                match g.m - i {
+                    // A single row is done panel-parallel after this loop.
+                    0 | 1 => {}
+                    2 => tile_avx2::<2, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    3 => tile_avx2::<3, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    4 => tile_avx2::<4, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    _ => tile_avx2::<5, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                }
             }
         }
+        kb += kc;
     }
     if g.m % MR_AVX2 == 1 {
         let i = g.m - 1;
@@ -246,6 +264,8 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
     c: *mut f32,
     ldc: usize,
     cols: usize,
+    first: bool,
+    last: bool,
 ) {
     // SAFETY: (whole body) same regions as `tile_avx2`; AVX-512F enabled by the caller.
     unsafe {
@@ -271,32 +291,40 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
 #[inline(always)]
 unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
     let k = g.k;
-    for p in 0..g.panels() {
-        let j0 = p * 16;
-        let cols = (g.n - j0).min(16);
-        let bias = panel_bias(g.bias, j0, cols);
-        // SAFETY: as in `gemm_avx2_typed`.
-        let wp = unsafe { w.add(p * k * 16) };
-        let mut i = 0;
-        // SAFETY: as in `gemm_avx2_typed`.
-        unsafe {
-            while i + MR_AVX512 <= g.m {
-                let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
-                tile_avx512::<MR_AVX512, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols);
-                i += MR_AVX512;
-            }
-            let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
-            match g.m - i {
-                // A single row is done panel-parallel after this loop.
-                0 | 1 => {}
-                2 => tile_avx512::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                3 => tile_avx512::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                4 => tile_avx512::<4, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                5 => tile_avx512::<5, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                6 => tile_avx512::<6, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                _ => tile_avx512::<7, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+    let mut kb = 0;
+    while kb < k {
+        let kc = (k - kb).min(KC);
+        let (first, last) = (kb == 0, kb + kc == k);
+        for p in 0..g.panels() {
+            let j0 = p * 16;
+            let cols = (g.n - j0).min(16);
+            let bias = panel_bias(g.bias, j0, cols);
+            // SAFETY: as in `gemm_avx2_typed`.
+            let wp = unsafe { w.add(p * k * 16 + kb * 16) };
+            let mut i = 0;
+            // SAFETY: as in `gemm_avx2_typed`.
+            unsafe {
+                while i + MR_AVX512 <= g.m {
+                    let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
+                    tile_avx512::<MR_AVX512, P>(
+                        kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last,
+                    );
+                    i += MR_AVX512;
+                }
+                let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
+                match g.m - i {
+                    // A single row is done panel-parallel after this loop.
+                    0 | 1 => {}
+                    2 => tile_avx512::<2, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    3 => tile_avx512::<3, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    4 => tile_avx512::<4, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    5 => tile_avx512::<5, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    6 => tile_avx512::<6, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    _ => tile_avx512::<7, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                }
             }
         }
+        kb += kc;
     }
     if g.m % MR_AVX512 == 1 {
         let i = g.m - 1;
