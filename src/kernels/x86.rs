@@ -74,6 +74,14 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
     unsafe {
         let mut acc0 = [_mm256_setzero_ps(); MR];
         let mut acc1 = [_mm256_setzero_ps(); MR];
+        if !first {
+            for i in 0..MR {
+                let mut tmp = [0f32; 16];
+                std::ptr::copy_nonoverlapping(c.add(i * ldc), tmp.as_mut_ptr(), cols);
+                acc0[i] = _mm256_loadu_ps(tmp.as_ptr());
+                acc1[i] = _mm256_loadu_ps(tmp.as_ptr().add(8));
+            }
+        }
         for r in 0..k {
             let (w0, w1) = P::load(wp.add(r * 16));
             for i in 0..MR {
@@ -269,7 +277,17 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
 ) {
     // SAFETY: (whole body) same regions as `tile_avx2`; AVX-512F enabled by the caller.
     unsafe {
+        let mask: __mmask16 = if cols == 16 {
+            0xFFFF
+        } else {
+            (1u16 << cols) - 1
+        };
         let mut acc = [_mm512_setzero_ps(); MR];
+        if !first {
+            for (i, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_maskz_loadu_ps(mask, c.add(i * ldc));
+            }
+        }
         for r in 0..k {
             let w = P::load(wp.add(r * 16));
             for (i, acc) in acc.iter_mut().enumerate() {
