@@ -1,0 +1,86 @@
+"""Random hand-built specs covering every feature kind, activation and graph shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def layer(rng, out, inp, act="relu", bn=True, bias=True, **params):
+    """One layer [out, in] with optional randomised eval BatchNorm."""
+    lay = {"weight": rng.normal(0, 1 / np.sqrt(inp), (out, inp)), "activation": act,
+           "bias": rng.normal(0, 0.3, out) if bias else None}
+    if bn:
+        lay["bn"] = {"gamma": rng.uniform(0.5, 1.5, out), "beta": rng.normal(0, 0.3, out),
+                     "mean": rng.normal(0, 0.3, out), "var": rng.uniform(0.5, 2.0, out), "eps": 1e-5}
+    lay.update(params)
+    return lay
+
+
+def full_spec(rng, bottom=False):
+    """A 2-level PLE (S=2, SH=1, 2 tasks) using every activation and feature kind."""
+    x0 = 4 + 4 + 4 + 4 + 1 + 3
+    k = 6 if bottom else x0
+
+    def expert(inp, act, params):
+        return [layer(rng, 6, inp, act, **params), layer(rng, 5, 6, "relu")]
+
+    def gate(inp, n):
+        return [layer(rng, n, inp, "identity")]
+
+    acts = [("relu", {}), ("prelu", {"prelu_weight": np.array([0.2])}),
+            ("prelu", {"prelu_weight": rng.uniform(0, 0.5, 6)}), ("dice_rechub", {"dice_alpha": np.array([0.4])}),
+            ("tanh", {}), ("leaky_relu", {"slope": 0.05}), ("sigmoid", {}),
+            ("dice_bn", {"dice_alpha": rng.normal(size=6),
+                         "dice_bn": {"mean": rng.normal(size=6), "var": rng.uniform(.5, 2, 6), "eps": 1e-8,
+                                     "gamma": rng.uniform(.5, 1.5, 6), "beta": rng.normal(size=6)}})]
+    it = iter(acts * 4)
+
+    def lvl(inp, last):
+        a = [next(it) for _ in range(5)]
+        return {"task_experts": [[expert(inp, *a[0]), expert(inp, *a[1])], [expert(inp, *a[2]), expert(inp, *a[3])]],
+                "shared_experts": [expert(inp, *a[4])],
+                "task_gates": [gate(inp, 3), gate(inp, 3)],
+                "shared_gate": None if last else gate(inp, 5)}
+
+    spec = {
+        "name": "full",
+        "features": [
+            {"name": "user", "kind": "sparse", "table": "users"},
+            {"name": "item", "kind": "sparse", "table": "items", "id_f32": True},
+            {"name": "hist_mean", "kind": "sequence", "table": "items", "max_len": 5, "pooling": "mean", "pad_id": 0},
+            {"name": "hist_max", "kind": "sequence", "table": "items", "max_len": 3, "pooling": "max", "pad_id": 0},
+            {"name": "age", "kind": "dense", "width": 1},
+            {"name": "vec", "kind": "dense", "width": 3},
+        ],
+        "tables": {"users": rng.normal(size=(20, 4)), "items": rng.normal(size=(30, 4))},
+        "x0_order": ["item", "user", "hist_mean", "hist_max", "vec", "age"],
+        "bottom": [layer(rng, 6, x0, "relu")] if bottom else None,
+        "levels": [lvl(k, False), lvl(5, True)],
+        "towers": [
+            {"mlp": [layer(rng, 4, 5, "relu"), layer(rng, 1, 4, "identity", bn=False)], "activation": "sigmoid"},
+            {"mlp": [layer(rng, 3, 5, "softmax", bn=False)], "activation": "identity"},
+        ],
+        "outputs": [{"name": "ctr", "tower": 0}, {"name": "vec_out", "tower": 1}],
+    }
+    return spec
+
+
+def inputs_for(spec, rng, batch=9):
+    """Random valid inputs with padding and one all-padding row per sequence."""
+    out = {}
+    for f in spec["features"]:
+        if f["kind"] == "dense":
+            out[f["name"]] = rng.normal(size=(batch, f["width"])).astype(np.float32)
+            continue
+        vocab = spec["tables"][f["table"]].shape[0]
+        if f["kind"] == "sparse":
+            out[f["name"]] = rng.integers(0, vocab, batch).astype(np.int64)
+        else:
+            ids = rng.integers(1, vocab, (batch, f["max_len"])).astype(np.int64)
+            pad = f.get("pad_id")
+            if pad is not None:
+                for b in range(batch):
+                    ids[b, rng.integers(0, f["max_len"] + 1):] = pad
+                ids[0] = pad
+            out[f["name"]] = ids
+    return out

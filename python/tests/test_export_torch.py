@@ -1,0 +1,150 @@
+"""Exporters against the real libraries: reference == torch for every model kind.
+
+Skipped cleanly when torch / torch-rechub / deepctr-torch are not installed. The
+models are the fixture builders of tools/make_fixtures.py (real library classes with
+every parameter randomised).
+"""
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+try:
+    import torch
+    import torch_rechub  # noqa: F401
+except Exception as exc:  # a CUDA-built torch without its libraries raises ValueError/OSError, not ImportError
+    pytest.skip(f"torch / torch-rechub not usable: {exc}", allow_module_level=True)
+
+from ple_runtime import format as fmt  # noqa: E402
+from ple_runtime import numpy_runtime  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load_make_fixtures():
+    """Import tools/make_fixtures.py (its model builders) without leaving a tools/__pycache__."""
+    spec = importlib.util.spec_from_file_location("make_fixtures", os.path.join(REPO, "tools", "make_fixtures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode = saved
+    return mod
+
+
+mf = _load_make_fixtures()
+from ple_runtime import export_torch  # noqa: E402
+
+RECHUB = [n for n in mf.FIXTURES if not n.startswith("deepctr")]
+DEEPCTR = [n for n in mf.FIXTURES if n.startswith("deepctr")]
+
+
+def _has_deepctr():
+    try:
+        mf.import_deepctr()
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize("name", RECHUB + DEEPCTR)
+def test_reference_matches_library(name, tmp_path):
+    if name in DEEPCTR and not _has_deepctr():
+        pytest.skip("deepctr-torch not installed")
+    torch.set_num_threads(1)
+    model, spec, canon, x, ref_out, ref_gates, torch_out, torch_gates = mf.build(name, seed=1234, batch=11)
+    assert mf.rel_err(ref_out, torch_out.astype(np.float64)) <= 1e-5
+    assert mf.rel_err(ref_gates, torch_gates.astype(np.float64)) <= 1e-5
+    path = tmp_path / "m.ple"
+    export_torch.export(model, path, **_opts(name))
+    out, gates = numpy_runtime.score_file(path, x)
+    assert mf.rel_err(out, ref_out) <= 1e-5 and mf.rel_err(gates, ref_gates) <= 1e-5
+
+
+def _opts(name):
+    _, opts = mf.FIXTURES[name]()
+    return opts
+
+
+def test_shapes_and_names():
+    model, opts = mf.build_rechub_esmm()
+    spec = export_torch.to_spec(model, **opts)
+    assert [o["name"] for o in spec["outputs"]] == ["cvr", "ctr", "ctcvr"]
+    model, opts = mf.build_rechub_ple_old_tower()
+    spec = export_torch.to_spec(model, **opts)
+    assert [len(t["mlp"]) for t in spec["towers"]] == [1, 1]  # no final Linear: vector towers
+    model, opts = mf.build_rechub_ple2()
+    spec = export_torch.to_spec(model, **opts)
+    assert spec["x0_order"] == ["user", "item", "item_alt", "hist", "tags", "age", "ctx"]
+    assert set(spec["tables"]) == {"user", "item", "tags"}
+    assert spec["features"][5]["pad_id"] == 0 and spec["features"][6]["pad_id"] is None
+
+
+def test_deepctr_quirks():
+    if not _has_deepctr():
+        pytest.skip("deepctr-torch not installed")
+    model, _ = mf.build_deepctr_ple()
+    spec = export_torch.to_spec(model)
+    assert [len(lv["shared_experts"]) for lv in spec["levels"]] == [1, 1]  # SH from the gate width
+    assert spec["levels"][-1]["shared_gate"] is None  # unused last-level shared gate dropped
+    assert spec["x0_order"] == ["user", "item", "hist_max", "hist_mean", "tags", "ctx", "age"]
+    assert all(f["id_f32"] for f in spec["features"] if f["kind"] != "dense")
+    bias = model.out[0].bias.item()
+    assert spec["towers"][0]["mlp"][-1]["bias"][0] == pytest.approx(bias)  # PredictionLayer bias folded
+    model, _ = mf.build_deepctr_esmm()
+    spec = export_torch.to_spec(model)
+    assert [o["name"] for o in spec["outputs"]] == ["ctr", "ctcvr"]
+    assert spec["towers"][0]["mlp"][-1]["bias"][0] == spec["towers"][1]["mlp"][-1]["bias"][0]
+
+
+def test_refusals():
+    Dense, Seq, Sparse, MLP, PLE, *_ = mf.rechub_imports()
+
+    def ple(feats, act="relu"):
+        return PLE(feats, ["classification"], 1, 1, 1, {"dims": [4], "activation": act}, [{"dims": [2]}])
+
+    with pytest.raises(export_torch.ExportError, match="'h'.*pass max_len"):
+        export_torch.to_spec(ple([Sparse("u", 5, 2), Seq("h", 5, 2, pooling="sum")]))
+    with pytest.raises(export_torch.ExportError, match="pooling 'concat'"):
+        export_torch.to_spec(_with_concat(ple([Sparse("u", 5, 2), Seq("h", 5, 2, pooling="sum")])), max_len=3)
+    with pytest.raises(export_torch.ExportError, match="one embed_dim"):
+        export_torch.to_spec(ple([Sparse("u", 5, 2), Sparse("v", 5, 3)]))
+    with pytest.raises(export_torch.ExportError, match=r"cgc_layers\.0\.experts_specific\.0\.mlp\.2: activation .*ELU"):
+        export_torch.to_spec(ple([Sparse("u", 5, 2)], act=torch.nn.ELU))
+    if _has_deepctr():
+        inputs, mt, act = mf.import_deepctr()
+        cols = [inputs.SparseFeat("u", 5, 2),
+                inputs.VarLenSparseFeat(inputs.SparseFeat("h", 5, 2), 3, "mean", length_name="h_len")]
+        model = mt.MMOE(cols, num_experts=2, expert_dnn_hidden_units=(3,), tower_dnn_hidden_units=(2,))
+        with pytest.raises(export_torch.ExportError, match="length_name"):
+            export_torch.to_spec(model)
+        model = mt.MMOE(cols[:1], num_experts=2, expert_dnn_hidden_units=(3,), tower_dnn_hidden_units=(2,))
+        model.expert_dnn[0].activation_layers[0] = act.Dice(3, dim=3)
+        with pytest.raises(export_torch.ExportError, match=r"expert_dnn\.0\.activation_layers\.0: .*dim=3"):
+            export_torch.to_spec(model)
+
+
+def _with_concat(model):
+    for f in model.features:
+        if f.name == "h":
+            f.pooling = "concat"
+    return model
+
+
+def test_bn_without_running_stats_is_refused():
+    Dense, Seq, Sparse, MLP, PLE, *_ = mf.rechub_imports()
+    model = PLE([Sparse("u", 5, 2)], ["classification"], 1, 1, 1, {"dims": [4]}, [{"dims": [2]}])
+    model.towers[0].mlp[1] = torch.nn.BatchNorm1d(2, track_running_stats=False)
+    with pytest.raises(export_torch.ExportError, match=r"towers\.0\.mlp\.1: BatchNorm1d without running"):
+        export_torch.to_spec(model)
+
+
+def test_export_roundtrip_f16(tmp_path):
+    model, opts = mf.build_rechub_cgc()
+    mf.randomize(model, np.random.default_rng(0))
+    pf = export_torch.export(model, tmp_path / "a.ple", dtype="f16", **opts)
+    assert any(t.dtype == fmt.DTYPE_F16 for t in pf.tensors)
