@@ -88,6 +88,18 @@ fn scoring_allocates_nothing() {
                     }
                 }
 
+                // Built before counting: the inputs with one out-of-range id.
+                let bad_inputs: Option<Vec<Input>> = bad_ids.first().map(|bad| {
+                    let mut v = inputs.clone();
+                    let idx = model
+                        .inputs()
+                        .iter()
+                        .position(|f| f.kind != ple::InputKind::Dense)
+                        .unwrap();
+                    v[idx] = Input::Ids(bad);
+                    v
+                });
+
                 let before = allocations();
                 for call in 0..200usize {
                     let b = (call * 7 + 1) % (batch + 1);
