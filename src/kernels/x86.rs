@@ -295,13 +295,9 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
             }
         }
         let b = _mm512_loadu_ps(bias.as_ptr());
-        let mask: __mmask16 = if cols == 16 {
-            0xFFFF
-        } else {
-            (1u16 << cols) - 1
-        };
         for (i, acc) in acc.iter().enumerate() {
-            _mm512_mask_storeu_ps(c.add(i * ldc), mask, _mm512_add_ps(*acc, b));
+            let v = if last { _mm512_add_ps(*acc, b) } else { *acc };
+            _mm512_mask_storeu_ps(c.add(i * ldc), mask, v);
         }
     }
 }
