@@ -5,7 +5,6 @@
 //!     cargo bench --bench synthetic [-- criteo|large]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;
@@ -17,12 +16,30 @@ use ple::{DType, Input, Model, Session};
 fn shape(name: &str, dtype: DType) -> Shape {
     match name {
         "criteo" => Shape {
-            tasks: 2, levels: 2, specific: 1, shared: 1, expert_dims: vec![256, 128], tower_dims: vec![64],
-            dense_width: 26 * 16 + 13, sparse: 0, sequences: 0, dtype, ..Shape::default()
+            tasks: 2,
+            levels: 2,
+            specific: 1,
+            shared: 1,
+            expert_dims: vec![256, 128],
+            tower_dims: vec![64],
+            dense_width: 26 * 16 + 13,
+            sparse: 0,
+            sequences: 0,
+            dtype,
+            ..Shape::default()
         },
         _ => Shape {
-            tasks: 4, levels: 2, specific: 2, shared: 2, expert_dims: vec![512, 256], tower_dims: vec![128, 64],
-            dense_width: 40 * 16 + 20, sparse: 0, sequences: 0, dtype, ..Shape::default()
+            tasks: 4,
+            levels: 2,
+            specific: 2,
+            shared: 2,
+            expert_dims: vec![512, 256],
+            tower_dims: vec![128, 64],
+            dense_width: 40 * 16 + 20,
+            sparse: 0,
+            sequences: 0,
+            dtype,
+            ..Shape::default()
         },
     }
 }
@@ -55,7 +72,10 @@ fn median_us(model: &Model, batch: usize) -> f64 {
 }
 
 fn main() {
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     for name in ["criteo", "large"] {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
@@ -64,10 +84,18 @@ fn main() {
             let model = Model::from_bytes(&synth::ple(&shape(name, dtype), 1).to_bytes()).unwrap();
             let flops = model.flops_per_sample() as f64;
             let weight_bytes = model.parameter_count() as f64 * dtype.size() as f64;
-            print!("{name:7} {:4} ({:.2} MB, {}): ", dtype.name(), weight_bytes / 1e6, model.simd_level().name());
+            print!(
+                "{name:7} {:4} ({:.2} MB, {}): ",
+                dtype.name(),
+                weight_bytes / 1e6,
+                model.simd_level().name()
+            );
             for batch in [1, 16, 256, 1024] {
                 let us = median_us(&model, batch);
-                print!(" b{batch} {us:.1} µs ({:.1} GFLOP/s)", flops * batch as f64 / us / 1e3);
+                print!(
+                    " b{batch} {us:.1} µs ({:.1} GFLOP/s)",
+                    flops * batch as f64 / us / 1e3
+                );
             }
             println!();
         }
