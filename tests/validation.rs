@@ -19,7 +19,10 @@ fn expect_invalid(w: &Writer, needle: &str) {
         Ok(_) => panic!("loaded a file that should fail with '{needle}'"),
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains(needle), "expected an error containing '{needle}', got: {msg}");
+            assert!(
+                msg.contains(needle),
+                "expected an error containing '{needle}', got: {msg}"
+            );
         }
     }
 }
@@ -36,10 +39,18 @@ fn score_random(model: &Model, batch: usize, seed: u64) -> Vec<f32> {
 #[test]
 fn synthetic_models_load_and_score() {
     for (levels, specific, shared) in [(1, 0, 3), (1, 2, 1), (2, 1, 1), (3, 2, 2)] {
-        let shape = Shape { levels, specific, shared, ..Shape::default() };
+        let shape = Shape {
+            levels,
+            specific,
+            shared,
+            ..Shape::default()
+        };
         let model = load(&synth::ple(&shape, 7)).unwrap();
         let out = score_random(&model, 9, 1);
-        assert!(out.iter().all(|&p| p > 0.0 && p < 1.0), "sigmoid outputs in (0,1): {out:?}");
+        assert!(
+            out.iter().all(|&p| p > 0.0 && p < 1.0),
+            "sigmoid outputs in (0,1): {out:?}"
+        );
         assert_eq!(model.gates().len(), levels * 2 + (levels - 1));
     }
 }
@@ -48,7 +59,10 @@ fn synthetic_models_load_and_score() {
 fn header_errors() {
     let good = synth::ple(&Shape::default(), 1).to_bytes();
     let check = |bytes: &[u8], needle: &str| {
-        let msg = Model::from_bytes(bytes).err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = Model::from_bytes(bytes)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.contains(needle), "expected '{needle}', got '{msg}'");
     };
     check(&good[..63], "shorter than the 64-byte header");
@@ -70,7 +84,10 @@ fn header_errors() {
     let last = b.len() - 70;
     b[last] ^= 0x40;
     assert!(Model::from_bytes(&b).is_ok());
-    let opts = ple::LoadOptions { verify_data: true, ..Default::default() };
+    let opts = ple::LoadOptions {
+        verify_data: true,
+        ..Default::default()
+    };
     let msg = Model::from_bytes_with(&b, &opts).unwrap_err().to_string();
     assert!(msg.contains("tensor data checksum mismatch"), "{msg}");
 }
@@ -79,7 +96,10 @@ fn header_errors() {
 fn every_truncation_is_an_error() {
     let good = synth::ple(&Shape::default(), 2).to_bytes();
     for len in 0..good.len() {
-        assert!(Model::from_bytes(&good[..len]).is_err(), "truncated to {len} bytes but loaded");
+        assert!(
+            Model::from_bytes(&good[..len]).is_err(),
+            "truncated to {len} bytes but loaded"
+        );
     }
     // Truncated with the header patched to match (file_size, data_size) and checksums fixed: the
     // tensor table must still catch it.
@@ -89,7 +109,10 @@ fn every_truncation_is_an_error() {
         let data_offset = u64::from_le_bytes(b[40..48].try_into().unwrap());
         b[48..56].copy_from_slice(&(len as u64).saturating_sub(data_offset).to_le_bytes());
         fix_checksums(&mut b);
-        assert!(Model::from_bytes(&b).is_err(), "consistent truncation to {len} loaded");
+        assert!(
+            Model::from_bytes(&b).is_err(),
+            "consistent truncation to {len} loaded"
+        );
     }
 }
 
@@ -101,28 +124,81 @@ fn structural_rules() {
         f(&mut w);
         w
     };
-    expect_invalid(&mutate(&|w| w.towers[0].input = 1), "reads the bottom, but there is none");
-    expect_invalid(&mutate(&|w| w.levels[1].shared_gate = w.levels[0].shared_gate), "has a shared gate");
-    expect_invalid(&mutate(&|w| w.levels[0].shared_gate = NONE), "has no shared gate");
-    expect_invalid(&mutate(&|w| w.levels[0].task_gates[1] = w.levels[0].task_gates[0]), "reuses MLP");
-    expect_invalid(&mutate(&|w| w.mlps[0][0].act = 42), "unknown activation code 42");
-    expect_invalid(&mutate(&|w| w.mlps[0][0].act_scalar = 1.0), "takes no parameters");
-    expect_invalid(&mutate(&|w| w.mlps[0][1].weight = w.mlps[0][0].weight), "inputs, but the previous layer outputs");
-    expect_invalid(&mutate(&|w| w.x0_order[0] = w.x0_order[1]), "not a permutation");
-    expect_invalid(&mutate(&|w| w.features[1].width += 1), "must be plain [vocab");
+    expect_invalid(
+        &mutate(&|w| w.towers[0].input = 1),
+        "reads the bottom, but there is none",
+    );
+    expect_invalid(
+        &mutate(&|w| w.levels[1].shared_gate = w.levels[0].shared_gate),
+        "has a shared gate",
+    );
+    expect_invalid(
+        &mutate(&|w| w.levels[0].shared_gate = NONE),
+        "has no shared gate",
+    );
+    expect_invalid(
+        &mutate(&|w| w.levels[0].task_gates[1] = w.levels[0].task_gates[0]),
+        "reuses MLP",
+    );
+    expect_invalid(
+        &mutate(&|w| w.mlps[0][0].act = 42),
+        "unknown activation code 42",
+    );
+    expect_invalid(
+        &mutate(&|w| w.mlps[0][0].act_scalar = 1.0),
+        "takes no parameters",
+    );
+    expect_invalid(
+        &mutate(&|w| w.mlps[0][1].weight = w.mlps[0][0].weight),
+        "inputs, but the previous layer outputs",
+    );
+    expect_invalid(
+        &mutate(&|w| w.x0_order[0] = w.x0_order[1]),
+        "not a permutation",
+    );
+    expect_invalid(
+        &mutate(&|w| w.features[1].width += 1),
+        "must be plain [vocab",
+    );
     expect_invalid(&mutate(&|w| w.features[0].kind = 9), "unknown kind 9");
     expect_invalid(&mutate(&|w| w.features[3].pooling = 7), "unknown pooling 7");
-    expect_invalid(&mutate(&|w| w.features[0].width = 0), "width 0 out of range");
-    expect_invalid(&mutate(&|w| w.outputs[1].name = w.outputs[0].name), "duplicate output name");
+    expect_invalid(
+        &mutate(&|w| w.features[0].width = 0),
+        "width 0 out of range",
+    );
+    expect_invalid(
+        &mutate(&|w| w.outputs[1].name = w.outputs[0].name),
+        "duplicate output name",
+    );
     expect_invalid(&mutate(&|w| w.outputs[0].a = 9), "names tower 9");
-    expect_invalid(&mutate(&|w| w.tensors[0].size += 4), "size is 324 bytes, but 20x4 f32 plain needs 320");
-    expect_invalid(&mutate(&|w| w.mlps[0][0].bias = w.mlps[0][0].weight), "expected plain f32");
-    expect_invalid(&mutate(&|w| w.levels[0].task_experts[0] = 999), "names MLP 999");
-    expect_invalid(&mutate(&|w| { w.mlps.push(w.mlps[0].clone()); }), "is not used");
+    expect_invalid(
+        &mutate(&|w| w.tensors[0].size += 4),
+        "size is 324 bytes, but 20x4 f32 plain needs 320",
+    );
+    expect_invalid(
+        &mutate(&|w| w.mlps[0][0].bias = w.mlps[0][0].weight),
+        "expected plain f32",
+    );
+    expect_invalid(
+        &mutate(&|w| w.levels[0].task_experts[0] = 999),
+        "names MLP 999",
+    );
+    expect_invalid(
+        &mutate(&|w| {
+            w.mlps.push(w.mlps[0].clone());
+        }),
+        "is not used",
+    );
     expect_invalid(&mutate(&|w| w.n_tasks = 0), "task count 0");
-    expect_invalid(&mutate(&|w| w.towers[0].out_act = 3), "output activation code 3");
+    expect_invalid(
+        &mutate(&|w| w.towers[0].out_act = 3),
+        "output activation code 3",
+    );
     // Gate width must equal the number of experts it mixes.
-    let wider = Shape { shared: 2, ..Shape::default() };
+    let wider = Shape {
+        shared: 2,
+        ..Shape::default()
+    };
     let mut w = synth::ple(&wider, 4);
     w.levels[0].shared_experts.pop();
     w.levels[0].n_shared = 1;
@@ -134,7 +210,16 @@ fn random_mutations_never_panic() {
     // 10,000 seeded mutations of a valid file: byte flips and u32 field rewrites, half of them with
     // the checksums recomputed so the validation behind them is exercised. Each must be an error
     // or a model that scores random valid input without panicking.
-    let good = synth::ple(&Shape { levels: 2, specific: 2, shared: 1, ..Shape::default() }, 5).to_bytes();
+    let good = synth::ple(
+        &Shape {
+            levels: 2,
+            specific: 2,
+            shared: 1,
+            ..Shape::default()
+        },
+        5,
+    )
+    .to_bytes();
     let meta_end = 64 + u64::from_le_bytes(good[32..40].try_into().unwrap()) as usize;
     let mut rng = synth::Rng(99);
     let (mut loaded, mut rejected) = (0, 0);
@@ -143,12 +228,28 @@ fn random_mutations_never_panic() {
         let edits = 1 + rng.below(3);
         for _ in 0..edits {
             // Mostly the header and metadata, where the structure lives.
-            let at = if rng.below(4) == 0 { rng.below(b.len() as u64) } else { rng.below(meta_end as u64) } as usize;
+            let at = if rng.below(4) == 0 {
+                rng.below(b.len() as u64)
+            } else {
+                rng.below(meta_end as u64)
+            } as usize;
             match rng.below(3) {
                 0 => b[at] ^= 1 << rng.below(8),
                 1 => b[at] = rng.below(256) as u8,
                 _ if at + 4 <= b.len() => {
-                    let v = [0u32, 1, 2, 15, 16, 17, 255, 65535, u32::MAX, u32::MAX - 1, 1 << 31][rng.below(11) as usize];
+                    let v = [
+                        0u32,
+                        1,
+                        2,
+                        15,
+                        16,
+                        17,
+                        255,
+                        65535,
+                        u32::MAX,
+                        u32::MAX - 1,
+                        1 << 31,
+                    ][rng.below(11) as usize];
                     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
                 }
                 _ => {}

@@ -78,7 +78,11 @@ impl Parsed {
             .collect()
     }
     /// Parses the value of `name` with `FromStr`, naming the option in the error.
-    pub fn parse<T: std::str::FromStr>(&self, name: &str, what: &str) -> Result<Option<T>, CliError> {
+    pub fn parse<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<T>, CliError> {
         match self.value(name) {
             None => Ok(None),
             Some(v) => v
@@ -115,7 +119,10 @@ pub fn parse(cmd: &str, args: &[String], opts: &[Opt]) -> Result<Parsed, CliErro
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
-            let opt = opts.iter().find(|o| o.name == name).ok_or_else(|| unknown(cmd, arg, name, opts))?;
+            let opt = opts
+                .iter()
+                .find(|o| o.name == name)
+                .ok_or_else(|| unknown(cmd, arg, name, opts))?;
             (opt, inline)
         } else {
             // `-o FILE` or `-oFILE`.
@@ -144,12 +151,18 @@ pub fn parse(cmd: &str, args: &[String], opts: &[Opt]) -> Result<Parsed, CliErro
             }
         } else {
             if inline.is_some() {
-                return Err(CliError::usage(format!("option --{} takes no value", opt.name)));
+                return Err(CliError::usage(format!(
+                    "option --{} takes no value",
+                    opt.name
+                )));
             }
             None
         };
         if !opt.repeat && out.flag(opt.name) {
-            return Err(CliError::usage(format!("option --{} given more than once", opt.name)));
+            return Err(CliError::usage(format!(
+                "option --{} given more than once",
+                opt.name
+            )));
         }
         out.opts.push((opt.name, value));
     }
@@ -223,7 +236,19 @@ mod tests {
 
     #[test]
     fn parses_forms() {
-        let r = p(&["m.ple", "--json", "--batch=4", "-i", "a", "-ib", "--input", "c", "--", "--x"]).unwrap();
+        let r = p(&[
+            "m.ple",
+            "--json",
+            "--batch=4",
+            "-i",
+            "a",
+            "-ib",
+            "--input",
+            "c",
+            "--",
+            "--x",
+        ])
+        .unwrap();
         assert!(r.flag("json"));
         assert_eq!(r.value("batch"), Some("4"));
         assert_eq!(r.values("input"), ["a", "b", "c"]);
@@ -236,10 +261,16 @@ mod tests {
     fn errors() {
         let e = p(&["--jsn"]).unwrap_err().to_string();
         assert!(e.contains("did you mean --json"), "{e}");
-        assert!(p(&["--batch"]).unwrap_err().to_string().contains("needs a value"));
+        assert!(p(&["--batch"])
+            .unwrap_err()
+            .to_string()
+            .contains("needs a value"));
         assert!(p(&["--batch", "1", "--batch", "2"]).is_err());
         assert!(p(&["--json=1"]).is_err());
-        assert_eq!(list_of_positive("batch", "1, 16,256").unwrap(), [1, 16, 256]);
+        assert_eq!(
+            list_of_positive("batch", "1, 16,256").unwrap(),
+            [1, 16, 256]
+        );
         assert!(list_of_positive("batch", "0").is_err());
     }
 }

@@ -2,7 +2,9 @@
 //! benchmarks, to craft invalid files for the validation tests, and to cross-check the spec (both
 //! writers must produce identical bytes for the same model).
 
-use super::meta::{FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TensorRecord, TowerRecord};
+use super::meta::{
+    FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TensorRecord, TowerRecord,
+};
 use super::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
 
 /// Builds a file part by part; indices returned by `add_*` are what the records refer to.
@@ -40,7 +42,15 @@ impl Writer {
         (self.strings.len() - 1) as u32
     }
 
-    fn push_tensor(&mut self, name: &str, dtype: DType, layout: Layout, rows: usize, cols: usize, bytes: Vec<u8>) -> u32 {
+    fn push_tensor(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        layout: Layout,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    ) -> u32 {
         let name = self.string(name);
         let offset = align64(self.data.len() as u64).unwrap();
         self.data.resize(offset as usize, 0);
@@ -58,9 +68,23 @@ impl Writer {
     }
 
     /// A plain tensor (`values` row-major, `rows × cols`).
-    pub fn plain(&mut self, name: &str, dtype: DType, rows: usize, cols: usize, values: &[f32]) -> u32 {
+    pub fn plain(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        values: &[f32],
+    ) -> u32 {
         assert_eq!(values.len(), rows * cols);
-        self.push_tensor(name, dtype, Layout::Plain, rows, cols, encode(dtype, values))
+        self.push_tensor(
+            name,
+            dtype,
+            Layout::Plain,
+            rows,
+            cols,
+            encode(dtype, values),
+        )
     }
 
     /// A dense-layer weight given as PyTorch `[n = out, k = in]` row-major, stored panel16.
@@ -79,7 +103,9 @@ impl Writer {
     /// Serialises the file.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut m = Vec::new();
-        let u32s = |m: &mut Vec<u8>, v: &[u32]| v.iter().for_each(|x| m.extend_from_slice(&x.to_le_bytes()));
+        let u32s = |m: &mut Vec<u8>, v: &[u32]| {
+            v.iter().for_each(|x| m.extend_from_slice(&x.to_le_bytes()))
+        };
         m.extend_from_slice(&(self.strings.len() as u32).to_le_bytes());
         for s in &self.strings {
             m.extend_from_slice(&(s.len() as u16).to_le_bytes());
@@ -121,7 +147,10 @@ impl Writer {
                 m.extend_from_slice(&l.act_param.to_le_bytes());
             }
         }
-        u32s(&mut m, &[self.bottom, self.n_tasks, self.levels.len() as u32]);
+        u32s(
+            &mut m,
+            &[self.bottom, self.n_tasks, self.levels.len() as u32],
+        );
         for l in &self.levels {
             u32s(&mut m, &[l.n_task_experts, l.n_shared]);
             u32s(&mut m, &l.task_experts);
@@ -141,7 +170,11 @@ impl Writer {
         }
 
         let data_offset = align64(64 + m.len() as u64).unwrap();
-        let data_size = if self.tensors.is_empty() { 0 } else { align64(self.data.len() as u64).unwrap() };
+        let data_size = if self.tensors.is_empty() {
+            0
+        } else {
+            align64(self.data.len() as u64).unwrap()
+        };
         let mut data = self.data.clone();
         data.resize(data_size as usize, 0);
         let file_size = data_offset + data_size;
@@ -169,7 +202,10 @@ impl Writer {
 fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::F16 => values.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
+            .collect(),
     }
 }
 

@@ -424,9 +424,11 @@ impl Resolver<'_> {
                         "level {l} is not the last level but has no shared gate"
                     ))
                 }
-                (Some(_), true) => return Err(invalid!(
+                (Some(_), true) => {
+                    return Err(invalid!(
                     "the last level ({l}) has a shared gate; nothing reads it (exporters drop it)"
-                )),
+                ))
+                }
                 (None, true) => None,
             };
             levels.push(Level {

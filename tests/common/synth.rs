@@ -10,11 +10,17 @@ use ple::DType;
 pub struct Rng(pub u64);
 impl Rng {
     pub fn f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
     pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
@@ -60,15 +66,35 @@ impl Default for Shape {
     }
 }
 
-fn mlp(w: &mut Writer, rng: &mut Rng, name: &str, dtype: DType, input: usize, dims: &[usize], last_act: u8) -> u32 {
+fn mlp(
+    w: &mut Writer,
+    rng: &mut Rng,
+    name: &str,
+    dtype: DType,
+    input: usize,
+    dims: &[usize],
+    last_act: u8,
+) -> u32 {
     let mut layers = Vec::new();
     let mut k = input;
     for (i, &n) in dims.iter().enumerate() {
         let scale = 1.0 / (k as f32).sqrt();
-        let weight = w.weight(&format!("{name}.{i}.w"), dtype, n, k, &rng.vec(n * k, scale));
+        let weight = w.weight(
+            &format!("{name}.{i}.w"),
+            dtype,
+            n,
+            k,
+            &rng.vec(n * k, scale),
+        );
         let bias = w.plain(&format!("{name}.{i}.b"), DType::F32, 1, n, &rng.vec(n, 0.1));
         let act = if i + 1 == dims.len() { last_act } else { 1 };
-        layers.push(LayerRecord { weight, bias, act, act_scalar: 0.0, act_param: NONE });
+        layers.push(LayerRecord {
+            weight,
+            bias,
+            act,
+            act_scalar: 0.0,
+            act_param: NONE,
+        });
         k = n;
     }
     w.mlps.push(layers);
@@ -83,36 +109,136 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
     let mut x0 = 0;
     if shape.dense_width > 0 {
         let name = w.string("dense");
-        w.features.push(FeatureRecord { name, kind: 1, pooling: 0, mask: 0, flags: 0, width: shape.dense_width as u32, max_len: 0, table: NONE, pad_id: 0 });
+        w.features.push(FeatureRecord {
+            name,
+            kind: 1,
+            pooling: 0,
+            mask: 0,
+            flags: 0,
+            width: shape.dense_width as u32,
+            max_len: 0,
+            table: NONE,
+            pad_id: 0,
+        });
         x0 += shape.dense_width;
     }
     for i in 0..shape.sparse {
-        let table = w.plain(&format!("table.s{i}"), dt, shape.vocab, shape.dim, &rng.vec(shape.vocab * shape.dim, 0.5));
+        let table = w.plain(
+            &format!("table.s{i}"),
+            dt,
+            shape.vocab,
+            shape.dim,
+            &rng.vec(shape.vocab * shape.dim, 0.5),
+        );
         let name = w.string(&format!("s{i}"));
-        w.features.push(FeatureRecord { name, kind: 2, pooling: 0, mask: 0, flags: 0, width: shape.dim as u32, max_len: 0, table, pad_id: 0 });
+        w.features.push(FeatureRecord {
+            name,
+            kind: 2,
+            pooling: 0,
+            mask: 0,
+            flags: 0,
+            width: shape.dim as u32,
+            max_len: 0,
+            table,
+            pad_id: 0,
+        });
         x0 += shape.dim;
     }
     for i in 0..shape.sequences {
-        let table = w.plain(&format!("table.q{i}"), dt, shape.vocab, shape.dim, &rng.vec(shape.vocab * shape.dim, 0.5));
+        let table = w.plain(
+            &format!("table.q{i}"),
+            dt,
+            shape.vocab,
+            shape.dim,
+            &rng.vec(shape.vocab * shape.dim, 0.5),
+        );
         let name = w.string(&format!("q{i}"));
         let pooling = 1 + (i % 3) as u8;
-        w.features.push(FeatureRecord { name, kind: 3, pooling, mask: 1, flags: 0, width: shape.dim as u32, max_len: shape.max_len as u32, table, pad_id: 0 });
+        w.features.push(FeatureRecord {
+            name,
+            kind: 3,
+            pooling,
+            mask: 1,
+            flags: 0,
+            width: shape.dim as u32,
+            max_len: shape.max_len as u32,
+            table,
+            pad_id: 0,
+        });
         x0 += shape.dim;
     }
     // Embeddings first, dense last (torch-rechub's order).
     let n = w.features.len() as u32;
-    w.x0_order = (0..n).filter(|&i| w.features[i as usize].kind != 1).chain((0..n).filter(|&i| w.features[i as usize].kind == 1)).collect();
+    w.x0_order = (0..n)
+        .filter(|&i| w.features[i as usize].kind != 1)
+        .chain((0..n).filter(|&i| w.features[i as usize].kind == 1))
+        .collect();
 
     let t = shape.tasks;
     let d = *shape.expert_dims.last().unwrap();
     let mut input = x0;
     for l in 0..shape.levels {
         let last = l + 1 == shape.levels;
-        let task_experts: Vec<u32> = (0..t * shape.specific).map(|e| mlp(&mut w, &mut rng, &format!("l{l}.te{e}"), dt, input, &shape.expert_dims, 1)).collect();
-        let shared_experts: Vec<u32> = (0..shape.shared).map(|e| mlp(&mut w, &mut rng, &format!("l{l}.se{e}"), dt, input, &shape.expert_dims, 1)).collect();
-        let task_gates: Vec<u32> = (0..t).map(|g| mlp(&mut w, &mut rng, &format!("l{l}.g{g}"), dt, input, &[shape.specific + shape.shared], 0)).collect();
-        let shared_gate = if last { NONE } else { mlp(&mut w, &mut rng, &format!("l{l}.sg"), dt, input, &[t * shape.specific + shape.shared], 0) };
-        w.levels.push(LevelRecord { n_task_experts: shape.specific as u32, n_shared: shape.shared as u32, task_experts, shared_experts, task_gates, shared_gate });
+        let task_experts: Vec<u32> = (0..t * shape.specific)
+            .map(|e| {
+                mlp(
+                    &mut w,
+                    &mut rng,
+                    &format!("l{l}.te{e}"),
+                    dt,
+                    input,
+                    &shape.expert_dims,
+                    1,
+                )
+            })
+            .collect();
+        let shared_experts: Vec<u32> = (0..shape.shared)
+            .map(|e| {
+                mlp(
+                    &mut w,
+                    &mut rng,
+                    &format!("l{l}.se{e}"),
+                    dt,
+                    input,
+                    &shape.expert_dims,
+                    1,
+                )
+            })
+            .collect();
+        let task_gates: Vec<u32> = (0..t)
+            .map(|g| {
+                mlp(
+                    &mut w,
+                    &mut rng,
+                    &format!("l{l}.g{g}"),
+                    dt,
+                    input,
+                    &[shape.specific + shape.shared],
+                    0,
+                )
+            })
+            .collect();
+        let shared_gate = if last {
+            NONE
+        } else {
+            mlp(
+                &mut w,
+                &mut rng,
+                &format!("l{l}.sg"),
+                dt,
+                input,
+                &[t * shape.specific + shape.shared],
+                0,
+            )
+        };
+        w.levels.push(LevelRecord {
+            n_task_experts: shape.specific as u32,
+            n_shared: shape.shared as u32,
+            task_experts,
+            shared_experts,
+            task_gates,
+            shared_gate,
+        });
         input = d;
     }
     w.n_tasks = t as u32;
@@ -120,9 +246,18 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         let mut dims = shape.tower_dims.clone();
         dims.push(1);
         let m = mlp(&mut w, &mut rng, &format!("tower{i}"), dt, input, &dims, 0);
-        w.towers.push(TowerRecord { mlp: m, input: if shape.levels > 0 { 2 } else { 0 }, out_act: 2 });
+        w.towers.push(TowerRecord {
+            mlp: m,
+            input: if shape.levels > 0 { 2 } else { 0 },
+            out_act: 2,
+        });
         let name = w.string(&format!("task{i}"));
-        w.outputs.push(OutputRecord { name, kind: 0, a: i as u32, b: NONE });
+        w.outputs.push(OutputRecord {
+            name,
+            kind: 0,
+            a: i as u32,
+            b: NONE,
+        });
     }
     w
 }
@@ -135,7 +270,11 @@ pub fn inputs(model: &ple::Model, batch: usize, seed: u64) -> Vec<super::Column>
         .iter()
         .map(|f| match f.kind {
             ple::InputKind::Dense => super::Column::Floats(rng.vec(batch * f.width, 1.0)),
-            _ => super::Column::Ids((0..batch * f.values_per_sample()).map(|_| rng.below(f.vocab() as u64) as i64).collect()),
+            _ => super::Column::Ids(
+                (0..batch * f.values_per_sample())
+                    .map(|_| rng.below(f.vocab() as u64) as i64)
+                    .collect(),
+            ),
         })
         .collect()
 }
