@@ -354,7 +354,8 @@ fn lookup(model: &Model, table: &TensorRef, id: i64, dst: &mut [f32]) {
 fn pool(model: &Model, f: &Feature, ids: &[i64], dst: &mut [f32]) {
     let table = f.table.expect("validated");
     let pooling = f.pooling.expect("validated");
-    let masked = |id: i64| f.pad_id == Some(id);
+    // The pad comparison sees the id as the library did (after the f32 round trip, if any).
+    let masked = |id: i64| f.pad_id == Some(effective_id(f, id));
     // A small stack buffer for one embedding row; wide tables go through chunks of it.
     let mut buf = [0f32; 64];
     let dim = table.cols;

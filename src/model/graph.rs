@@ -206,7 +206,12 @@ pub struct Graph {
 
 impl Graph {
     pub fn from_meta(h: &Header, m: &FileMeta) -> Result<Graph> {
-        Resolver { h, m }.resolve()
+        Resolver {
+            h,
+            m,
+            referenced: std::cell::RefCell::new(vec![false; m.tensors.len()]),
+        }
+        .resolve()
     }
 
     /// The width of the vector the levels (or towers) start from.
@@ -219,6 +224,8 @@ impl Graph {
 struct Resolver<'a> {
     h: &'a Header,
     m: &'a FileMeta,
+    /// Which tensors something refers to; a tensor nothing uses is hidden data and an error.
+    referenced: std::cell::RefCell<Vec<bool>>,
 }
 
 fn opt(idx: u32) -> Option<u32> {
@@ -238,6 +245,7 @@ impl Resolver<'_> {
                 self.m.tensors.len()
             )
         })?;
+        self.referenced.borrow_mut()[idx as usize] = true;
         let r = TensorRef {
             offset: (self.h.data_offset + t.offset) as usize,
             dtype: t.dtype,
@@ -481,6 +489,12 @@ impl Resolver<'_> {
         }
         if let Some(unused) = used.iter().position(|u| !u) {
             return Err(invalid!("MLP {unused} is not used by the structure"));
+        }
+        if let Some(t) = self.referenced.borrow().iter().position(|r| !r) {
+            return Err(invalid!(
+                "tensor {t} '{}' is not used by the graph (no unreferenced data is allowed)",
+                self.name(self.m.tensors[t].name)
+            ));
         }
 
         let mut outputs = Vec::with_capacity(m.outputs.len());
