@@ -81,6 +81,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    // The bundled batch comes with torch-rechub's own eval-mode output for it.
+    if let Ok(expected) = ple::npy::read(input_dir.join("expected.npy")) {
+        let worst = scores
+            .iter()
+            .zip(expected.to_f32())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("max |ple − torch-rechub| over the batch: {worst:.1e}");
+    }
+
     // Time repeated calls on the same batch (a rough figure; benches/ has the real benchmark).
     let reps = 2000;
     let t = Instant::now();
