@@ -1,0 +1,153 @@
+// ple.hpp: header-only C++17 RAII wrapper over the C API in ple.h (hand-written; ple.h's top
+// comment states the conventions). `ple::model` is shared and thread-safe (copying adds a
+// reference), `ple::session` is move-only and per thread, and failures throw `ple::error` with the
+// status and the detailed message. Scoring allocates nothing unless it throws.
+#ifndef PLE_HPP
+#define PLE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ple.h"
+
+namespace ple {
+
+/// A failed call: `status()` is the ple_status, `what()` "<status description>: <details>".
+class error : public std::runtime_error {
+public:
+    error(ple_status status, const char *details)
+        : std::runtime_error(std::string(ple_status_str(status)) + ": " + (details ? details : "")),
+          status_(status) {}
+    ple_status status() const noexcept { return status_; }
+
+private:
+    ple_status status_;
+};
+
+namespace detail {
+inline void check(ple_status st) {
+    if (st != PLE_STATUS_OK) throw error(st, ple_last_error());
+}
+inline std::string str(const char *s) { return s ? s : ""; }
+}  // namespace detail
+
+/// Column helpers: by position (`name` = nullptr) or by name.
+inline ple_column ids(const int64_t *data, size_t len, const char *name = nullptr) {
+    return ple_column{name, data, nullptr, len};
+}
+inline ple_column floats(const float *data, size_t len, const char *name = nullptr) {
+    return ple_column{name, nullptr, data, len};
+}
+inline ple_column ids(const std::vector<int64_t> &v, const char *name = nullptr) {
+    return ids(v.data(), v.size(), name);
+}
+inline ple_column floats(const std::vector<float> &v, const char *name = nullptr) {
+    return floats(v.data(), v.size(), name);
+}
+
+/// An immutable, reference-counted model. Copies share it; use it from any thread.
+class model {
+public:
+    static model open(const std::string &path, uint32_t flags = 0) {
+        const ple_model *m = nullptr;
+        detail::check(ple_model_open(path.c_str(), flags, &m));
+        return model(m);
+    }
+    /// The bytes are copied: `data` may be freed as soon as this returns.
+    static model from_memory(const void *data, size_t len, uint32_t flags = 0) {
+        const ple_model *m = nullptr;
+        detail::check(ple_model_open_memory(data, len, flags, &m));
+        return model(m);
+    }
+    /// Takes over one reference (e.g. `model::adopt(ple_model_clone(p))`).
+    static model adopt(const ple_model *m) { return model(m); }
+
+    model(const model &o) : m_(ple_model_clone(o.m_)) {}
+    model(model &&o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+    model &operator=(model o) noexcept {
+        std::swap(m_, o.m_);
+        return *this;
+    }
+    ~model() { ple_model_free(m_); }
+
+    const ple_model *get() const noexcept { return m_; }
+    std::string name() const { return detail::str(ple_model_name(m_)); }
+    std::string simd_level() const { return detail::str(ple_model_simd_level(m_)); }
+    ple_dtype dtype() const { return ple_model_dtype(m_); }
+
+    size_t input_count() const { return ple_model_input_count(m_); }
+    std::string input_name(size_t i) const { return detail::str(ple_model_input_name(m_, i)); }
+    ple_input_kind input_kind(size_t i) const { return ple_model_input_kind(m_, i); }
+    size_t input_width(size_t i) const { return ple_model_input_width(m_, i); }
+    size_t input_values_per_sample(size_t i) const {
+        return ple_model_input_values_per_sample(m_, i);
+    }
+    size_t input_vocab_size(size_t i) const { return ple_model_input_vocab_size(m_, i); }
+    size_t input_index(const std::string &name) const {
+        size_t i = 0;
+        detail::check(ple_model_input_index(m_, name.c_str(), &i));
+        return i;
+    }
+
+    size_t output_width() const { return ple_model_output_width(m_); }
+    size_t output_count() const { return ple_model_output_count(m_); }
+    std::string output_name(size_t k) const { return detail::str(ple_model_output_name(m_, k)); }
+    size_t output_offset(size_t k) const { return ple_model_output_offset(m_, k); }
+    size_t output_len(size_t k) const { return ple_model_output_len(m_, k); }
+    size_t gate_width() const { return ple_model_gate_width(m_); }
+
+private:
+    explicit model(const ple_model *m) : m_(m) {}
+    const ple_model *m_;
+};
+
+/// One thread's scoring state over a model (which it keeps alive). Move-only.
+class session {
+public:
+    session(const model &m, size_t max_batch) {
+        detail::check(ple_session_new(m.get(), max_batch, &s_));
+    }
+    session(session &&o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    session &operator=(session &&o) noexcept {
+        if (this != &o) {
+            ple_session_free(s_);
+            s_ = std::exchange(o.s_, nullptr);
+        }
+        return *this;
+    }
+    session(const session &) = delete;
+    session &operator=(const session &) = delete;
+    ~session() { ple_session_free(s_); }
+
+    ple_session *get() const noexcept { return s_; }
+    size_t max_batch() const { return ple_session_max_batch(s_); }
+    /// A new reference to the session's model.
+    model get_model() const { return model::adopt(ple_model_clone(ple_session_model(s_))); }
+
+    /// Scores `batch` samples into `out` (`batch * output_width` floats) and, if given, `gates`.
+    void run(size_t batch, const ple_column *columns, size_t n_columns, float *out,
+             size_t out_len, float *gates = nullptr, size_t gates_len = 0) {
+        check(ple_session_run(s_, batch, columns, n_columns, out, out_len, gates, gates_len));
+    }
+    void run(size_t batch, const std::vector<ple_column> &columns, std::vector<float> &out) {
+        run(batch, columns.data(), columns.size(), out.data(), out.size());
+    }
+    void run_dense(size_t batch, const float *x, size_t x_len, float *out, size_t out_len,
+                   float *gates = nullptr, size_t gates_len = 0) {
+        check(ple_session_run_dense(s_, batch, x, x_len, out, out_len, gates, gates_len));
+    }
+
+private:
+    void check(ple_status st) {
+        if (st != PLE_STATUS_OK) throw error(st, s_ ? ple_session_last_error(s_) : ple_last_error());
+    }
+    ple_session *s_ = nullptr;
+};
+
+}  // namespace ple
+
+#endif  // PLE_HPP

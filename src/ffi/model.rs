@@ -1,0 +1,856 @@
+//! The model handle: open, clone, free and introspection.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::Arc;
+
+use super::version::simd_name;
+use super::{fail, guard, ple_status, Lossy};
+use crate::format::DType;
+use crate::model::{InputKind, LoadOptions, Model, Pooling};
+
+/// Flag for `ple_model_open`: also verify the checksum of the data section (reads the whole file
+/// once; without it only the header and metadata are verified, so large models open in
+/// milliseconds).
+pub const PLE_OPEN_VERIFY_DATA: u32 = 1;
+/// Flag for `ple_model_open`: read the file into memory instead of mapping it. Use it where the
+/// file may be truncated or rewritten in place while in use (NFS, some container overlays), which
+/// would crash a mapping (SIGBUS). Implied by `ple_model_open_memory`.
+pub const PLE_OPEN_READ_INTO_MEMORY: u32 = 2;
+const KNOWN_FLAGS: u32 = PLE_OPEN_VERIFY_DATA | PLE_OPEN_READ_INTO_MEMORY;
+
+/// What a caller passes for an input feature.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ple_input_kind {
+    /// Not an input (returned for a NULL model or an index out of range).
+    None = 0,
+    /// Floats: `ple_model_input_width` per sample, in a column's `floats`.
+    Dense = 1,
+    /// One id per sample, looked up in an embedding table, in a column's `ids`.
+    Sparse = 2,
+    /// `ple_model_input_max_len` ids per sample (padded), looked up and pooled, in `ids`.
+    Sequence = 3,
+}
+
+/// Element type of a model's dense-layer weights.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ple_dtype {
+    /// Returned for a NULL model.
+    None = 0,
+    /// 32-bit floats.
+    F32 = 1,
+    /// IEEE binary16 (widened to f32 while scoring).
+    F16 = 2,
+    /// The file mixes f32 and f16 layers.
+    Mixed = 3,
+}
+
+/// A loaded model: immutable, reference counted and safe to use from any number of threads at
+/// once. Opaque.
+pub struct ple_model {
+    pub(crate) model: Model,
+    name: CString,
+    inputs: Vec<InputNames>,
+    /// Input indices sorted by name, for lookups by name without allocating.
+    by_name: Vec<usize>,
+    outputs: Vec<Slot>,
+    gates: Vec<Slot>,
+}
+
+struct InputNames {
+    name: CString,
+    pooling: Option<&'static CStr>,
+}
+
+/// A named range of floats in a sample's output (or gate-weights) row.
+struct Slot {
+    name: CString,
+    offset: usize,
+    len: usize,
+}
+
+fn c_string(what: &str, s: &str) -> Result<CString, crate::Error> {
+    CString::new(s)
+        .map_err(|_| crate::Error::InvalidFile(format!("{what} '{s}' contains a NUL byte")))
+}
+
+impl ple_model {
+    fn new(model: Model) -> Result<ple_model, crate::Error> {
+        let inputs = model
+            .inputs()
+            .iter()
+            .map(|f| {
+                Ok(InputNames {
+                    name: c_string("input name", &f.name)?,
+                    pooling: f.pooling.map(|p| match p {
+                        Pooling::Sum => c"sum",
+                        Pooling::Mean => c"mean",
+                        Pooling::Max => c"max",
+                    }),
+                })
+            })
+            .collect::<Result<Vec<_>, crate::Error>>()?;
+        let mut by_name: Vec<usize> = (0..inputs.len()).collect();
+        by_name.sort_by(|&a, &b| inputs[a].name.cmp(&inputs[b].name));
+        let mut offset = 0;
+        let outputs = model
+            .outputs()
+            .map(|(name, len)| {
+                let slot = Slot {
+                    name: c_string("output name", name)?,
+                    offset,
+                    len,
+                };
+                offset += len;
+                Ok(slot)
+            })
+            .collect::<Result<Vec<_>, crate::Error>>()?;
+        let mut offset = 0;
+        let gates = model
+            .gates()
+            .iter()
+            .map(|g| {
+                let slot = Slot {
+                    name: c_string("gate name", &g.name)?,
+                    offset,
+                    len: g.width,
+                };
+                offset += g.width;
+                Ok(slot)
+            })
+            .collect::<Result<Vec<_>, crate::Error>>()?;
+        Ok(ple_model {
+            name: c_string("model name", model.name())?,
+            model,
+            inputs,
+            by_name,
+            outputs,
+            gates,
+        })
+    }
+
+    /// Index of the input named `name` (binary search; no allocation).
+    pub(crate) fn input_index(&self, name: &[u8]) -> Option<usize> {
+        self.by_name
+            .binary_search_by(|&i| self.inputs[i].name.to_bytes().cmp(name))
+            .ok()
+            .map(|k| self.by_name[k])
+    }
+}
+
+/// Shared tail of the two open functions.
+///
+/// # Safety
+/// `out_model` is non-NULL and valid for a write.
+unsafe fn finish_open(
+    loaded: Result<Model, crate::Error>,
+    out_model: *mut *const ple_model,
+) -> ple_status {
+    match loaded.and_then(ple_model::new) {
+        Ok(m) => {
+            // SAFETY: checked non-NULL by the caller; writable per the function's contract.
+            unsafe { *out_model = Arc::into_raw(Arc::new(m)) };
+            ple_status::Ok
+        }
+        Err(e) => fail(ple_status::of(&e), format_args!("{e}")),
+    }
+}
+
+fn options(flags: u32, fn_name: &str) -> Result<LoadOptions, ple_status> {
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(fail(
+            ple_status::InvalidArgument,
+            format_args!("{fn_name}: unknown flag bits {:#x}", flags & !KNOWN_FLAGS),
+        ));
+    }
+    Ok(LoadOptions {
+        verify_data: flags & PLE_OPEN_VERIFY_DATA != 0,
+        read_into_memory: flags & PLE_OPEN_READ_INTO_MEMORY != 0,
+        simd: None,
+    })
+}
+
+/// Opens, validates and plans the model file at `path` (memory-mapped unless
+/// `PLE_OPEN_READ_INTO_MEMORY` is given). `flags` is 0 or a bitwise OR of `PLE_OPEN_*`. On success
+/// writes a new handle (reference count 1) to `*out_model`; release it with `ple_model_free`.
+///
+/// Deploy new model files by writing a new file and renaming it over the old one: rewriting a
+/// mapped file in place can crash the process (SIGBUS).
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out_model` is NULL or valid for a write.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_model_open(
+    path: *const c_char,
+    flags: u32,
+    out_model: *mut *const ple_model,
+) -> ple_status {
+    guard("ple_model_open", ple_status::Panic, || {
+        if path.is_null() || out_model.is_null() {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("ple_model_open: path and out_model must not be NULL"),
+            );
+        }
+        let opts = match options(flags, "ple_model_open") {
+            Ok(o) => o,
+            Err(s) => return s,
+        };
+        // SAFETY: non-NULL and NUL-terminated per the contract.
+        let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+        #[cfg(unix)]
+        let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes);
+        #[cfg(not(unix))]
+        let path = match std::str::from_utf8(bytes) {
+            Ok(p) => p,
+            Err(_) => {
+                return fail(
+                    ple_status::InvalidArgument,
+                    format_args!("ple_model_open: path '{}' is not UTF-8", Lossy(bytes)),
+                )
+            }
+        };
+        // SAFETY: `out_model` is non-NULL (checked above) and writable per the contract.
+        unsafe { finish_open(Model::open_with(path, &opts), out_model) }
+    })
+}
+
+/// Loads a model from `len` bytes at `data`. The bytes are copied into memory the model owns, so
+/// the caller may free or reuse `data` as soon as this returns. `flags` as for `ple_model_open`
+/// (`PLE_OPEN_READ_INTO_MEMORY` is implied). On success writes a new handle (reference count 1) to
+/// `*out_model`.
+///
+/// # Safety
+/// `data` is NULL or valid for reading `len` bytes; `out_model` is NULL or valid for a write.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_model_open_memory(
+    data: *const c_void,
+    len: usize,
+    flags: u32,
+    out_model: *mut *const ple_model,
+) -> ple_status {
+    guard("ple_model_open_memory", ple_status::Panic, || {
+        if out_model.is_null() || (data.is_null() && len > 0) {
+            return fail(
+                ple_status::NullArgument,
+                format_args!(
+                    "ple_model_open_memory: data (with len > 0) and out_model must not be NULL"
+                ),
+            );
+        }
+        if len > isize::MAX as usize {
+            return fail(
+                ple_status::InvalidArgument,
+                format_args!("ple_model_open_memory: len {len} is too large"),
+            );
+        }
+        let opts = match options(flags, "ple_model_open_memory") {
+            Ok(o) => o,
+            Err(s) => return s,
+        };
+        let bytes: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: non-NULL, `len` readable bytes per the contract, `len <= isize::MAX`.
+            unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
+        };
+        // SAFETY: `out_model` is non-NULL (checked above) and writable per the contract.
+        unsafe { finish_open(Model::from_bytes_with(bytes, &opts), out_model) }
+    })
+}
+
+/// Adds a reference to `model` and returns it (the same pointer). Each successful clone needs its
+/// own `ple_model_free`. Returns NULL if `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle from this library.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_clone(model: *const ple_model) -> *const ple_model {
+    guard("ple_model_clone", std::ptr::null(), || {
+        if model.is_null() {
+            fail(
+                ple_status::NullArgument,
+                format_args!("ple_model_clone: model is NULL"),
+            );
+            return std::ptr::null();
+        }
+        // SAFETY: a live handle is a pointer from `Arc::into_raw` with a nonzero count.
+        unsafe { Arc::increment_strong_count(model) };
+        model
+    })
+}
+
+/// Releases one reference to `model`; the model is destroyed when the last reference and the last
+/// session using it are gone. NULL is accepted and ignored.
+///
+/// # Safety
+/// `model` is NULL or a live handle, and is not used again after this call (through this
+/// reference).
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_free(model: *const ple_model) {
+    guard("ple_model_free", (), || {
+        if !model.is_null() {
+            // SAFETY: a live handle owns one strong count, released here exactly once.
+            drop(unsafe { Arc::from_raw(model) });
+        }
+    })
+}
+
+/// Borrows a model handle for an introspection call, recording a NULL model as an error.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+unsafe fn model_ref<'a>(model: *const ple_model, fn_name: &str) -> Option<&'a ple_model> {
+    if model.is_null() {
+        fail(
+            ple_status::NullArgument,
+            format_args!("{fn_name}: model is NULL"),
+        );
+    }
+    // SAFETY: NULL or a live handle per the contract; live handles point to an `Arc`'s value.
+    unsafe { model.as_ref() }
+}
+
+/// Runs an introspection getter: NULL model or index out of range yield `fallback` and record the
+/// reason as this thread's last error.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+unsafe fn getter<R: Copy>(
+    model: *const ple_model,
+    fn_name: &str,
+    fallback: R,
+    f: impl FnOnce(&ple_model) -> R,
+) -> R {
+    guard(fn_name, fallback, || {
+        // SAFETY: per this function's contract.
+        match unsafe { model_ref(model, fn_name) } {
+            Some(m) => f(m),
+            None => fallback,
+        }
+    })
+}
+
+/// Like `getter`, for the `index`-th item of a list of `count(model)` items.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+unsafe fn item<R: Copy>(
+    model: *const ple_model,
+    index: usize,
+    fn_name: &str,
+    what: &str,
+    count: impl FnOnce(&ple_model) -> usize,
+    fallback: R,
+    f: impl FnOnce(&ple_model, usize) -> R,
+) -> R {
+    guard(fn_name, fallback, || {
+        // SAFETY: per this function's contract.
+        let Some(m) = (unsafe { model_ref(model, fn_name) }) else {
+            return fallback;
+        };
+        let n = count(m);
+        if index >= n {
+            fail(
+                ple_status::InvalidArgument,
+                format_args!("{fn_name}: index {index} is out of range (the model has {n} {what})"),
+            );
+            return fallback;
+        }
+        f(m, index)
+    })
+}
+
+/// The model's name as stored in the file; NULL if `model` is NULL. Like every string a model
+/// returns, it stays valid while any reference to the model (or a session using it) is alive.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_name(model: *const ple_model) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe {
+        getter(model, "ple_model_name", std::ptr::null(), |m| {
+            m.name.as_ptr()
+        })
+    }
+}
+
+/// Weight dtype of the dense layers (`PLE_DTYPE_NONE` if `model` is NULL).
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_dtype(model: *const ple_model) -> ple_dtype {
+    // SAFETY: forwarded contract.
+    unsafe {
+        getter(model, "ple_model_dtype", ple_dtype::None, |m| {
+            match m.model.weight_dtype() {
+                Some(DType::F32) => ple_dtype::F32,
+                Some(DType::F16) => ple_dtype::F16,
+                None => ple_dtype::Mixed,
+            }
+        })
+    }
+}
+
+/// The SIMD level this model's kernels use ("scalar", "avx2", "avx512" or "neon"; static); NULL if
+/// `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_simd_level(model: *const ple_model) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe {
+        getter(model, "ple_model_simd_level", std::ptr::null(), |m| {
+            simd_name(m.model.simd_level())
+        })
+    }
+}
+
+/// Number of tasks (towers); 0 if `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_task_count(model: *const ple_model) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { getter(model, "ple_model_task_count", 0, |m| m.model.n_tasks()) }
+}
+
+/// Number of input features, i.e. of columns `ple_session_run` takes; 0 if `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_count(model: *const ple_model) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { getter(model, "ple_model_input_count", 0, |m| m.inputs.len()) }
+}
+
+/// Name of input `index` (in the model's column order); NULL if `model` is NULL or `index` is out
+/// of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_name(
+    model: *const ple_model,
+    index: usize,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_name",
+            "inputs",
+            |m| m.inputs.len(),
+            std::ptr::null(),
+            |m, i| m.inputs[i].name.as_ptr(),
+        )
+    }
+}
+
+/// Kind of input `index`; `PLE_INPUT_KIND_NONE` if `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_kind(
+    model: *const ple_model,
+    index: usize,
+) -> ple_input_kind {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_kind",
+            "inputs",
+            |m| m.inputs.len(),
+            ple_input_kind::None,
+            |m, i| match m.model.inputs()[i].kind {
+                InputKind::Dense => ple_input_kind::Dense,
+                InputKind::Sparse => ple_input_kind::Sparse,
+                InputKind::Sequence => ple_input_kind::Sequence,
+            },
+        )
+    }
+}
+
+/// Floats input `index` contributes to the model: the dense width, or the embedding dimension of a
+/// sparse or sequence feature; 0 if `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_width(model: *const ple_model, index: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_width",
+            "inputs",
+            |m| m.inputs.len(),
+            0,
+            |m, i| m.model.inputs()[i].width,
+        )
+    }
+}
+
+/// Values the caller passes per sample for input `index`, so its column holds `batch` times this
+/// many: the width for dense, 1 for sparse, the maximum length for sequence features; 0 if `model`
+/// is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_values_per_sample(
+    model: *const ple_model,
+    index: usize,
+) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_values_per_sample",
+            "inputs",
+            |m| m.inputs.len(),
+            0,
+            |m, i| m.model.inputs()[i].values_per_sample(),
+        )
+    }
+}
+
+/// Rows of input `index`'s embedding table: valid ids are `0 .. vocab_size - 1` (0 for dense
+/// inputs, a NULL model or an index out of range).
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_vocab_size(
+    model: *const ple_model,
+    index: usize,
+) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_vocab_size",
+            "inputs",
+            |m| m.inputs.len(),
+            0,
+            |m, i| m.model.inputs()[i].vocab(),
+        )
+    }
+}
+
+/// Ids per sample of sequence input `index` (padded to this length); 1 for sparse and 0 for dense
+/// inputs, a NULL model or an index out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_max_len(model: *const ple_model, index: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_max_len",
+            "inputs",
+            |m| m.inputs.len(),
+            0,
+            |m, i| m.model.inputs()[i].max_len,
+        )
+    }
+}
+
+/// Pooling of sequence input `index` ("sum", "mean" or "max"; static); NULL for other inputs, a
+/// NULL model or an index out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_pooling(
+    model: *const ple_model,
+    index: usize,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_pooling",
+            "inputs",
+            |m| m.inputs.len(),
+            std::ptr::null(),
+            |m, i| m.inputs[i].pooling.map_or(std::ptr::null(), CStr::as_ptr),
+        )
+    }
+}
+
+/// The padding id of sequence input `index`: positions holding it are ignored by the pooling
+/// (an all-padding row pools to zeros for sum and mean). Writes it to `*out_pad_id` and returns
+/// true; returns false and writes nothing if the input has no padding id (every id counts), or for
+/// a NULL argument or an index out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle; `out_pad_id` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_pad_id(
+    model: *const ple_model,
+    index: usize,
+    out_pad_id: *mut i64,
+) -> bool {
+    // SAFETY: forwarded contract.
+    let pad = unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_pad_id",
+            "inputs",
+            |m| m.inputs.len(),
+            None,
+            |m, i| m.model.inputs()[i].pad_id,
+        )
+    };
+    match pad {
+        Some(id) if !out_pad_id.is_null() => {
+            // SAFETY: non-NULL and writable per the contract.
+            unsafe { *out_pad_id = id };
+            true
+        }
+        Some(_) => {
+            fail(
+                ple_status::NullArgument,
+                format_args!("ple_model_input_pad_id: out_pad_id is NULL"),
+            );
+            false
+        }
+        None => false,
+    }
+}
+
+/// Looks up an input by name and writes its index to `*out_index`. Returns
+/// `PLE_STATUS_UNKNOWN_INPUT` if the model has no input of that name.
+///
+/// # Safety
+/// `model` is NULL or a live handle; `name` is NULL or a NUL-terminated string; `out_index` is
+/// NULL or valid for a write.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_model_input_index(
+    model: *const ple_model,
+    name: *const c_char,
+    out_index: *mut usize,
+) -> ple_status {
+    guard("ple_model_input_index", ple_status::Panic, || {
+        if model.is_null() || name.is_null() || out_index.is_null() {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("ple_model_input_index: model, name and out_index must not be NULL"),
+            );
+        }
+        // SAFETY: non-NULL live handle per the contract.
+        let m = unsafe { &*model };
+        // SAFETY: non-NULL and NUL-terminated per the contract.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        match m.input_index(name) {
+            Some(i) => {
+                // SAFETY: non-NULL and writable per the contract.
+                unsafe { *out_index = i };
+                ple_status::Ok
+            }
+            None => fail(
+                ple_status::UnknownInput,
+                format_args!("the model has no input named '{}'", Lossy(name)),
+            ),
+        }
+    })
+}
+
+/// Floats per sample in an output buffer (the sum of every output's length); 0 if `model` is NULL.
+/// An output buffer for `batch` samples holds `batch * ple_model_output_width(model)` floats,
+/// sample after sample.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_output_width(model: *const ple_model) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        getter(model, "ple_model_output_width", 0, |m| {
+            m.model.output_width()
+        })
+    }
+}
+
+/// Number of outputs (one per task, usually); 0 if `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_output_count(model: *const ple_model) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { getter(model, "ple_model_output_count", 0, |m| m.outputs.len()) }
+}
+
+/// Name of output `index`; NULL if `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_output_name(
+    model: *const ple_model,
+    index: usize,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_output_name",
+            "outputs",
+            |m| m.outputs.len(),
+            std::ptr::null(),
+            |m, i| m.outputs[i].name.as_ptr(),
+        )
+    }
+}
+
+/// Position of output `index`'s first float within a sample's row of the output buffer; 0 if
+/// `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_output_offset(model: *const ple_model, index: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_output_offset",
+            "outputs",
+            |m| m.outputs.len(),
+            0,
+            |m, i| m.outputs[i].offset,
+        )
+    }
+}
+
+/// Floats output `index` occupies per sample (1 for a probability); 0 if `model` is NULL or
+/// `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_output_len(model: *const ple_model, index: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_output_len",
+            "outputs",
+            |m| m.outputs.len(),
+            0,
+            |m, i| m.outputs[i].len,
+        )
+    }
+}
+
+/// Floats per sample in a gate-weights buffer (0 for models without gates, or a NULL model).
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_gate_width(model: *const ple_model) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { getter(model, "ple_model_gate_width", 0, |m| m.model.gate_width()) }
+}
+
+/// Number of gates whose weights a gate-weights buffer receives; 0 if `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_gate_count(model: *const ple_model) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { getter(model, "ple_model_gate_count", 0, |m| m.gates.len()) }
+}
+
+/// Name of gate `index` ("level0.task1", "level0.shared", ...); NULL if `model` is NULL or
+/// `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_gate_name(
+    model: *const ple_model,
+    index: usize,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_gate_name",
+            "gates",
+            |m| m.gates.len(),
+            std::ptr::null(),
+            |m, i| m.gates[i].name.as_ptr(),
+        )
+    }
+}
+
+/// Position of gate `index`'s first weight within a sample's row of the gate-weights buffer; 0 if
+/// `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_gate_offset(model: *const ple_model, index: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_gate_offset",
+            "gates",
+            |m| m.gates.len(),
+            0,
+            |m, i| m.gates[i].offset,
+        )
+    }
+}
+
+/// Weights gate `index` produces per sample (its number of experts); 0 if `model` is NULL or
+/// `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_gate_len(model: *const ple_model, index: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_gate_len",
+            "gates",
+            |m| m.gates.len(),
+            0,
+            |m, i| m.gates[i].len,
+        )
+    }
+}

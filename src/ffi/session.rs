@@ -1,0 +1,597 @@
+//! The session handle: per-thread working memory, scoring, and the last detailed message.
+
+use std::ffi::{c_char, CStr};
+use std::fmt;
+use std::sync::Arc;
+
+use super::{
+    fail, get_thread_error, guard, ple_model, ple_status, set_thread_error, Lossy, Message,
+};
+use crate::model::InputKind;
+use crate::session::{Input, Session};
+
+/// One input column: one feature's values for the whole batch, row-major. Set exactly one of
+/// `ids` (sparse and sequence features) and `floats` (dense features); `len` counts its
+/// elements: `batch * ple_model_input_values_per_sample(model, i)`.
+///
+/// Either every column of a call has `name == NULL`, and column `i` is the model's input `i`, or
+/// every column has a name, and columns may come in any order (each input exactly once). Looking
+/// names up costs a little per call: for the hottest paths, resolve the order once with
+/// `ple_model_input_index` and pass unnamed columns.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ple_column {
+    /// The input's name (NUL-terminated), or NULL to match columns to inputs by position.
+    pub name: *const c_char,
+    /// Ids of a sparse (`batch` ids) or sequence (`batch * max_len` ids, padded) feature; NULL
+    /// for a dense feature.
+    pub ids: *const i64,
+    /// Floats of a dense feature (`batch * width`); NULL for a sparse or sequence feature.
+    pub floats: *const f32,
+    /// Number of elements at `ids` or `floats`.
+    pub len: usize,
+}
+
+/// One thread's scoring state for one model: working memory sized for `max_batch` samples, and the
+/// message of its last failure. Use a session from one thread at a time (it may move between
+/// threads); give each thread its own. Opaque.
+pub struct ple_session {
+    session: Session,
+    model: Arc<ple_model>,
+    /// Column views for the current call; empty between calls, with room for every input.
+    columns: Vec<Input<'static>>,
+    /// Which inputs a by-name call has filled; `len == inputs`.
+    seen: Vec<bool>,
+    message: Message,
+}
+
+/// Creates a session over `model` for batches of 1 to `max_batch` samples. This allocates the
+/// working memory (for min(max_batch, 64) samples at a time); scoring then allocates nothing. The
+/// session holds its own reference to the model, so the caller may free its model handle at any
+/// time. On success writes the new session to `*out_session`; free it with
+/// `ple_session_free`.
+///
+/// # Safety
+/// `model` is NULL or a live handle; `out_session` is NULL or valid for a write.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_session_new(
+    model: *const ple_model,
+    max_batch: usize,
+    out_session: *mut *mut ple_session,
+) -> ple_status {
+    guard("ple_session_new", ple_status::Panic, || {
+        if model.is_null() || out_session.is_null() {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("ple_session_new: model and out_session must not be NULL"),
+            );
+        }
+        // SAFETY: a live handle is an `Arc::into_raw` pointer; take one more strong count for the
+        // session, owned by the `Arc` rebuilt from it.
+        let model = unsafe {
+            Arc::increment_strong_count(model);
+            Arc::from_raw(model)
+        };
+        let session = match Session::new(&model.model, max_batch) {
+            Ok(s) => s,
+            Err(e) => return fail(ple_status::of(&e), format_args!("{e}")),
+        };
+        let n = model.model.inputs().len();
+        let handle = Box::new(ple_session {
+            session,
+            columns: Vec::with_capacity(n),
+            seen: vec![false; n],
+            model,
+            message: Message::new(),
+        });
+        // SAFETY: non-NULL (checked) and writable per the contract.
+        unsafe { *out_session = Box::into_raw(handle) };
+        ple_status::Ok
+    })
+}
+
+/// Frees a session (and its reference to the model). NULL is accepted and ignored.
+///
+/// # Safety
+/// `session` is NULL or a live session not in use by another thread, and is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn ple_session_free(session: *mut ple_session) {
+    guard("ple_session_free", (), || {
+        if !session.is_null() {
+            // SAFETY: a live session is a `Box::into_raw` pointer, released here exactly once.
+            drop(unsafe { Box::from_raw(session) });
+        }
+    })
+}
+
+/// The session's `max_batch`; 0 if `session` is NULL.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn ple_session_max_batch(session: *const ple_session) -> usize {
+    guard("ple_session_max_batch", 0, || {
+        // SAFETY: NULL or a live session per the contract.
+        match unsafe { session.as_ref() } {
+            Some(s) => s.session.max_batch(),
+            None => {
+                fail(
+                    ple_status::NullArgument,
+                    format_args!("ple_session_max_batch: session is NULL"),
+                );
+                0
+            }
+        }
+    })
+}
+
+/// The model a session scores (a borrowed pointer, valid while the session lives: do not free it
+/// unless you `ple_model_clone` it first); NULL if `session` is NULL.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn ple_session_model(session: *const ple_session) -> *const ple_model {
+    guard("ple_session_model", std::ptr::null(), || {
+        // SAFETY: NULL or a live session per the contract.
+        match unsafe { session.as_ref() } {
+            Some(s) => Arc::as_ptr(&s.model),
+            None => {
+                fail(
+                    ple_status::NullArgument,
+                    format_args!("ple_session_model: session is NULL"),
+                );
+                std::ptr::null()
+            }
+        }
+    })
+}
+
+/// The detailed message of this session's most recent failed call ("" if none failed yet), e.g.
+/// "input 'user_id', sample 3, position 0: id 1000 is out of range (the table has 1000 rows)".
+/// Never NULL. Valid until the next scoring call on this session or its free.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn ple_session_last_error(session: *const ple_session) -> *const c_char {
+    guard("ple_session_last_error", c"".as_ptr(), || {
+        // SAFETY: NULL or a live session per the contract.
+        match unsafe { session.as_ref() } {
+            Some(s) => s.message.as_ptr(),
+            None => c"ple_session_last_error: session is NULL".as_ptr(),
+        }
+    })
+}
+
+/// Scores `batch` samples of a model whose only input is one dense feature: `x` holds
+/// `batch * ple_model_input_width(model, 0)` floats, row-major. Otherwise as `ple_session_run`.
+///
+/// # Safety
+/// `session` is NULL or a live session used by no other thread during the call; each buffer is
+/// NULL or valid for its length in elements (`x` for reads, `out` and `gates` for writes), and the
+/// written buffers overlap no other buffer.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_session_run_dense(
+    session: *mut ple_session,
+    batch: usize,
+    x: *const f32,
+    x_len: usize,
+    out: *mut f32,
+    out_len: usize,
+    gates: *mut f32,
+    gates_len: usize,
+) -> ple_status {
+    let column = ple_column {
+        name: std::ptr::null(),
+        ids: std::ptr::null(),
+        floats: x,
+        len: x_len,
+    };
+    // SAFETY: forwarded contract; `column` lives across the call.
+    unsafe {
+        run(
+            "ple_session_run_dense",
+            session,
+            batch,
+            &column,
+            1,
+            out,
+            out_len,
+            gates,
+            gates_len,
+        )
+    }
+}
+
+/// Scores `batch` samples (1 to the session's `max_batch`). `columns` holds `n_columns` input
+/// columns (see `ple_column`: by position or by name). Writes `batch * ple_model_output_width`
+/// floats to `out` (`out_len` must equal that), sample after sample, each sample's outputs in
+/// `ple_model_output_*` order. If `gates` is not NULL it receives `batch * ple_model_gate_width`
+/// gate weights (`gates_len` must equal that); pass NULL and 0 to skip them.
+///
+/// Everything is validated (every length, kind and id) before anything is computed, and nothing is
+/// written unless the call returns `PLE_STATUS_OK`. Allocates nothing, failures included; on
+/// failure `ple_session_last_error` (and `ple_last_error`) say what was wrong.
+///
+/// # Safety
+/// `session` is NULL or a live session used by no other thread during the call; `columns` is NULL
+/// or valid for `n_columns` elements, each column's name NULL or NUL-terminated and its data
+/// pointer NULL or valid for `len` elements; `out` and `gates` are NULL or valid for writing their
+/// lengths in floats and overlap no other buffer.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_session_run(
+    session: *mut ple_session,
+    batch: usize,
+    columns: *const ple_column,
+    n_columns: usize,
+    out: *mut f32,
+    out_len: usize,
+    gates: *mut f32,
+    gates_len: usize,
+) -> ple_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        run(
+            "ple_session_run",
+            session,
+            batch,
+            columns,
+            n_columns,
+            out,
+            out_len,
+            gates,
+            gates_len,
+        )
+    }
+}
+
+/// A failure of a scoring call: the status, with its message already in the session's buffer.
+struct Failed(ple_status);
+
+impl ple_session {
+    fn fail(&mut self, status: ple_status, args: fmt::Arguments<'_>) -> Failed {
+        self.message.set(args);
+        Failed(status)
+    }
+}
+
+/// Bytes `[start, end)` covered by a buffer, for overlap checks.
+fn span<T>(ptr: *const T, len: usize) -> (usize, usize) {
+    let start = ptr as usize;
+    (
+        start,
+        start.saturating_add(len.saturating_mul(std::mem::size_of::<T>())),
+    )
+}
+
+fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.0 < a.1 && b.0 < b.1 && a.0 < b.1 && b.0 < a.1
+}
+
+/// Checks a caller buffer (`check_ptr`) and makes a slice of it.
+///
+/// # Safety
+/// A non-NULL `ptr` is valid for reading `len` elements for `'a`.
+unsafe fn slice_in<'a, T>(
+    ptr: *const T,
+    len: usize,
+) -> Result<&'a [T], (ple_status, &'static str)> {
+    check_ptr(ptr, len)?;
+    // SAFETY: checked just above; valid for reads per the contract.
+    Ok(unsafe { slice_unchecked(ptr, len) })
+}
+
+/// A read buffer as a slice; `(NULL, 0)` is empty.
+///
+/// # Safety
+/// `check_ptr(ptr, len)` passed, and a non-NULL `ptr` is valid for reading `len` elements for
+/// `'a`.
+unsafe fn slice_unchecked<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: non-NULL (a NULL pointer with len > 0 fails `check_ptr`), aligned,
+    // `len * size_of::<T>() <= isize::MAX`, and valid for `len` reads per the contract.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// A written buffer as a slice; `(NULL, 0)` is empty.
+///
+/// # Safety
+/// `check_ptr(ptr, len)` passed; a non-NULL `ptr` is valid for writing `len` elements for `'a`,
+/// and nothing else accesses them meanwhile.
+unsafe fn slice_out<'a, T>(ptr: *mut T, len: usize) -> &'a mut [T] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: non-NULL (a NULL pointer with len > 0 fails `check_ptr`), aligned, in size, valid
+    // and unaliased per the contract.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+}
+
+/// Checks a caller buffer before it becomes a slice: `(NULL, 0)` is fine (empty), `(NULL, n > 0)`
+/// is `PLE_STATUS_NULL_ARGUMENT`; misaligned or impossibly long buffers are invalid arguments.
+fn check_ptr<T>(ptr: *const T, len: usize) -> Result<(), (ple_status, &'static str)> {
+    if ptr.is_null() {
+        return if len == 0 {
+            Ok(())
+        } else {
+            Err((ple_status::NullArgument, "is NULL but its length is not 0"))
+        };
+    }
+    if !ptr.is_aligned() {
+        return Err((
+            ple_status::InvalidArgument,
+            "is not aligned for its element type",
+        ));
+    }
+    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+        return Err((
+            ple_status::InvalidArgument,
+            "has an impossibly large length",
+        ));
+    }
+    Ok(())
+}
+
+/// The body shared by `ple_session_run` and `ple_session_run_dense`.
+///
+/// # Safety
+/// As `ple_session_run`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    fn_name: &'static str,
+    session: *mut ple_session,
+    batch: usize,
+    columns: *const ple_column,
+    n_columns: usize,
+    out: *mut f32,
+    out_len: usize,
+    gates: *mut f32,
+    gates_len: usize,
+) -> ple_status {
+    if session.is_null() {
+        return guard(fn_name, ple_status::Panic, || {
+            fail(
+                ple_status::NullArgument,
+                format_args!("{fn_name}: session is NULL"),
+            )
+        });
+    }
+    let status = guard(fn_name, ple_status::Panic, || {
+        // SAFETY: non-NULL, live and not shared during the call, per the contract.
+        let s = unsafe { &mut *session };
+        // SAFETY: forwarded contract.
+        let result = unsafe {
+            run_checked(
+                s, fn_name, batch, columns, n_columns, out, out_len, gates, gates_len,
+            )
+        };
+        match result {
+            Ok(()) => ple_status::Ok,
+            Err(Failed(status)) => {
+                set_thread_error(&s.message);
+                status
+            }
+        }
+    });
+    if status == ple_status::Panic {
+        // SAFETY: as above; the closure's borrow has ended.
+        let s = unsafe { &mut *session };
+        get_thread_error(&mut s.message);
+    }
+    status
+}
+
+/// # Safety
+/// As `ple_session_run`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_checked(
+    s: &mut ple_session,
+    fn_name: &'static str,
+    batch: usize,
+    columns: *const ple_column,
+    n_columns: usize,
+    out: *mut f32,
+    out_len: usize,
+    gates: *mut f32,
+    gates_len: usize,
+) -> Result<(), Failed> {
+    if batch == 0 || batch > s.session.max_batch() {
+        return Err(s.fail(
+            ple_status::BatchOutOfRange,
+            format_args!(
+                "{fn_name}: batch {batch} is out of range: it must be between 1 and the session's max_batch of {}",
+                s.session.max_batch()
+            ),
+        ));
+    }
+    // SAFETY: per the contract, `columns` is valid for `n_columns` reads when non-NULL.
+    let columns = match unsafe { slice_in(columns, n_columns) } {
+        Ok(c) => c,
+        Err((st, why)) => return Err(s.fail(st, format_args!("{fn_name}: columns {why}"))),
+    };
+    // Every check on the output buffers happens on the raw pointers, before any slice exists: a
+    // `&mut` slice must never alias another slice, even briefly.
+    if let Err((st, why)) = check_ptr(out, out_len) {
+        return Err(s.fail(st, format_args!("{fn_name}: out {why}")));
+    }
+    let want_gates = !(gates.is_null() && gates_len == 0);
+    if want_gates {
+        if let Err((st, why)) = check_ptr(gates, gates_len) {
+            return Err(s.fail(st, format_args!("{fn_name}: gates {why}")));
+        }
+    }
+    let out_span = span(out, out_len);
+    let gates_span = if want_gates {
+        span(gates, gates_len)
+    } else {
+        (0, 0)
+    };
+    if overlaps(out_span, gates_span) {
+        return Err(s.fail(
+            ple_status::InvalidArgument,
+            format_args!("{fn_name}: out and gates overlap"),
+        ));
+    }
+
+    // Build the column views in the model's order, in storage reused from call to call.
+    let mut views: Vec<Input<'_>> = std::mem::take(&mut s.columns);
+    // SAFETY: forwarded contract (column data valid for the call).
+    let filled = unsafe { fill_views(s, fn_name, columns, &mut views, out_span, gates_span) };
+    let result = match filled {
+        Ok(()) => {
+            // SAFETY: checked (non-NULL or empty, aligned, sized) above; valid for writes and
+            // disjoint from every other buffer of the call (checked above and in `fill_views`).
+            let out = unsafe { slice_out(out, out_len) };
+            // SAFETY: as for `out`.
+            let gates = want_gates.then(|| unsafe { slice_out(gates, gates_len) });
+            s.session
+                .run(&views, batch, out, gates)
+                .map_err(|e| s.fail(ple_status::of(&e), format_args!("{e}")))
+        }
+        Err(f) => Err(f),
+    };
+    s.columns = recycle(views);
+    result
+}
+
+/// Turns an emptied vector of views back into `'static` storage without reallocating.
+fn recycle(mut v: Vec<Input<'_>>) -> Vec<Input<'static>> {
+    v.clear();
+    let mut v = std::mem::ManuallyDrop::new(v);
+    let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
+    // SAFETY: the vector is empty, so no value with the shorter lifetime survives; `Input<'a>` and
+    // `Input<'static>` have the same layout; pointer and capacity come from this very vector, whose
+    // ownership moves into the result (the original is never dropped).
+    unsafe { Vec::from_raw_parts(ptr.cast::<Input<'static>>(), 0, cap) }
+}
+
+/// Validates the caller's columns and writes one view per model input, in model order, to `views`
+/// (empty on entry, with capacity for every input).
+///
+/// # Safety
+/// Each column's name is NULL or NUL-terminated and its data pointer NULL or valid for `len`
+/// reads for `'a`.
+unsafe fn fill_views<'a>(
+    s: &mut ple_session,
+    fn_name: &'static str,
+    columns: &[ple_column],
+    views: &mut Vec<Input<'a>>,
+    out_span: (usize, usize),
+    gates_span: (usize, usize),
+) -> Result<(), Failed> {
+    let model = Arc::clone(&s.model);
+    let features = model.model.inputs();
+    let n = features.len();
+    if columns.len() != n {
+        return Err(s.fail(
+            ple_status::WrongInputCount,
+            format_args!(
+                "{fn_name}: expected {n} input columns (one per model input), got {}",
+                columns.len()
+            ),
+        ));
+    }
+    let by_name = columns.first().is_some_and(|c| !c.name.is_null());
+    if by_name {
+        s.seen.fill(false);
+        views.resize(n, Input::Ids(&[]));
+    }
+    for (ci, c) in columns.iter().enumerate() {
+        if c.name.is_null() == by_name {
+            return Err(s.fail(
+                ple_status::InvalidArgument,
+                format_args!(
+                    "{fn_name}: column {ci} {} a name but column 0 {}: name every column or none",
+                    if by_name { "lacks" } else { "has" },
+                    if by_name { "has one" } else { "does not" },
+                ),
+            ));
+        }
+        let fi = if by_name {
+            // SAFETY: non-NULL and NUL-terminated per the contract.
+            let name = unsafe { CStr::from_ptr(c.name) }.to_bytes();
+            let Some(fi) = model.input_index(name) else {
+                return Err(s.fail(
+                    ple_status::UnknownInput,
+                    format_args!(
+                        "{fn_name}: column {ci}: the model has no input named '{}'",
+                        Lossy(name)
+                    ),
+                ));
+            };
+            if std::mem::replace(&mut s.seen[fi], true) {
+                return Err(s.fail(
+                    ple_status::InvalidArgument,
+                    format_args!(
+                        "{fn_name}: input '{}' is given twice (column {ci})",
+                        Lossy(name)
+                    ),
+                ));
+            }
+            fi
+        } else {
+            ci
+        };
+        let f = &features[fi];
+        let fname = &*f.name;
+        let (both_null, ids_set) = (c.ids.is_null() && c.floats.is_null(), !c.ids.is_null());
+        if !c.ids.is_null() && !c.floats.is_null() {
+            return Err(s.fail(
+                ple_status::InvalidArgument,
+                format_args!("{fn_name}: column {ci} (input '{fname}') sets both ids and floats"),
+            ));
+        }
+        if both_null && c.len > 0 {
+            return Err(s.fail(
+                ple_status::NullArgument,
+                format_args!(
+                    "{fn_name}: column {ci} (input '{fname}') has len {} but ids and floats are both NULL",
+                    c.len
+                ),
+            ));
+        }
+        let (checked, col_span) = if ids_set {
+            (check_ptr(c.ids, c.len), span(c.ids, c.len))
+        } else {
+            (check_ptr(c.floats, c.len), span(c.floats, c.len))
+        };
+        if let Err((st, why)) = checked {
+            let what = if ids_set { "ids" } else { "floats" };
+            return Err(s.fail(
+                st,
+                format_args!("{fn_name}: column {ci} (input '{fname}'): {what} {why}"),
+            ));
+        }
+        if overlaps(col_span, out_span) || overlaps(col_span, gates_span) {
+            return Err(s.fail(
+                ple_status::InvalidArgument,
+                format_args!("{fn_name}: column {ci} (input '{fname}') overlaps an output buffer"),
+            ));
+        }
+        let view = if both_null {
+            // `(NULL, 0)`: an empty column of the kind the input takes (then a length error).
+            match f.kind {
+                InputKind::Dense => Input::Floats(&[]),
+                _ => Input::Ids(&[]),
+            }
+        } else if ids_set {
+            // SAFETY: checked above; valid for `len` reads for `'a` per the contract.
+            Input::Ids(unsafe { slice_unchecked::<'a>(c.ids, c.len) })
+        } else {
+            // SAFETY: as above.
+            Input::Floats(unsafe { slice_unchecked::<'a>(c.floats, c.len) })
+        };
+        if by_name {
+            views[fi] = view;
+        } else {
+            views.push(view);
+        }
+    }
+    Ok(())
+}

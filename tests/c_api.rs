@@ -1,0 +1,773 @@
+//! The C ABI tested from C and C++: the examples (examples/c, examples/cpp) and the C tests
+//! (tests/c) are compiled with `-Wall -Wextra -Wpedantic -Werror` and AddressSanitizer +
+//! UndefinedBehaviorSanitizer, linked against the static library, run, and their outputs checked
+//! against the Rust API. Plus Rust tests of the `extern "C"` functions themselves (no allocation
+//! on the scoring path, failures included; misaligned buffers) and an optional valgrind run.
+//!
+//! Needs a C and a C++ compiler (`CC` / `CXX`, default `cc` / `c++`) with the sanitizer runtimes:
+//! a missing one fails these tests (it does not skip them). `PLE_C_TESTS_NO_SANITIZERS=1` builds
+//! without sanitizers, for toolchains that lack them (it says so loudly).
+//!
+//! The static library: `cargo test` compiles the library with all its crate types, so the
+//! `libple.a` this test links sits next to the test executable (`target/<profile>/deps/`), made
+//! by the same compilation as the rlib the test itself links. The test checks that both are from
+//! the same build and fails (asking for `cargo build`) if not.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ffi::{c_char, CStr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{fixture_dirs, load_inputs, name, Column};
+use ple::ffi::*;
+use ple::{Input, InputKind, Model, Session};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn quickstart() -> PathBuf {
+    root().join("examples/models/quickstart.ple")
+}
+
+// ---- toolchain --------------------------------------------------------------------------------
+
+struct Toolchain {
+    cc: String,
+    cxx: String,
+    lib: PathBuf,
+    out_dir: PathBuf,
+    sanitize: bool,
+    detect_leaks: bool,
+}
+
+fn toolchain() -> &'static Toolchain {
+    static T: OnceLock<Toolchain> = OnceLock::new();
+    T.get_or_init(|| {
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        for c in [&cc, &cxx] {
+            let ok = Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(
+                ok,
+                "no working compiler `{c}`: the C API tests need a C and a C++ compiler \
+                 (install gcc and g++, or set CC / CXX)"
+            );
+        }
+        let out_dir = scratch_dir();
+        let lib = staticlib();
+        let sanitize = std::env::var_os("PLE_C_TESTS_NO_SANITIZERS").is_none();
+        let mut t = Toolchain {
+            cc,
+            cxx,
+            lib,
+            out_dir,
+            sanitize,
+            detect_leaks: false,
+        };
+        if !sanitize {
+            eprintln!("WARNING: PLE_C_TESTS_NO_SANITIZERS is set: C tests run WITHOUT ASan/UBSan");
+        } else {
+            t.detect_leaks = leak_sanitizer_works(&t);
+            if !t.detect_leaks {
+                eprintln!(
+                    "NOTE: LeakSanitizer does not work here (ptrace restrictions?): the C tests \
+                     run with ASAN_OPTIONS=detect_leaks=0; leaks are checked by valgrind only"
+                );
+            }
+        }
+        t
+    })
+}
+
+/// `target/tmp/c_api-<pid>`: a directory of this process's own, so that concurrent `cargo test`
+/// runs do not overwrite each other's programs; those of finished processes are removed.
+fn scratch_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if let Ok(entries) = std::fs::read_dir(tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("c_api-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let dir = tmp.join(format!("c_api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `libple.a` of this very build (see the module comment).
+fn staticlib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let lib = deps.join("libple.a");
+    let rlib = deps.join("libple.rlib");
+    assert!(
+        lib.is_file(),
+        "{} does not exist: build the library with `cargo build` (crate-type staticlib)",
+        lib.display()
+    );
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(a), Some(r)) = (mtime(&lib), mtime(&rlib)) {
+        let skew = a
+            .duration_since(r)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap();
+        assert!(
+            skew < Duration::from_secs(120),
+            "{} and {} come from different builds; run `cargo build` and retry",
+            lib.display(),
+            rlib.display()
+        );
+    }
+    lib
+}
+
+fn leak_sanitizer_works(t: &Toolchain) -> bool {
+    let src = t.out_dir.join("leak_probe.c");
+    std::fs::write(
+        &src,
+        "#include <stdlib.h>\nint main(void) { void *volatile p = malloc(33); p = 0; (void)p; return 0; }\n",
+    )
+    .unwrap();
+    let exe = t.out_dir.join("leak_probe");
+    let built = Command::new(&t.cc)
+        .args(["-fsanitize=address", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("run the C compiler");
+    assert!(
+        built.status.success(),
+        "the C compiler cannot build with -fsanitize=address (install libasan, or set \
+         PLE_C_TESTS_NO_SANITIZERS=1 to test without sanitizers):\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let run = Command::new(&exe)
+        .env("ASAN_OPTIONS", "detect_leaks=1")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&run.stderr).contains("LeakSanitizer: detected memory leaks")
+}
+
+enum Lang {
+    C,
+    Cxx,
+}
+
+/// Compiles `sources` into `out_dir/name` (sanitizers unless `plain`) and links the staticlib.
+fn build(name: &str, sources: &[&str], lang: Lang, plain: bool) -> PathBuf {
+    let t = toolchain();
+    let exe = t.out_dir.join(name);
+    let (compiler, std) = match lang {
+        Lang::C => (&t.cc, "-std=c11"),
+        Lang::Cxx => (&t.cxx, "-std=c++17"),
+    };
+    let mut cmd = Command::new(compiler);
+    cmd.args([
+        std,
+        "-Wall",
+        "-Wextra",
+        "-Wpedantic",
+        "-Werror",
+        "-g",
+        "-O1",
+    ])
+    .arg("-I")
+    .arg(root().join("include"))
+    .arg("-I")
+    .arg(root().join("examples/cpp"));
+    if t.sanitize && !plain {
+        cmd.args([
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer",
+        ]);
+    }
+    for s in sources {
+        cmd.arg(root().join(s));
+    }
+    cmd.arg(&t.lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe);
+    let out = cmd.output().expect("run the compiler");
+    assert!(
+        out.status.success(),
+        "compiling {sources:?} failed:\n{:?}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Runs `exe` (from the repository root) and fails with its output unless it exits 0.
+fn run(exe: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let t = toolchain();
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(root())
+        .env(
+            "ASAN_OPTIONS",
+            format!(
+                "detect_leaks={}:halt_on_error=1:abort_on_error=0",
+                t.detect_leaks as u8
+            ),
+        )
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1");
+    for a in args {
+        cmd.arg(a.as_ref());
+    }
+    let out: Output = cmd.output().expect("run the test program");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    if !stderr.is_empty() {
+        eprintln!("{}: stderr:\n{stderr}", exe.display());
+    }
+    stdout
+}
+
+// ---- the same synthetic inputs as examples/c/score.c -----------------------------------------
+
+fn synthetic(model: &Model, batch: usize) -> Vec<Column> {
+    model
+        .inputs()
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            let per = f.values_per_sample();
+            let idx = (0..batch).flat_map(move |s| (0..per).map(move |p| (s, p)));
+            match f.kind {
+                InputKind::Dense => Column::Floats(
+                    idx.map(|(s, p)| ((13 * s + 7 * j + 3 * p) % 17) as f32 / 16.0 - 0.5)
+                        .collect(),
+                ),
+                _ => Column::Ids(
+                    idx.map(|(s, p)| ((7 * s + 3 * j + 5 * p + 1) % f.vocab()) as i64)
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Parses score.c's "sample S: name[e]=v ..." lines into one row per sample.
+fn parse_scores(stdout: &str) -> Vec<Vec<f32>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("sample "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(2)
+                .map(|kv| kv.rsplit('=').next().unwrap().parse::<f32>().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+// ---- C and C++ programs -----------------------------------------------------------------------
+
+#[test]
+fn c_status_walks_every_status() {
+    let exe = build("status", &["tests/c/status.c"], Lang::C, false);
+    let tmp = toolchain().out_dir.join("status_files");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let dense = root().join("tests/fixtures/dense_ple/model.ple");
+    let out = run(&exe, &[&quickstart(), &dense, &tmp]);
+    print!("{out}");
+    assert!(out.contains(", 0 failures"), "{out}");
+    assert!(out.contains("statuses walked: 15 of 16"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "version {} number {}",
+            env!("CARGO_PKG_VERSION"),
+            PLE_VERSION_NUMBER
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn c_example_score_matches_rust() {
+    let exe = build("score", &["examples/c/score.c"], Lang::C, false);
+    let mut models = vec![quickstart()];
+    models.extend(fixture_dirs().into_iter().map(|d| d.join("model.ple")));
+    for path in models {
+        let batch = 6;
+        let out = run(&exe, &[&path, &batch.to_string()]);
+        let c_scores = parse_scores(&out);
+
+        let model = Model::open(&path).unwrap();
+        let cols = synthetic(&model, batch);
+        let inputs: Vec<Input> = cols.iter().map(Column::as_input).collect();
+        let mut rust = vec![0f32; batch * model.output_width()];
+        Session::new(&model, batch)
+            .unwrap()
+            .run(&inputs, batch, &mut rust, None)
+            .unwrap();
+        let rust_rows: Vec<Vec<f32>> = rust
+            .chunks(model.output_width())
+            .map(<[f32]>::to_vec)
+            .collect();
+        // %.9g round-trips an f32 exactly: the C API must give the very same numbers.
+        assert_eq!(c_scores, rust_rows, "{}:\n{out}", path.display());
+        if path == quickstart() {
+            print!("{out}");
+        }
+    }
+}
+
+#[test]
+fn c_fixtures_by_name_in_chunks_match_rust() {
+    let exe = build("score_files", &["tests/c/score_files.c"], Lang::C, false);
+    let dirs = fixture_dirs();
+    assert!(!dirs.is_empty(), "no fixtures in tests/fixtures");
+    for dir in dirs {
+        for file in ["model.ple", "model_f16.ple"] {
+            let path = dir.join(file);
+            if !path.is_file() {
+                continue;
+            }
+            let model = Model::open(&path).unwrap();
+            let (cols, batch) = load_inputs(&model, &dir);
+            let work = toolchain().out_dir.join(format!("{}_{file}", name(&dir)));
+            std::fs::create_dir_all(&work).unwrap();
+            for (f, c) in model.inputs().iter().zip(&cols) {
+                let bytes: Vec<u8> = match c {
+                    Column::Ids(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Column::Floats(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                };
+                std::fs::write(work.join(format!("in_{}.bin", f.name)), bytes).unwrap();
+            }
+            run(&exe, &[&path, &work, &batch.to_string(), &"16", &work]);
+            let read = |n: &str| -> Vec<f32> {
+                std::fs::read(work.join(n))
+                    .unwrap()
+                    .chunks(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect()
+            };
+            let (out, gates) = common::score(&model, &cols, batch);
+            let (c_out, c_gates) = (read("out.bin"), read("gates.bin"));
+            let close = |a: &[f32], b: &[f32]| {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(x, y)| (x - y).abs() <= 1e-6 * y.abs().max(1.0))
+            };
+            assert!(close(&c_out, &out), "{}: outputs differ", path.display());
+            assert!(close(&c_gates, &gates), "{}: gates differ", path.display());
+        }
+    }
+}
+
+#[test]
+fn cpp_server_example_threads_agree() {
+    let exe = build("server", &["examples/cpp/server.cpp"], Lang::Cxx, false);
+    let out = run(&exe, &[&quickstart(), &"3", &"0.5", &"32"]);
+    print!("{out}");
+    assert!(out.contains("mismatches: 0, errors: 0"), "{out}");
+}
+
+#[test]
+fn cpp_hot_reload_example_switches_models() {
+    let exe = build(
+        "hot_reload",
+        &["examples/cpp/hot_reload.cpp"],
+        Lang::Cxx,
+        false,
+    );
+    // From the quickstart model to a different one (other inputs and outputs).
+    let next = root().join("tests/fixtures/rechub_ple2/model.ple");
+    let out = run(&exe, &[&quickstart(), &next, &"3", &"0.5"]);
+    print!("{out}");
+    assert!(out.contains("hot reload ok"), "{out}");
+}
+
+#[test]
+fn cpp_wrapper_errors_and_lifetimes() {
+    let exe = build("wrapper", &["tests/c/wrapper.cpp"], Lang::Cxx, false);
+    let out = run(&exe, &[&quickstart()]);
+    print!("{out}");
+    assert!(out.contains(", 0 failures"), "{out}");
+}
+
+/// Every C/C++ source under tests/c and examples is built by one of the tests above.
+#[test]
+fn every_c_source_is_tested() {
+    let known = [
+        "tests/c/status.c",
+        "tests/c/score_files.c",
+        "tests/c/wrapper.cpp",
+        "examples/c/score.c",
+        "examples/cpp/server.cpp",
+        "examples/cpp/hot_reload.cpp",
+        "examples/cpp/requests.hpp",
+    ];
+    for dir in ["tests/c", "examples/c", "examples/cpp"] {
+        for e in std::fs::read_dir(root().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            let rel = format!("{dir}/{}", p.file_name().unwrap().to_string_lossy());
+            let is_source = ["c", "cpp", "h", "hpp"]
+                .iter()
+                .any(|x| p.extension().is_some_and(|e| e == *x));
+            assert!(
+                !is_source || known.contains(&rel.as_str()),
+                "{rel} is not run by tests/c_api.rs"
+            );
+        }
+    }
+}
+
+/// Valgrind on the C example: no leaks, no errors. Runs only where valgrind is installed, and
+/// says so when it is not.
+#[test]
+fn valgrind_score_example_is_clean() {
+    if !Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIPPED valgrind_score_example_is_clean: valgrind is not installed (apt-get install valgrind)");
+        return;
+    }
+    let exe = build("score_plain", &["examples/c/score.c"], Lang::C, true);
+    let out = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--show-leak-kinds=definite,indirect,possible",
+            "--errors-for-leak-kinds=definite,indirect,possible",
+            "--error-exitcode=99",
+        ])
+        .arg(&exe)
+        .arg(quickstart())
+        .arg("8")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "valgrind found problems:\n{stderr}");
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    for line in stderr.lines().filter(|l| {
+        l.contains("in use at exit") || l.contains("ERROR SUMMARY") || l.contains("All heap blocks")
+    }) {
+        eprintln!("valgrind: {line}");
+    }
+}
+
+// ---- the extern "C" functions called from Rust ------------------------------------------------
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls on this thread.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn text(p: *const c_char) -> String {
+    assert!(!p.is_null());
+    // SAFETY: the API returns NUL-terminated strings.
+    unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned()
+}
+
+fn open(path: &Path) -> *const ple_model {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null();
+    // SAFETY: valid C string and out pointer.
+    let st = unsafe { ple_model_open(c.as_ptr(), 0, &mut m) };
+    assert_eq!(st, ple_status::Ok, "{}", text(ple_last_error()));
+    m
+}
+
+/// Scoring through the C ABI allocates nothing, successes and every kind of failure alike, by
+/// position and by name.
+#[test]
+fn ffi_scoring_allocates_nothing() {
+    let model_rs = Model::open(quickstart()).unwrap();
+    let m = open(&quickstart());
+    let mut s = std::ptr::null_mut();
+    // SAFETY: live model, valid out pointer.
+    assert_eq!(unsafe { ple_session_new(m, 8, &mut s) }, ple_status::Ok);
+    let batch = 8;
+    let cols = synthetic(&model_rs, batch);
+    let names: Vec<std::ffi::CString> = model_rs
+        .inputs()
+        .iter()
+        .map(|f| std::ffi::CString::new(&*f.name).unwrap())
+        .collect();
+    let columns = |named: bool| -> Vec<ple_column> {
+        cols.iter()
+            .zip(&names)
+            .map(|(c, n)| {
+                let name = if named { n.as_ptr() } else { std::ptr::null() };
+                match c {
+                    Column::Ids(v) => ple_column {
+                        name,
+                        ids: v.as_ptr(),
+                        floats: std::ptr::null(),
+                        len: v.len(),
+                    },
+                    Column::Floats(v) => ple_column {
+                        name,
+                        ids: std::ptr::null(),
+                        floats: v.as_ptr(),
+                        len: v.len(),
+                    },
+                }
+            })
+            .collect()
+    };
+    let positional = columns(false);
+    let mut named = columns(true);
+    named.reverse();
+    let mut bad_id = positional.clone();
+    let big = vec![1_000_000i64; batch];
+    bad_id[0].ids = big.as_ptr();
+    let mut unknown = named.clone();
+    unknown[0].name = c"nope".as_ptr();
+    let width = model_rs.output_width();
+    let gw = model_rs.gate_width();
+    let mut out = vec![0f32; batch * width];
+    let mut gates = vec![0f32; batch * gw];
+
+    let mut statuses = Vec::with_capacity(16);
+    let mut trace = [[0u64; 8]; 50];
+    let before = allocations();
+    for (round, row) in trace.iter_mut().enumerate() {
+        let b = 1 + round % batch;
+        // SAFETY: every buffer is valid for the lengths given (prefixes of full-batch columns).
+        let call = |cols: &[ple_column],
+                    b: usize,
+                    out: &mut [f32],
+                    out_len: usize,
+                    gates: Option<&mut Vec<f32>>| unsafe {
+            let mut cols_b = [ple_column {
+                name: std::ptr::null(),
+                ids: std::ptr::null(),
+                floats: std::ptr::null(),
+                len: 0,
+            }; 5];
+            for (d, c) in cols_b.iter_mut().zip(cols) {
+                *d = *c;
+                d.len = c.len / batch * b;
+            }
+            let (g, gl) = gates.map_or((std::ptr::null_mut(), 0), |g| (g.as_mut_ptr(), b * gw));
+            ple_session_run(
+                s,
+                b,
+                cols_b.as_ptr(),
+                cols.len(),
+                out.as_mut_ptr(),
+                out_len,
+                g,
+                gl,
+            )
+        };
+        statuses.clear();
+        statuses.push(call(&positional, b, &mut out, b * width, Some(&mut gates)));
+        row[statuses.len() - 1] = allocations() - before;
+        statuses.push(call(&named, b, &mut out, b * width, None));
+        row[statuses.len() - 1] = allocations() - before;
+        statuses.push(call(&bad_id, b, &mut out, b * width, None));
+        row[statuses.len() - 1] = allocations() - before;
+        statuses.push(call(&unknown, b, &mut out, b * width, None));
+        row[statuses.len() - 1] = allocations() - before;
+        statuses.push(call(&positional, b, &mut out, b * width - 1, None));
+        row[statuses.len() - 1] = allocations() - before;
+        statuses.push(call(&positional[..4], b, &mut out, b * width, None));
+        row[statuses.len() - 1] = allocations() - before;
+        statuses.push(call(&positional, batch + 1, &mut out, b * width, None));
+        row[statuses.len() - 1] = allocations() - before;
+        statuses.push(call(&positional, 0, &mut out, 0, None));
+        row[statuses.len() - 1] = allocations() - before;
+        assert_eq!(
+            statuses,
+            [
+                ple_status::Ok,
+                ple_status::Ok,
+                ple_status::IdOutOfRange,
+                ple_status::UnknownInput,
+                ple_status::WrongLength,
+                ple_status::WrongInputCount,
+                ple_status::BatchOutOfRange,
+                ple_status::BatchOutOfRange,
+            ]
+        );
+        // Reading the messages does not allocate either.
+        // SAFETY: live session.
+        let _ = unsafe { ple_session_last_error(s) };
+        let _ = ple_last_error();
+    }
+    let used = allocations() - before;
+    assert_eq!(
+        used,
+        0,
+        "the C scoring path allocated {used} times (cumulative count after each call: {:?})",
+        &trace[..3]
+    );
+
+    // And the messages are the detailed ones.
+    // SAFETY: valid buffers; live session.
+    let st = unsafe {
+        ple_session_run(
+            s,
+            batch,
+            bad_id.as_ptr(),
+            5,
+            out.as_mut_ptr(),
+            out.len(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(st, ple_status::IdOutOfRange);
+    // SAFETY: live session.
+    let msg = text(unsafe { ple_session_last_error(s) });
+    assert!(
+        msg.contains("'user_id'") && msg.contains("id 1000000") && msg.contains("sample 0"),
+        "{msg}"
+    );
+    assert_eq!(msg, text(ple_last_error()));
+
+    // SAFETY: live handles, freed once.
+    unsafe {
+        ple_session_free(s);
+        ple_model_free(m);
+    }
+}
+
+/// Misaligned buffers are rejected before any slice is made (creating the pointer is fine in
+/// Rust; dereferencing it would not be).
+#[test]
+fn ffi_rejects_misaligned_buffers() {
+    let m = open(&root().join("tests/fixtures/dense_ple/model.ple"));
+    let mut s = std::ptr::null_mut();
+    // SAFETY: live model, valid out pointer.
+    assert_eq!(unsafe { ple_session_new(m, 4, &mut s) }, ple_status::Ok);
+    let x = [0f32; 4 * 8 + 1];
+    let mut out = [0f32; 2 * 2 + 1];
+    let skew = |p: *const f32| p.cast::<u8>().wrapping_add(1).cast::<f32>();
+    // SAFETY: the pointers are misaligned on purpose; the function must not read or write them.
+    let st = unsafe {
+        ple_session_run_dense(
+            s,
+            2,
+            skew(x.as_ptr()),
+            16,
+            out.as_mut_ptr(),
+            4,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(st, ple_status::InvalidArgument);
+    assert!(
+        text(ple_last_error()).contains("aligned"),
+        "{}",
+        text(ple_last_error())
+    );
+    // SAFETY: as above.
+    let st = unsafe {
+        ple_session_run_dense(
+            s,
+            2,
+            x.as_ptr(),
+            16,
+            skew(out.as_ptr()).cast_mut(),
+            4,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(st, ple_status::InvalidArgument);
+    // SAFETY: valid buffers.
+    let st = unsafe {
+        ple_session_run_dense(
+            s,
+            2,
+            x.as_ptr(),
+            16,
+            out.as_mut_ptr(),
+            4,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(st, ple_status::Ok);
+    // SAFETY: live handles, freed once (model first: the session keeps it alive).
+    unsafe {
+        ple_model_free(m);
+        ple_session_free(s);
+    }
+}
+
+/// Every status has a distinct static message, and codes round-trip.
+#[test]
+fn status_codes_are_stable() {
+    let expected = [
+        (ple_status::Ok, 0),
+        (ple_status::NullArgument, 1),
+        (ple_status::InvalidArgument, 2),
+        (ple_status::Panic, 3),
+        (ple_status::Io, 10),
+        (ple_status::NotPle, 11),
+        (ple_status::UnsupportedVersion, 12),
+        (ple_status::Checksum, 13),
+        (ple_status::InvalidFile, 14),
+        (ple_status::InvalidMaxBatch, 20),
+        (ple_status::BatchOutOfRange, 21),
+        (ple_status::WrongInputCount, 22),
+        (ple_status::WrongInputKind, 23),
+        (ple_status::WrongLength, 24),
+        (ple_status::IdOutOfRange, 25),
+        (ple_status::UnknownInput, 26),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for (s, code) in expected {
+        assert_eq!(s as i32, code, "{s:?} changed its number");
+        let msg = text(ple_status_str(code));
+        assert!(seen.insert(msg.clone()), "duplicate message {msg}");
+    }
+    assert_eq!(ple_status::all().len(), expected.len());
+    assert_eq!(text(ple_status_str(9999)), "unknown status");
+    assert_eq!(text(ple_version()), env!("CARGO_PKG_VERSION"));
+}
