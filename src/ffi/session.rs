@@ -401,11 +401,12 @@ unsafe fn run_checked(
     gates: *mut f32,
     gates_len: usize,
 ) -> Result<(), Failed> {
-    if batch == 0 || batch > s.session.max_batch() {
+    // Batch 0 is a valid no-op (every buffer may then be empty); only too large a batch fails.
+    if batch > s.session.max_batch() {
         return Err(s.fail(
             ple_status::BatchOutOfRange,
             format_args!(
-                "{fn_name}: batch {batch} is out of range: it must be between 1 and the session's max_batch of {}",
+                "{fn_name}: batch {batch} is out of range: it must be at most the session's max_batch of {}",
                 s.session.max_batch()
             ),
         ));

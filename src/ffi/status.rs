@@ -35,7 +35,7 @@ pub enum ple_status {
     InvalidFile = 14,
     /// `max_batch` is 0 or larger than the library's limit.
     InvalidMaxBatch = 20,
-    /// `batch` is 0 or larger than the session's `max_batch`.
+    /// `batch` is larger than the session's `max_batch` (batch 0 is a valid no-op).
     BatchOutOfRange = 21,
     /// The number of input columns differs from the model's number of inputs.
     WrongInputCount = 22,

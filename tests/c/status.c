@@ -421,8 +421,10 @@ static void scoring(const ple_model *m) {
     STATUS(ple_session_run(NULL, batch, cols.cols, n, out, out_len, NULL, 0),
            PLE_STATUS_NULL_ARGUMENT);
     MESSAGE_HAS("session is NULL");
-    FAILS(ple_session_run(s, 0, cols.cols, n, out, 0, NULL, 0), PLE_STATUS_BATCH_OUT_OF_RANGE,
-          "batch 0");
+    /* Batch 0 is a no-op that succeeds and writes nothing. */
+    fill(out, out_cap);
+    STATUS(ple_session_run(s, 0, cols.cols, n, out, 0, NULL, 0), PLE_STATUS_OK);
+    CHECK(untouched(out, out_cap));
     FAILS(ple_session_run(s, max_batch + 1, cols.cols, n, out, out_len, NULL, 0),
           PLE_STATUS_BATCH_OUT_OF_RANGE, "max_batch of 8");
     FAILS(ple_session_run(s, batch, NULL, n, out, out_len, NULL, 0), PLE_STATUS_NULL_ARGUMENT,
