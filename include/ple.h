@@ -147,7 +147,7 @@ enum ple_status
      */
     PLE_STATUS_INVALID_MAX_BATCH = 20,
     /**
-     * `batch` is 0 or larger than the session's `max_batch`.
+     * `batch` is larger than the session's `max_batch` (batch 0 is a valid no-op).
      */
     PLE_STATUS_BATCH_OUT_OF_RANGE = 21,
     /**
