@@ -421,10 +421,16 @@ static void scoring(const ple_model *m) {
     STATUS(ple_session_run(NULL, batch, cols.cols, n, out, out_len, NULL, 0),
            PLE_STATUS_NULL_ARGUMENT);
     MESSAGE_HAS("session is NULL");
-    /* Batch 0 is a no-op that succeeds and writes nothing. */
-    fill(out, out_cap);
-    STATUS(ple_session_run(s, 0, cols.cols, n, out, 0, NULL, 0), PLE_STATUS_OK);
-    CHECK(untouched(out, out_cap));
+    /* Batch 0 is a no-op that succeeds and writes nothing (every buffer is then empty). */
+    {
+        columns_t none = make_columns(m, 0, 0);
+        fill(out, out_cap);
+        STATUS(ple_session_run(s, 0, none.cols, n, out, 0, NULL, 0), PLE_STATUS_OK);
+        CHECK(untouched(out, out_cap));
+        FAILS(ple_session_run(s, 0, cols.cols, n, out, 0, NULL, 0),
+              PLE_STATUS_WRONG_LENGTH, "expected 0 for this batch");
+        free_columns(&none);
+    }
     FAILS(ple_session_run(s, max_batch + 1, cols.cols, n, out, out_len, NULL, 0),
           PLE_STATUS_BATCH_OUT_OF_RANGE, "max_batch of 8");
     FAILS(ple_session_run(s, batch, NULL, n, out, out_len, NULL, 0), PLE_STATUS_NULL_ARGUMENT,
