@@ -1,24 +1,91 @@
-"""ple_runtime: write and check `.ple` weight files for the ple-runtime scorer.
+"""ple_runtime: export, verify and score ``.ple`` multi-task models (docs/EXPORT.md).
 
-- :mod:`ple_runtime.spec`: the generic model spec (numpy arrays + a small config);
-- :mod:`ple_runtime.format`: the `.ple` writer and strict reader (docs/FORMAT.md);
-- :mod:`ple_runtime.reference`: an independent float64 forward pass of a spec;
-- :mod:`ple_runtime.export_torch`: specs from live torch-rechub / DeepCTR-Torch models
-  (needs torch; imported on demand so that numpy alone is enough for the rest).
+Top level (numpy is the only hard dependency; torch is needed only by the exporters
+and :func:`verify`):
+
+- :class:`Model`: a ``.ple`` file loaded by libple (the native scorer, through ctypes):
+  ``Model(path).predict({feature: array})`` -> ``[B, outputs]``; ``gates=True`` adds gate weights;
+- :func:`export` / :func:`to_spec`: torch-rechub / DeepCTR-Torch model -> ``.ple`` / spec;
+- :func:`verify`: torch model vs ``.ple`` file on the same inputs, per-output errors;
+- :func:`write`: any spec (plain numpy arrays + a small config, :mod:`ple_runtime.spec`)
+  -> ``.ple`` file: the generic path for Keras, EasyRec or hand-built models;
+- :func:`forward`: an independent float64 reference forward pass of a spec.
+
+Modules: :mod:`.spec`, :mod:`.format` (writer and strict reader), :mod:`.reference`,
+:mod:`.export_torch`, :mod:`.model`, :mod:`.verify`, :mod:`.numpy_runtime`, :mod:`._native`
+(library lookup: ``PLE_LIB``, ``PLE_LIB_DIR``, the package directory, the checkout's
+``target/release`` and ``target/debug``, the system path).
 """
 
+from ._native import LibraryNotFound
 from .format import FormatError, PleFile, read_header_and_meta, read_tensors, write
+from .model import GateInfo, InputInfo, Model, OutputInfo, PleError
 from .reference import forward
 from .spec import SpecError, normalize
+from .verify import VerifyError, VerifyReport, random_inputs, rel_err, verify
+
+
+def export(model, path, dtype: str = "f32", **kwargs):
+    """Write a torch-rechub / DeepCTR-Torch model as a ``.ple`` file (needs torch); see
+    :func:`ple_runtime.export_torch.export` (``name``, ``task_names``, ``max_len``)."""
+    from .export_torch import export as _export
+
+    return _export(model, path, dtype=dtype, **kwargs)
+
+
+def to_spec(model, **kwargs) -> dict:
+    """The generic spec of a torch-rechub / DeepCTR-Torch model (needs torch); see
+    :func:`ple_runtime.export_torch.to_spec`."""
+    from .export_torch import to_spec as _to_spec
+
+    return _to_spec(model, **kwargs)
+
+
+def library_version() -> str:
+    """Version of the loaded libple ("MAJOR.MINOR.PATCH"); loads it if needed."""
+    from ._native import version
+
+    return version()
+
+
+def library_path() -> str:
+    """Path of the loaded libple; loads it if needed."""
+    from ._native import lib_path
+
+    return lib_path()
+
+
+def simd_level() -> str:
+    """The SIMD level libple uses on this CPU ("scalar", "avx2", "avx512", "neon")."""
+    from ._native import simd_level as _simd
+
+    return _simd()
+
 
 __all__ = [
     "FormatError",
+    "GateInfo",
+    "InputInfo",
+    "LibraryNotFound",
+    "Model",
+    "OutputInfo",
+    "PleError",
     "PleFile",
     "SpecError",
+    "VerifyError",
+    "VerifyReport",
+    "export",
     "forward",
+    "library_path",
+    "library_version",
     "normalize",
+    "random_inputs",
     "read_header_and_meta",
     "read_tensors",
+    "rel_err",
+    "simd_level",
+    "to_spec",
+    "verify",
     "write",
 ]
 __version__ = "0.1.0"

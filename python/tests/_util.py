@@ -84,3 +84,35 @@ def inputs_for(spec, rng, batch=9):
                 ids[0] = pad
             out[f["name"]] = ids
     return out
+
+
+def load_make_fixtures():
+    """Import tools/make_fixtures.py (model builders, randomize, make_inputs) without
+    leaving a tools/__pycache__ behind. Needs torch."""
+    import importlib.util
+    import os
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("make_fixtures", os.path.join(repo, "tools", "make_fixtures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode = saved
+    return mod
+
+
+def rel_err(a, b):
+    """max |a - b| / max(1, |b|), elementwise (0 for empty arrays)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
+
+
+# Parity results, filled by test_parity.py and printed / written by conftest.py at the end:
+# {case id: {"f32": err, "f32_gates": err, "f16_vs_torch": err, "f16_vs_f16r": err, "torch_f16": err}}
+PARITY: dict = {}

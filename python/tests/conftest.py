@@ -1,4 +1,5 @@
-"""Make the in-tree package (and the test helpers) importable without installing."""
+"""Make the in-tree package (and the test helpers) importable without installing, and
+summarise the parity results (test_parity.py) at the end of the run."""
 
 import os
 import sys
@@ -6,3 +7,50 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+
+REPORT = os.path.join(HERE, "parity_report.txt")
+
+
+def _summary(parity: dict) -> list[str]:
+    cols = [("f32", "f32 out"), ("f32_gates", "f32 gates"), ("f16_vs_f16r", "f16 vs f16r"),
+            ("f16_vs_torch", "f16 vs torch"), ("torch_f16", "torch f16 nearest"), ("torch_f16_sr", "torch f16 stoch."),
+            ("ratio", "f16/torch nearest"), ("ratio_sr", "f16/max(torch)")]
+    rows = []
+    for case, r in sorted(parity.items()):
+        r = dict(r)
+        if r.get("f16_vs_torch") is not None and r.get("torch_f16"):
+            r["ratio"] = r["f16_vs_torch"] / r["torch_f16"]
+            r["ratio_sr"] = r["f16_vs_torch"] / max(r["torch_f16"], r.get("torch_f16_sr") or 0.0)
+        rows.append((case, r))
+    lines = ["parity with torch-rechub / DeepCTR-Torch, scored by libple (max |ours - torch| / max(1, |torch|))",
+             f"{'case':<44s}" + "".join(f"{title:>19s}" for _, title in cols)]
+    for case, r in rows:
+        lines.append(f"{case:<44s}" + "".join(
+            f"{r[k]:19.2e}" if r.get(k) is not None else f"{'-':>19s}" for k, _ in cols))
+    worst = []
+    for key, title in cols:
+        vals = [(r[key], case) for case, r in rows if r.get(key) is not None]
+        if vals:
+            v, case = max(vals)
+            worst.append(f"  worst {title:<17s} {v:.3e}  ({case})")
+    lines += [f"{len(rows)} cases"] + worst
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter):
+    try:
+        from _util import PARITY
+    except ImportError:
+        return
+    if not PARITY:
+        return
+    lines = _summary(PARITY)
+    terminalreporter.section("parity summary")
+    for line in lines[:2] + lines[-7:] if len(lines) > 60 else lines:
+        terminalreporter.write_line(line)
+    try:
+        with open(REPORT, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        terminalreporter.write_line(f"full table: {REPORT}")
+    except OSError:
+        pass

@@ -34,7 +34,12 @@ pub fn sigmoid(x: f32) -> f32 {
 pub fn apply_row(act: &ActArgs, row: &mut [f32]) {
     match *act {
         ActArgs::Identity => {}
-        ActArgs::Relu => row.iter_mut().for_each(|x| *x = x.max(0.0)),
+        // Not `x.max(0.0)`: that turns NaN into 0, and torch's ReLU keeps NaN.
+        ActArgs::Relu => row.iter_mut().for_each(|x| {
+            if *x < 0.0 {
+                *x = 0.0
+            }
+        }),
         ActArgs::Sigmoid => row.iter_mut().for_each(|x| *x = sigmoid(*x)),
         ActArgs::Tanh => row.iter_mut().for_each(|x| *x = x.tanh()),
         ActArgs::LeakyRelu(slope) => row.iter_mut().for_each(|x| {
@@ -78,6 +83,7 @@ pub fn apply_row(act: &ActArgs, row: &mut [f32]) {
 
 /// Numerically stable softmax in place.
 pub fn softmax(row: &mut [f32]) {
+    // NaN logits give NaN weights, as in torch (f32::max skips NaN, but exp(NaN − max) is NaN).
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for x in row.iter_mut() {

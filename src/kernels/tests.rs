@@ -257,3 +257,30 @@ fn expected_levels_are_present() {
         }
     }
 }
+
+#[test]
+fn activations_propagate_nan_like_torch() {
+    use super::activation::{apply_row, ActArgs};
+    let alpha = [0.3f32; 3];
+    for act in [
+        ActArgs::Relu,
+        ActArgs::Sigmoid,
+        ActArgs::Tanh,
+        ActArgs::LeakyRelu(0.01),
+        ActArgs::PRelu(&alpha[..1]),
+        ActArgs::Softmax,
+        ActArgs::DiceRechub {
+            alpha: 0.3,
+            eps: 1e-3,
+        },
+        ActArgs::DiceBn {
+            scale: &alpha,
+            shift: &alpha,
+            alpha: &alpha,
+        },
+    ] {
+        let mut row = [f32::NAN, 1.0, -1.0];
+        apply_row(&act, &mut row);
+        assert!(row[0].is_nan(), "NaN must stay NaN");
+    }
+}

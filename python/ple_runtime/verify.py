@@ -1,0 +1,266 @@
+"""``ple_runtime.verify``: score the same inputs with a torch model and its ``.ple`` file.
+
+    report = ple_runtime.verify(model, "model.ple")            # random valid inputs, batch 1024
+    report = ple_runtime.verify(model, "model.ple", inputs)    # your own inputs
+
+It runs the torch model (torch-rechub / DeepCTR-Torch, in eval mode; its training mode
+is restored afterwards) and the file (through libple, :class:`ple_runtime.Model`),
+prints per output the max absolute error and the max relative error
+``max |ours - torch| / max(1, |torch|)`` (and the same for the gate weights), and raises
+:class:`VerifyError` if the relative error is above the tolerance.
+
+Tolerance: 1e-5 for an f32 file. For an f16 file it is 3x the error that storing the
+torch model's own parameters in f16 causes on the same inputs (never below 1e-5),
+measured on copies of the model: the larger of the round-to-nearest error and the mean
+error of 4 stochastic roundings (one rounding of a small model is one draw of a random
+quantity, and can be several times smaller than typical); reported as
+``torch_f16_error`` (and ``torch_f16_nearest`` / ``torch_f16_stochastic``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+from typing import Any, TextIO
+
+import numpy as np
+
+from .model import Model
+
+__all__ = ["verify", "random_inputs", "rel_err", "VerifyError", "VerifyReport", "load_inputs", "f16_rows",
+           "torch_f16_error", "round_params_to_f16"]
+
+F32_TOLERANCE = 1e-5
+F16_FACTOR = 3.0
+
+
+class VerifyError(AssertionError):
+    """The file's scores differ from the torch model's by more than the tolerance
+    (``.report`` holds the :class:`VerifyReport`)."""
+
+    def __init__(self, message: str, report: "VerifyReport"):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass
+class OutputError:
+    name: str
+    max_abs: float
+    max_rel: float
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    path: str
+    dtype: str
+    batch: int
+    outputs: list  # [OutputError]
+    gates: OutputError | None
+    tolerance: float
+    torch_f16_error: float | None  # error of the torch model with f16-rounded parameters (f16 files)
+    torch_f16_nearest: float | None = None  # ... rounded to nearest
+    torch_f16_stochastic: float | None = None  # ... mean of stochastic roundings
+    skipped_rows: int = 0  # f16 only: rows with an all-padding max-pooled sequence (f16_rows)
+    ok: bool = True
+
+    @property
+    def worst(self) -> float:
+        """The largest relative error over outputs and gates."""
+        errs = [o.max_rel for o in self.outputs] + ([self.gates.max_rel] if self.gates else [])
+        return max(errs) if errs else 0.0
+
+    def __str__(self) -> str:
+        lines = [f"verify {self.path} ({self.dtype}, batch {self.batch}):",
+                 f"  {'output':<24s} {'max abs err':>12s} {'max rel err':>12s}"]
+        for o in self.outputs + ([self.gates] if self.gates else []):
+            lines.append(f"  {o.name:<24s} {o.max_abs:12.3e} {o.max_rel:12.3e}")
+        if self.torch_f16_error is not None:
+            lines.append(f"  torch with f16 parameters: max rel err {self.torch_f16_nearest:.3e} rounded to nearest, "
+                         f"{self.torch_f16_stochastic:.3e} stochastic rounding (mean of 4); tolerance = "
+                         f"{F16_FACTOR:g} x the larger, at least {F32_TOLERANCE:g}")
+        if self.skipped_rows:
+            lines.append(f"  ({self.skipped_rows} rows with an all-padding max-pooled sequence left out: "
+                         "activations of order 1e9, ill-conditioned under any f16 rounding)")
+        verdict = "OK" if self.ok else "FAILED"
+        lines.append(f"  {verdict}: worst {self.worst:.3e} {'<=' if self.ok else '>'} tolerance {self.tolerance:.3e}")
+        return "\n".join(lines)
+
+
+def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    """max |ours - ref| / max(1, |ref|) over all elements (0 for empty arrays; inf if the
+    NaN pattern differs)."""
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if ours.size == 0:
+        return 0.0
+    if not np.array_equal(np.isnan(ours), np.isnan(ref)):
+        return float("inf")
+    ok = ~np.isnan(ref)
+    return float(np.max(np.abs(ours[ok] - ref[ok]) / np.maximum(1.0, np.abs(ref[ok])), initial=0.0))
+
+
+def _abs_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    d = np.abs(np.asarray(ours, np.float64) - np.asarray(ref, np.float64))
+    return float(np.nanmax(d)) if d.size and not np.all(np.isnan(d)) else 0.0
+
+
+def random_inputs(model: Model, batch: int = 1024, seed: int = 0) -> dict:
+    """Random valid inputs for a model, from its input definitions: ids uniform in the
+    table (sequences padded to a random length with the padding id, some rows all
+    padding), dense values standard normal."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for inp in model.inputs:
+        if inp.kind == "dense":
+            out[inp.name] = rng.normal(0.0, 1.0, (batch, inp.width)).astype(np.float32)
+            continue
+        shape = (batch,) if inp.kind == "sparse" else (batch, inp.max_len)
+        ids = rng.integers(0, inp.vocab_size, shape, dtype=np.int64)
+        if inp.vocab_size > (1 << 24):
+            # ids of DeepCTR models go through f32: keep those that still fit once rounded
+            ids = np.where(ids.astype(np.float32).astype(np.float64) < inp.vocab_size, ids, 0)
+        if inp.kind == "sequence" and inp.pad_id is not None:
+            lengths = rng.integers(0, inp.max_len + 1, batch)
+            ids[np.arange(inp.max_len)[None, :] >= lengths[:, None]] = inp.pad_id
+            if batch > 1:
+                ids[1] = inp.pad_id  # one all-padding row
+        out[inp.name] = ids
+    return out
+
+
+def load_inputs(directory: str | os.PathLike, model: Model) -> dict:
+    """``DIR/in_<feature>.npy`` for every input of the model (the layout of the Rust CLI's
+    ``--input DIR`` and of tests/fixtures)."""
+    out = {}
+    for name in model.input_names:
+        path = os.path.join(directory, f"in_{name}.npy")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: missing (every input needs an in_<name>.npy file)")
+        out[name] = np.load(path, allow_pickle=False)
+    return out
+
+
+def round_params_to_f16(torch_model: Any, seed: int | None = None) -> Any:
+    """A deep copy of a torch model with every floating-point parameter rounded to f16
+    (and kept in f32); BatchNorm running statistics are buffers, not parameters: kept.
+
+    seed None: round to nearest. Otherwise stochastic rounding (seeded): each value goes
+    to one of its two neighbouring f16 values with probability proportional to closeness,
+    which gives another, equally legitimate, set of f16 parameters."""
+    import torch
+
+    clone = copy.deepcopy(torch_model)
+    rng = None if seed is None else np.random.default_rng(seed)
+    with torch.no_grad():
+        for p in clone.parameters():
+            if not p.is_floating_point():
+                continue
+            if rng is None:
+                p.copy_(p.to(torch.float16).to(p.dtype))
+                continue
+            v = p.detach().cpu().to(torch.float64).numpy()
+            near = v.astype(np.float16)
+            other = np.nextafter(near, np.where(near < v, np.float16(np.inf), np.float16(-np.inf)))
+            gap = np.abs(other.astype(np.float64) - near.astype(np.float64))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                prob = np.where((near == v) | ~np.isfinite(gap) | (gap == 0), 0.0, np.abs(v - near) / gap)
+            pick = np.where(rng.random(v.shape) < prob, other, near)
+            p.copy_(torch.from_numpy(pick.astype(np.float64)).to(p.dtype))
+    return clone
+
+
+def f16_rows(model: Model, inputs: dict) -> np.ndarray:
+    """Rows on which an f16 comparison is meaningful: all but those where a max-pooled
+    sequence is all padding. DeepCTR pools such a row to about -1e9 (E - 1e9), so its
+    activations are of order 1e9 and near-cancelling sums of them decide saturated
+    sigmoids and one-hot gates: any perturbation of the weights (f16 storage in torch
+    as much as in the file) can flip them. f32 parity holds on those rows too."""
+    batch = len(next(iter(inputs.values()))) if inputs else 0
+    ok = np.ones(batch, dtype=bool)
+    for inp in model.inputs:
+        if inp.kind == "sequence" and inp.pooling == "max" and inp.pad_id is not None and inp.name in inputs:
+            ids = np.asarray(inputs[inp.name]).reshape(batch, -1)
+            ok &= ~np.all(ids == inp.pad_id, axis=1)
+    return ok
+
+
+def torch_f16_error(torch_model: Any, inputs: dict, ref: np.ndarray, ref_gates: np.ndarray | None = None,
+                    draws: int = 4, rows: np.ndarray | None = None) -> tuple[float, float]:
+    """The error that storing the torch model's own parameters in f16 causes on `inputs`:
+    (round-to-nearest error, mean error over `draws` stochastic roundings). Outputs and,
+    if given, gate weights; max |rounded - ref| / max(1, |ref|), over `rows` (a boolean
+    mask, default all; see :func:`f16_rows`)."""
+    from . import export_torch
+
+    sel = slice(None) if rows is None else rows
+
+    def err(model):
+        e = rel_err(export_torch.run_model(model, inputs)[sel], ref[sel])
+        if ref_gates is not None:
+            e = max(e, rel_err(export_torch.run_gates(model, inputs)[sel], ref_gates[sel]))
+        return e
+
+    nearest = err(round_params_to_f16(torch_model))
+    stochastic = float(np.mean([err(round_params_to_f16(torch_model, seed)) for seed in range(draws)])) if draws else 0.0
+    return nearest, stochastic
+
+
+def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batch: int = 1024, *,
+           tolerance: float | None = None, seed: int = 0, gates: bool = True, verbose: bool = True,
+           file: TextIO | None = None, raise_on_failure: bool = True) -> VerifyReport:
+    """Compare a torch-rechub / DeepCTR-Torch model with its exported ``.ple`` file.
+
+    inputs: ``{feature name: array}`` as the model takes them (default: ``batch`` random
+    valid inputs drawn from the file's feature definitions, seeded by ``seed``).
+    tolerance: max relative error allowed (default: 1e-5 for f32 files, 3x the torch
+    model's own f16-rounding error for f16 files). gates: also compare gate weights.
+    Prints the report (unless ``verbose=False``), raises :class:`VerifyError` above the
+    tolerance (unless ``raise_on_failure=False``), and returns the :class:`VerifyReport`.
+    """
+    from . import export_torch
+
+    with Model(path) as m:
+        if inputs is None:
+            inputs = random_inputs(m, batch, seed)
+        inputs = {k: np.asarray(v) for k, v in inputs.items()}
+        was_training = bool(getattr(model, "training", False))
+        try:
+            ref = export_torch.run_model(model, inputs)
+            ref_gates = export_torch.run_gates(model, inputs) if gates and m.gate_width else None
+            f16_err = f16_parts = None
+            rows = np.ones(len(ref), dtype=bool)
+            if m.dtype != "f32":
+                rows = f16_rows(m, inputs)
+                f16_parts = torch_f16_error(model, inputs, ref, ref_gates, rows=rows)
+                f16_err = max(f16_parts)
+        finally:
+            model.train(was_training)
+        ours, our_gates = m.predict(inputs, gates=True)
+        n = ours.shape[0]
+        if ref.shape != ours.shape:
+            raise VerifyError(f"{path}: the torch model returns shape {ref.shape}, the file {ours.shape} "
+                              f"(outputs {m.output_names})", None)
+        outs = [OutputError(o.name, _abs_err(ours[rows, o.offset:o.offset + o.len], ref[rows, o.offset:o.offset + o.len]),
+                            rel_err(ours[rows, o.offset:o.offset + o.len], ref[rows, o.offset:o.offset + o.len]))
+                for o in m.outputs]
+        gate_err = None
+        if ref_gates is not None and ref_gates.shape != our_gates.shape:
+            raise VerifyError(f"{path}: the torch model has gate weights of shape {ref_gates.shape}, the file "
+                              f"{our_gates.shape} (gates {m.gate_names})", None)
+        if ref_gates is not None:
+            gate_err = OutputError("gate weights", _abs_err(our_gates[rows], ref_gates[rows]),
+                                   rel_err(our_gates[rows], ref_gates[rows]))
+        if tolerance is None:
+            tolerance = F32_TOLERANCE if f16_err is None else max(F32_TOLERANCE, F16_FACTOR * f16_err)
+        report = VerifyReport(os.fspath(path), m.dtype, n, outs, gate_err, float(tolerance), f16_err,
+                              *(f16_parts or (None, None)), skipped_rows=int(n - rows.sum()))
+        report.ok = report.worst <= tolerance
+    if verbose:
+        print(report, file=file or sys.stdout)
+    if not report.ok and raise_on_failure:
+        raise VerifyError(f"{path}: max relative error {report.worst:.3e} is above the tolerance "
+                          f"{report.tolerance:.3e}\n{report}", report)
+    return report
