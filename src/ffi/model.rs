@@ -574,6 +574,31 @@ pub unsafe extern "C" fn ple_model_input_max_len(model: *const ple_model, index:
     }
 }
 
+/// Whether input `index`'s ids pass through f32 before the lookup (DeepCTR-Torch models: ids above
+/// 2^24 are rounded exactly as in training, and the range check sees the rounded id); false for
+/// other inputs, a NULL model or an index out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_ids_through_f32(
+    model: *const ple_model,
+    index: usize,
+) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe {
+        item(
+            model,
+            index,
+            "ple_model_input_ids_through_f32",
+            "inputs",
+            |m| m.inputs.len(),
+            false,
+            |m, i| m.model.inputs()[i].ids_through_f32,
+        )
+    }
+}
+
 /// Pooling of sequence input `index` ("sum", "mean" or "max"; static); NULL for other inputs, a
 /// NULL model or an index out of range.
 ///

@@ -490,13 +490,36 @@ unsafe fn fill_views<'a>(
     let features = model.model.inputs();
     let n = features.len();
     if columns.len() != n {
-        return Err(s.fail(
-            ple_status::WrongInputCount,
-            format_args!(
-                "{fn_name}: expected {n} input columns (one per model input), got {}",
-                columns.len()
+        // With named columns, name an input that is missing: that is what the caller must fix.
+        let name_of = |c: &ple_column| {
+            // SAFETY: a non-NULL name is NUL-terminated per the contract.
+            (!c.name.is_null()).then(|| unsafe { CStr::from_ptr(c.name) }.to_bytes())
+        };
+        let missing = features
+            .iter()
+            .find(|f| {
+                !columns
+                    .iter()
+                    .any(|c| name_of(c) == Some(f.name.as_bytes()))
+            })
+            .filter(|_| columns.first().is_some_and(|c| !c.name.is_null()));
+        return Err(match missing {
+            Some(f) => s.fail(
+                ple_status::WrongInputCount,
+                format_args!(
+                    "{fn_name}: expected {n} input columns (one per model input), got {}; input '{}' is missing",
+                    columns.len(),
+                    f.name
+                ),
             ),
-        ));
+            None => s.fail(
+                ple_status::WrongInputCount,
+                format_args!(
+                    "{fn_name}: expected {n} input columns (one per model input), got {}",
+                    columns.len()
+                ),
+            ),
+        });
     }
     let by_name = columns.first().is_some_and(|c| !c.name.is_null());
     if by_name {
