@@ -440,6 +440,16 @@ size_t ple_model_input_vocab_size(const struct ple_model *model, size_t index);
 size_t ple_model_input_max_len(const struct ple_model *model, size_t index);
 
 /**
+ * Whether input `index`'s ids pass through f32 before the lookup (DeepCTR-Torch models: ids above
+ * 2^24 are rounded exactly as in training, and the range check sees the rounded id); false for
+ * other inputs, a NULL model or an index out of range.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+bool ple_model_input_ids_through_f32(const struct ple_model *model, size_t index);
+
+/**
  * Pooling of sequence input `index` ("sum", "mean" or "max"; static); NULL for other inputs, a
  * NULL model or an index out of range.
  *
