@@ -772,3 +772,81 @@ fn status_codes_are_stable() {
     assert_eq!(text(ple_status_str(9999)), "unknown status");
     assert_eq!(text(ple_version()), env!("CARGO_PKG_VERSION"));
 }
+
+/// The f32-id flag is visible through the C ABI, and too few named columns name the missing input.
+#[test]
+fn ffi_reports_id_rounding_and_the_missing_input() {
+    let dir = common::fixtures_dir().join("deepctr_ple");
+    let model_rs = Model::open(dir.join("model.ple")).unwrap();
+    let m = open(&dir.join("model.ple"));
+    for (i, f) in model_rs.inputs().iter().enumerate() {
+        // SAFETY: live model handle.
+        assert_eq!(
+            unsafe { ple_model_input_ids_through_f32(m, i) },
+            f.ids_through_f32
+        );
+    }
+    assert!(
+        model_rs.inputs().iter().any(|f| f.ids_through_f32),
+        "DeepCTR-Torch ids pass through f32"
+    );
+    // SAFETY: NULL and out-of-range are allowed and answer false.
+    assert!(!unsafe { ple_model_input_ids_through_f32(std::ptr::null(), 0) });
+    assert!(!unsafe { ple_model_input_ids_through_f32(m, 9999) });
+
+    let batch = 2;
+    let cols = synthetic(&model_rs, batch);
+    let names: Vec<std::ffi::CString> = model_rs
+        .inputs()
+        .iter()
+        .map(|f| std::ffi::CString::new(&*f.name).unwrap())
+        .collect();
+    let columns: Vec<ple_column> = cols
+        .iter()
+        .zip(&names)
+        .skip(1) // leave out the first input
+        .map(|(c, n)| match c {
+            Column::Ids(v) => ple_column {
+                name: n.as_ptr(),
+                ids: v.as_ptr(),
+                floats: std::ptr::null(),
+                len: v.len(),
+            },
+            Column::Floats(v) => ple_column {
+                name: n.as_ptr(),
+                ids: std::ptr::null(),
+                floats: v.as_ptr(),
+                len: v.len(),
+            },
+        })
+        .collect();
+    let mut s = std::ptr::null_mut();
+    // SAFETY: live model, valid out pointer.
+    assert_eq!(unsafe { ple_session_new(m, batch, &mut s) }, ple_status::Ok);
+    let mut out = vec![0f32; batch * model_rs.output_width()];
+    // SAFETY: every buffer is valid for the lengths given.
+    let st = unsafe {
+        ple_session_run(
+            s,
+            batch,
+            columns.as_ptr(),
+            columns.len(),
+            out.as_mut_ptr(),
+            out.len(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(st, ple_status::WrongInputCount);
+    // SAFETY: live session.
+    let msg = text(unsafe { ple_session_last_error(s) });
+    assert!(
+        msg.contains(&format!("input '{}' is missing", model_rs.inputs()[0].name)),
+        "{msg}"
+    );
+    // SAFETY: live handles, freed once.
+    unsafe {
+        ple_session_free(s);
+        ple_model_free(m);
+    }
+}
