@@ -781,18 +781,18 @@ fn ffi_reports_id_rounding_and_the_missing_input() {
     let m = open(&dir.join("model.ple"));
     for (i, f) in model_rs.inputs().iter().enumerate() {
         // SAFETY: live model handle.
-        assert_eq!(
-            unsafe { ple_model_input_ids_through_f32(m, i) },
-            f.ids_through_f32
-        );
+        let through_f32 = unsafe { ple_model_input_ids_through_f32(m, i) };
+        assert_eq!(through_f32, f.ids_through_f32);
     }
     assert!(
         model_rs.inputs().iter().any(|f| f.ids_through_f32),
         "DeepCTR-Torch ids pass through f32"
     );
-    // SAFETY: NULL and out-of-range are allowed and answer false.
-    assert!(!unsafe { ple_model_input_ids_through_f32(std::ptr::null(), 0) });
-    assert!(!unsafe { ple_model_input_ids_through_f32(m, 9999) });
+    // SAFETY: a NULL model is allowed and answers false.
+    let null_model = unsafe { ple_model_input_ids_through_f32(std::ptr::null(), 0) };
+    // SAFETY: live model; an out-of-range index answers false.
+    let out_of_range = unsafe { ple_model_input_ids_through_f32(m, 9999) };
+    assert!(!null_model && !out_of_range);
 
     let batch = 2;
     let cols = synthetic(&model_rs, batch);
