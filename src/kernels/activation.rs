@@ -34,29 +34,22 @@ pub fn sigmoid(x: f32) -> f32 {
 pub fn apply_row(act: &ActArgs, row: &mut [f32]) {
     match *act {
         ActArgs::Identity => {}
-        // Not `x.max(0.0)`: that turns NaN into 0, and torch's ReLU keeps NaN.
-        ActArgs::Relu => row.iter_mut().for_each(|x| {
-            if *x < 0.0 {
-                *x = 0.0
-            }
-        }),
-        ActArgs::Sigmoid => row.iter_mut().for_each(|x| *x = sigmoid(*x)),
-        ActArgs::Tanh => row.iter_mut().for_each(|x| *x = x.tanh()),
-        ActArgs::LeakyRelu(slope) => row.iter_mut().for_each(|x| {
-            if *x < 0.0 {
-                *x *= slope
-            }
-        }),
-        ActArgs::PRelu(a) if a.len() == 1 => row.iter_mut().for_each(|x| {
-            if *x < 0.0 {
-                *x *= a[0]
-            }
-        }),
-        ActArgs::PRelu(a) => row.iter_mut().zip(a).for_each(|(x, &a)| {
-            if *x < 0.0 {
-                *x *= a
-            }
-        }),
+        // Selects, not `x.max(0.0)` (which turns NaN into 0; torch keeps NaN) and not a
+        // conditional store (which compiles to a branch per element): `x < 0 ? 0 : x` becomes
+        // one vector max with NaN-propagating operand order.
+        ActArgs::Relu => row
+            .iter_mut()
+            .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x }),
+        ActArgs::LeakyRelu(slope) => row
+            .iter_mut()
+            .for_each(|x| *x = if *x < 0.0 { *x * slope } else { *x }),
+        ActArgs::PRelu(a) if a.len() == 1 => row
+            .iter_mut()
+            .for_each(|x| *x = if *x < 0.0 { *x * a[0] } else { *x }),
+        ActArgs::PRelu(a) => row
+            .iter_mut()
+            .zip(a)
+            .for_each(|(x, &a)| *x = if *x < 0.0 { *x * a } else { *x }),
         ActArgs::DiceRechub { alpha, eps } => {
             let n = row.len() as f32;
             let avg = row.iter().sum::<f32>() / n;
