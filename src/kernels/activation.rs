@@ -40,6 +40,8 @@ pub fn apply_row(act: &ActArgs, row: &mut [f32]) {
         ActArgs::Relu => row
             .iter_mut()
             .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x }),
+        ActArgs::Sigmoid => row.iter_mut().for_each(|x| *x = sigmoid(*x)),
+        ActArgs::Tanh => row.iter_mut().for_each(|x| *x = x.tanh()),
         ActArgs::LeakyRelu(slope) => row
             .iter_mut()
             .for_each(|x| *x = if *x < 0.0 { *x * slope } else { *x }),
