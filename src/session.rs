@@ -9,7 +9,7 @@
 use crate::error::{BufferName, Error, Result};
 use crate::format::DType;
 use crate::kernels::activation::{self, ActArgs};
-use crate::kernels::{self, f16_to_f32, Gemm};
+use crate::kernels::{self, Gemm, SimdLevel};
 use crate::model::graph::{Act, Feature, InputKind, Pooling, TensorRef};
 use crate::model::plan::Op;
 use crate::model::Model;
@@ -173,6 +173,18 @@ impl Session {
     fn stage_inputs(&mut self, inputs: &[Input], start: usize, rows: usize) {
         let inner = self.model.inner();
         let width = inner.plan.width;
+        let level = inner.simd;
+        // Large tables live in DRAM and ids are random: ask for every row of the tile first, so
+        // the cache misses overlap instead of being paid one after another in the copy loop.
+        for &(fi, _) in &inner.plan.inputs {
+            let f = &inner.graph.features[fi];
+            if let (Input::Ids(ids), Some(table)) = (inputs[fi], f.table) {
+                let per = f.values_per_sample();
+                for &id in &ids[start * per..(start + rows) * per] {
+                    kernels::prefetch(self.model.row_ptr(&table, effective_id(f, id)));
+                }
+            }
+        }
         for &(fi, col) in &inner.plan.inputs {
             let f = &inner.graph.features[fi];
             let w = f.width;
@@ -183,11 +195,11 @@ impl Session {
                     (Input::Floats(x), _) => dst.copy_from_slice(&x[s * w..(s + 1) * w]),
                     (Input::Ids(ids), InputKind::Sparse) => {
                         let table = f.table.expect("validated");
-                        lookup(&self.model, &table, effective_id(f, ids[s]), dst);
+                        lookup(&self.model, level, &table, effective_id(f, ids[s]), dst);
                     }
                     (Input::Ids(ids), _) => {
                         let l = f.max_len;
-                        pool(&self.model, f, &ids[s * l..(s + 1) * l], dst);
+                        pool(&self.model, level, f, &ids[s * l..(s + 1) * l], dst);
                     }
                 }
             }
@@ -334,24 +346,17 @@ fn check_ids(f: &Feature, ids: &[i64]) -> Result<()> {
 
 /// Copies (widening f16) row `id` of `table` into `dst`.
 #[inline]
-fn lookup(model: &Model, table: &TensorRef, id: i64, dst: &mut [f32]) {
+fn lookup(model: &Model, level: SimdLevel, table: &TensorRef, id: i64, dst: &mut [f32]) {
     let dim = table.cols;
-    let row = TensorRef {
-        offset: table.offset + id as usize * dim * table.dtype.size() as usize,
-        ..*table
-    };
+    let base = id as usize * dim;
     match table.dtype {
-        DType::F32 => dst.copy_from_slice(model.f32s(&row, dim)),
-        DType::F16 => {
-            for (d, &h) in dst.iter_mut().zip(model.f16s(&row, dim)) {
-                *d = f16_to_f32(h);
-            }
-        }
+        DType::F32 => dst.copy_from_slice(&model.f32s(table, base + dim)[base..]),
+        DType::F16 => kernels::widen_f16(level, &model.f16s(table, base + dim)[base..], dst),
     }
 }
 
 /// Pools one sample's sequence into `dst` (FORMAT.md §3.4).
-fn pool(model: &Model, f: &Feature, ids: &[i64], dst: &mut [f32]) {
+fn pool(model: &Model, level: SimdLevel, f: &Feature, ids: &[i64], dst: &mut [f32]) {
     let table = f.table.expect("validated");
     let pooling = f.pooling.expect("validated");
     // The pad comparison sees the id as the library did (after the f32 round trip, if any).
@@ -368,11 +373,19 @@ fn pool(model: &Model, f: &Feature, ids: &[i64], dst: &mut [f32]) {
                     continue;
                 }
                 count += 1;
-                for_each_chunk(model, &table, effective_id(f, id), dim, &mut buf, |j, v| {
-                    for (d, x) in dst[j..j + v.len()].iter_mut().zip(v) {
-                        *d += x;
-                    }
-                });
+                for_each_chunk(
+                    model,
+                    level,
+                    &table,
+                    effective_id(f, id),
+                    dim,
+                    &mut buf,
+                    |j, v| {
+                        for (d, x) in dst[j..j + v.len()].iter_mut().zip(v) {
+                            *d += x;
+                        }
+                    },
+                );
             }
             if pooling == Pooling::Mean {
                 if count == 0 {
@@ -387,11 +400,19 @@ fn pool(model: &Model, f: &Feature, ids: &[i64], dst: &mut [f32]) {
             dst.fill(f32::NEG_INFINITY);
             for &id in ids {
                 let shift = if masked(id) { 1e9f32 } else { 0.0 };
-                for_each_chunk(model, &table, effective_id(f, id), dim, &mut buf, |j, v| {
-                    for (d, &x) in dst[j..j + v.len()].iter_mut().zip(v) {
-                        *d = d.max(x - shift);
-                    }
-                });
+                for_each_chunk(
+                    model,
+                    level,
+                    &table,
+                    effective_id(f, id),
+                    dim,
+                    &mut buf,
+                    |j, v| {
+                        for (d, &x) in dst[j..j + v.len()].iter_mut().zip(v) {
+                            *d = d.max(x - shift);
+                        }
+                    },
+                );
             }
         }
     }
@@ -401,6 +422,7 @@ fn pool(model: &Model, f: &Feature, ids: &[i64], dst: &mut [f32]) {
 #[inline]
 fn for_each_chunk(
     model: &Model,
+    level: SimdLevel,
     table: &TensorRef,
     id: i64,
     dim: usize,
@@ -416,9 +438,7 @@ fn for_each_chunk(
         DType::F16 => {
             let all = model.f16s(table, base + dim);
             for (c, chunk) in all[base..].chunks(64).enumerate() {
-                for (d, &h) in buf.iter_mut().zip(chunk) {
-                    *d = f16_to_f32(h);
-                }
+                kernels::widen_f16(level, chunk, &mut buf[..chunk.len()]);
                 f(c * 64, &buf[..chunk.len()]);
             }
         }

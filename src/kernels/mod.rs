@@ -162,6 +162,34 @@ pub unsafe fn gemm(level: SimdLevel, g: &Gemm) {
     }
 }
 
+/// Hints the CPU to fetch the cache line at `ptr`. Never faults, whatever the address.
+#[inline(always)]
+pub fn prefetch(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint that never faults, for any address; SSE is baseline on x86-64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ptr as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
+/// Widens binary16 bits to f32 (exact), 8 at a time with F16C where the level has it.
+pub fn widen_f16(level: SimdLevel, src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level, SimdLevel::Avx2 | SimdLevel::Avx512) {
+        // SAFETY: the level was checked available at load, so F16C and AVX are present; the
+        // slices have equal lengths (asserted above).
+        unsafe { x86::widen_f16(src, dst) };
+        return;
+    }
+    let _ = level;
+    for (d, &h) in dst.iter_mut().zip(src) {
+        *d = f16_to_f32(h);
+    }
+}
+
 /// Converts IEEE binary16 bits to f32 (exact).
 #[inline]
 pub fn f16_to_f32(bits: u16) -> f32 {

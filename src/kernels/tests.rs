@@ -284,3 +284,22 @@ fn activations_propagate_nan_like_torch() {
         assert!(row[0].is_nan(), "NaN must stay NaN");
     }
 }
+
+#[test]
+fn widen_f16_matches_scalar_for_every_value_at_every_level() {
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    for &level in &SimdLevel::available() {
+        // Odd lengths exercise the remainder path.
+        for chunk in all.chunks(37) {
+            let mut got = vec![0f32; chunk.len()];
+            widen_f16(level, chunk, &mut got);
+            for (&h, &g) in chunk.iter().zip(&got) {
+                let want = f16_to_f32(h);
+                assert!(
+                    want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan()),
+                    "{level:?} {h:#06x}"
+                );
+            }
+        }
+    }
+}

@@ -409,3 +409,24 @@ pub unsafe fn gemm_avx512(g: &Gemm) {
         }
     }
 }
+
+/// Widens binary16 to f32 with `vcvtph2ps`, 8 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX and F16C; `src` and `dst` must have equal lengths.
+#[target_feature(enable = "avx,f16c")]
+pub unsafe fn widen_f16(src: &[u16], dst: &mut [f32]) {
+    let n = src.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n for both slices; unaligned loads and stores.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        i += 8;
+    }
+    for j in i..n {
+        dst[j] = super::f16_to_f32(src[j]);
+    }
+}

@@ -185,6 +185,15 @@ impl Model {
         unsafe { std::slice::from_raw_parts(b.as_ptr() as *const u16, len) }
     }
 
+    /// Address of row `id` of a plain table (for prefetching; `id` may be out of range: the
+    /// pointer is then only computed, never read).
+    pub(crate) fn row_ptr(&self, table: &TensorRef, id: i64) -> *const u8 {
+        let offset = (id as usize)
+            .wrapping_mul(table.cols * table.dtype.size() as usize)
+            .wrapping_add(table.offset);
+        self.bytes().as_ptr().wrapping_add(offset)
+    }
+
     /// A dense layer's weight panels.
     pub(crate) fn panels(&self, t: &TensorRef) -> Panels<'_> {
         let len = t.cols.div_ceil(16) * 16 * t.rows;
