@@ -1,8 +1,6 @@
-//! Minimal reader and writer for NumPy `.npy` files (format versions 1.0–3.0, little-endian,
+//! Minimal reader for NumPy `.npy` files (format versions 1.0–3.0, little-endian,
 //! C order), for the dtypes a model takes and returns: `<f4`, `<f8`, `<i8`, `<i4`. Used by the
 //! command-line tool and the tests; not on the scoring path.
-
-use std::io::Write;
 
 /// An array read from a `.npy` file.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,31 +138,4 @@ pub fn read(path: impl AsRef<std::path::Path>) -> Result<NpyArray, String> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Writes a C-order little-endian f32 `.npy` file.
-pub fn write_f32(
-    path: impl AsRef<std::path::Path>,
-    shape: &[usize],
-    data: &[f32],
-) -> std::io::Result<()> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    f.write_all(b"\x93NUMPY\x01\x00")?;
-    f.write_all(&(header.len() as u16).to_le_bytes())?;
-    f.write_all(header.as_bytes())?;
-    for x in data {
-        f.write_all(&x.to_le_bytes())?;
-    }
-    f.flush()
 }

@@ -125,73 +125,76 @@ fn structural_rules() {
         w
     };
     expect_invalid(
-        &mutate(&|w| w.towers[0].input = 1),
+        &mutate(&|w| w.meta.towers[0].input = 1),
         "reads the bottom, but there is none",
     );
     expect_invalid(
-        &mutate(&|w| w.levels[1].shared_gate = w.levels[0].shared_gate),
+        &mutate(&|w| w.meta.levels[1].shared_gate = w.meta.levels[0].shared_gate),
         "has a shared gate",
     );
     expect_invalid(
-        &mutate(&|w| w.levels[0].shared_gate = NONE),
+        &mutate(&|w| w.meta.levels[0].shared_gate = NONE),
         "has no shared gate",
     );
     expect_invalid(
-        &mutate(&|w| w.levels[0].task_gates[1] = w.levels[0].task_gates[0]),
+        &mutate(&|w| w.meta.levels[0].task_gates[1] = w.meta.levels[0].task_gates[0]),
         "reuses MLP",
     );
     expect_invalid(
-        &mutate(&|w| w.mlps[0][0].act = 42),
+        &mutate(&|w| w.meta.mlps[0][0].act = 42),
         "unknown activation code 42",
     );
     expect_invalid(
-        &mutate(&|w| w.mlps[0][0].act_scalar = 1.0),
+        &mutate(&|w| w.meta.mlps[0][0].act_scalar = 1.0),
         "takes no parameters",
     );
     expect_invalid(
-        &mutate(&|w| w.mlps[0][1].weight = w.mlps[0][0].weight),
+        &mutate(&|w| w.meta.mlps[0][1].weight = w.meta.mlps[0][0].weight),
         "inputs, but the previous layer outputs",
     );
     expect_invalid(
-        &mutate(&|w| w.x0_order[0] = w.x0_order[1]),
+        &mutate(&|w| w.meta.x0_order[0] = w.meta.x0_order[1]),
         "not a permutation",
     );
     expect_invalid(
-        &mutate(&|w| w.features[1].width += 1),
+        &mutate(&|w| w.meta.features[1].width += 1),
         "must be plain [vocab",
     );
-    expect_invalid(&mutate(&|w| w.features[0].kind = 9), "unknown kind 9");
-    expect_invalid(&mutate(&|w| w.features[3].pooling = 7), "unknown pooling 7");
+    expect_invalid(&mutate(&|w| w.meta.features[0].kind = 9), "unknown kind 9");
     expect_invalid(
-        &mutate(&|w| w.features[0].width = 0),
+        &mutate(&|w| w.meta.features[3].pooling = 7),
+        "unknown pooling 7",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.features[0].width = 0),
         "width 0 out of range",
     );
     expect_invalid(
-        &mutate(&|w| w.outputs[1].name = w.outputs[0].name),
+        &mutate(&|w| w.meta.outputs[1].name = w.meta.outputs[0].name),
         "duplicate output name",
     );
-    expect_invalid(&mutate(&|w| w.outputs[0].a = 9), "names tower 9");
+    expect_invalid(&mutate(&|w| w.meta.outputs[0].a = 9), "names tower 9");
     expect_invalid(
-        &mutate(&|w| w.tensors[0].size += 4),
+        &mutate(&|w| w.meta.tensors[0].size += 4),
         "size is 324 bytes, but 20x4 f32 plain needs 320",
     );
     expect_invalid(
-        &mutate(&|w| w.mlps[0][0].bias = w.mlps[0][0].weight),
+        &mutate(&|w| w.meta.mlps[0][0].bias = w.meta.mlps[0][0].weight),
         "expected plain f32",
     );
     expect_invalid(
-        &mutate(&|w| w.levels[0].task_experts[0] = 999),
+        &mutate(&|w| w.meta.levels[0].task_experts[0] = 999),
         "names MLP 999",
     );
     expect_invalid(
         &mutate(&|w| {
-            w.mlps.push(w.mlps[0].clone());
+            w.meta.mlps.push(w.meta.mlps[0].clone());
         }),
         "is not used",
     );
-    expect_invalid(&mutate(&|w| w.n_tasks = 0), "task count 0");
+    expect_invalid(&mutate(&|w| w.meta.n_tasks = 0), "task count 0");
     expect_invalid(
-        &mutate(&|w| w.towers[0].out_act = 3),
+        &mutate(&|w| w.meta.towers[0].out_act = 3),
         "output activation code 3",
     );
     // Gate width must equal the number of experts it mixes.
@@ -200,8 +203,8 @@ fn structural_rules() {
         ..Shape::default()
     };
     let mut w = synth::ple(&wider, 4);
-    w.levels[0].shared_experts.pop();
-    w.levels[0].n_shared = 1;
+    w.meta.levels[0].shared_experts.pop();
+    w.meta.levels[0].n_shared = 1;
     expect_invalid(&w, "weights, but it mixes");
 }
 

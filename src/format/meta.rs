@@ -74,7 +74,7 @@ pub struct OutputRecord {
 }
 
 /// The metadata, parsed but not yet checked for graph consistency.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FileMeta {
     pub strings: Vec<String>,
     pub tensors: Vec<TensorRecord>,

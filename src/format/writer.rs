@@ -2,44 +2,31 @@
 //! benchmarks, to craft invalid files for the validation tests, and to cross-check the spec (both
 //! writers must produce identical bytes for the same model).
 
-use super::meta::{
-    FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TensorRecord, TowerRecord,
-};
+use super::meta::{FileMeta, TensorRecord};
 use super::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
 
-/// Builds a file part by part; indices returned by `add_*` are what the records refer to.
+/// Builds a file part by part; indices returned by `add_*` are what the records refer to. `meta`
+/// is the same type the reader parses, so what is written is exactly what can be read back.
 #[derive(Default, Clone)]
 pub struct Writer {
-    pub strings: Vec<String>,
-    pub tensors: Vec<TensorRecord>,
+    pub meta: FileMeta,
     data: Vec<u8>,
-    pub model_name: u32,
-    pub features: Vec<FeatureRecord>,
-    pub x0_order: Vec<u32>,
-    pub mlps: Vec<Vec<LayerRecord>>,
-    pub bottom: u32,
-    pub n_tasks: u32,
-    pub levels: Vec<LevelRecord>,
-    pub towers: Vec<TowerRecord>,
-    pub outputs: Vec<OutputRecord>,
 }
 
 impl Writer {
     pub fn new(name: &str) -> Writer {
-        let mut w = Writer {
-            bottom: NONE,
-            ..Default::default()
-        };
-        w.model_name = w.string(name);
+        let mut w = Writer::default();
+        w.meta.bottom = NONE;
+        w.meta.model_name = w.string(name);
         w
     }
 
     pub fn string(&mut self, s: &str) -> u32 {
-        if let Some(i) = self.strings.iter().position(|x| x == s) {
+        if let Some(i) = self.meta.strings.iter().position(|x| x == s) {
             return i as u32;
         }
-        self.strings.push(s.to_owned());
-        (self.strings.len() - 1) as u32
+        self.meta.strings.push(s.to_owned());
+        (self.meta.strings.len() - 1) as u32
     }
 
     fn push_tensor(
@@ -54,7 +41,7 @@ impl Writer {
         let name = self.string(name);
         let offset = align64(self.data.len() as u64).unwrap();
         self.data.resize(offset as usize, 0);
-        self.tensors.push(TensorRecord {
+        self.meta.tensors.push(TensorRecord {
             name,
             dtype,
             layout,
@@ -64,7 +51,7 @@ impl Writer {
             size: bytes.len() as u64,
         });
         self.data.extend_from_slice(&bytes);
-        (self.tensors.len() - 1) as u32
+        (self.meta.tensors.len() - 1) as u32
     }
 
     /// A plain tensor (`values` row-major, `rows × cols`).
@@ -106,13 +93,13 @@ impl Writer {
         let u32s = |m: &mut Vec<u8>, v: &[u32]| {
             v.iter().for_each(|x| m.extend_from_slice(&x.to_le_bytes()))
         };
-        m.extend_from_slice(&(self.strings.len() as u32).to_le_bytes());
-        for s in &self.strings {
+        m.extend_from_slice(&(self.meta.strings.len() as u32).to_le_bytes());
+        for s in &self.meta.strings {
             m.extend_from_slice(&(s.len() as u16).to_le_bytes());
             m.extend_from_slice(s.as_bytes());
         }
-        m.extend_from_slice(&(self.tensors.len() as u32).to_le_bytes());
-        for t in &self.tensors {
+        m.extend_from_slice(&(self.meta.tensors.len() as u32).to_le_bytes());
+        for t in &self.meta.tensors {
             m.extend_from_slice(&t.name.to_le_bytes());
             m.push(match t.dtype {
                 DType::F32 => 1,
@@ -127,18 +114,18 @@ impl Writer {
             m.extend_from_slice(&t.offset.to_le_bytes());
             m.extend_from_slice(&t.size.to_le_bytes());
         }
-        u32s(&mut m, &[self.model_name, 0]);
-        m.extend_from_slice(&(self.features.len() as u32).to_le_bytes());
-        for f in &self.features {
+        u32s(&mut m, &[self.meta.model_name, 0]);
+        m.extend_from_slice(&(self.meta.features.len() as u32).to_le_bytes());
+        for f in &self.meta.features {
             m.extend_from_slice(&f.name.to_le_bytes());
             m.extend_from_slice(&[f.kind, f.pooling, f.mask, f.flags]);
             u32s(&mut m, &[f.width, f.max_len, f.table, 0]);
             m.extend_from_slice(&f.pad_id.to_le_bytes());
         }
-        m.extend_from_slice(&(self.x0_order.len() as u32).to_le_bytes());
-        u32s(&mut m, &self.x0_order);
-        m.extend_from_slice(&(self.mlps.len() as u32).to_le_bytes());
-        for layers in &self.mlps {
+        m.extend_from_slice(&(self.meta.x0_order.len() as u32).to_le_bytes());
+        u32s(&mut m, &self.meta.x0_order);
+        m.extend_from_slice(&(self.meta.mlps.len() as u32).to_le_bytes());
+        for layers in &self.meta.mlps {
             m.extend_from_slice(&(layers.len() as u32).to_le_bytes());
             for l in layers {
                 u32s(&mut m, &[l.weight, l.bias]);
@@ -149,28 +136,32 @@ impl Writer {
         }
         u32s(
             &mut m,
-            &[self.bottom, self.n_tasks, self.levels.len() as u32],
+            &[
+                self.meta.bottom,
+                self.meta.n_tasks,
+                self.meta.levels.len() as u32,
+            ],
         );
-        for l in &self.levels {
+        for l in &self.meta.levels {
             u32s(&mut m, &[l.n_task_experts, l.n_shared]);
             u32s(&mut m, &l.task_experts);
             u32s(&mut m, &l.shared_experts);
             u32s(&mut m, &l.task_gates);
             u32s(&mut m, &[l.shared_gate]);
         }
-        for t in &self.towers {
+        for t in &self.meta.towers {
             m.extend_from_slice(&t.mlp.to_le_bytes());
             m.extend_from_slice(&[t.input, t.out_act, 0, 0]);
         }
-        m.extend_from_slice(&(self.outputs.len() as u32).to_le_bytes());
-        for o in &self.outputs {
+        m.extend_from_slice(&(self.meta.outputs.len() as u32).to_le_bytes());
+        for o in &self.meta.outputs {
             m.extend_from_slice(&o.name.to_le_bytes());
             m.extend_from_slice(&[o.kind, 0, 0, 0]);
             u32s(&mut m, &[o.a, o.b]);
         }
 
         let data_offset = align64(64 + m.len() as u64).unwrap();
-        let data_size = if self.tensors.is_empty() {
+        let data_size = if self.meta.tensors.is_empty() {
             0
         } else {
             align64(self.data.len() as u64).unwrap()

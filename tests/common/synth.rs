@@ -97,8 +97,8 @@ fn mlp(
         });
         k = n;
     }
-    w.mlps.push(layers);
-    (w.mlps.len() - 1) as u32
+    w.meta.mlps.push(layers);
+    (w.meta.mlps.len() - 1) as u32
 }
 
 /// A PLE (or MMoE with specific = 0, levels = 1) with dense, sparse and sequence inputs.
@@ -109,7 +109,7 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
     let mut x0 = 0;
     if shape.dense_width > 0 {
         let name = w.string("dense");
-        w.features.push(FeatureRecord {
+        w.meta.features.push(FeatureRecord {
             name,
             kind: 1,
             pooling: 0,
@@ -131,7 +131,7 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
             &rng.vec(shape.vocab * shape.dim, 0.5),
         );
         let name = w.string(&format!("s{i}"));
-        w.features.push(FeatureRecord {
+        w.meta.features.push(FeatureRecord {
             name,
             kind: 2,
             pooling: 0,
@@ -154,7 +154,7 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         );
         let name = w.string(&format!("q{i}"));
         let pooling = 1 + (i % 3) as u8;
-        w.features.push(FeatureRecord {
+        w.meta.features.push(FeatureRecord {
             name,
             kind: 3,
             pooling,
@@ -168,10 +168,10 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         x0 += shape.dim;
     }
     // Embeddings first, dense last (torch-rechub's order).
-    let n = w.features.len() as u32;
-    w.x0_order = (0..n)
-        .filter(|&i| w.features[i as usize].kind != 1)
-        .chain((0..n).filter(|&i| w.features[i as usize].kind == 1))
+    let n = w.meta.features.len() as u32;
+    w.meta.x0_order = (0..n)
+        .filter(|&i| w.meta.features[i as usize].kind != 1)
+        .chain((0..n).filter(|&i| w.meta.features[i as usize].kind == 1))
         .collect();
 
     let t = shape.tasks;
@@ -231,7 +231,7 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
                 0,
             )
         };
-        w.levels.push(LevelRecord {
+        w.meta.levels.push(LevelRecord {
             n_task_experts: shape.specific as u32,
             n_shared: shape.shared as u32,
             task_experts,
@@ -241,18 +241,18 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         });
         input = d;
     }
-    w.n_tasks = t as u32;
+    w.meta.n_tasks = t as u32;
     for i in 0..t {
         let mut dims = shape.tower_dims.clone();
         dims.push(1);
         let m = mlp(&mut w, &mut rng, &format!("tower{i}"), dt, input, &dims, 0);
-        w.towers.push(TowerRecord {
+        w.meta.towers.push(TowerRecord {
             mlp: m,
             input: if shape.levels > 0 { 2 } else { 0 },
             out_act: 2,
         });
         let name = w.string(&format!("task{i}"));
-        w.outputs.push(OutputRecord {
+        w.meta.outputs.push(OutputRecord {
             name,
             kind: 0,
             a: i as u32,
