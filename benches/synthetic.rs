@@ -2,7 +2,10 @@
 //! "criteo" and "large" dense-input PLEs (random weights). For comparisons with other runtimes
 //! use benches/compare (docs/PERFORMANCE.md); this one is for kernel work.
 //!
-//!     cargo bench --bench synthetic [-- criteo|large]
+//!     cargo bench --bench synthetic [-- criteo|large] [f32|f16] [b1|b16|b256|b1024]
+//!
+//! Prints the median and (in brackets) the fastest of 15 repetitions: on a shared machine the
+//! fastest is the steadier figure for comparing two versions of a kernel.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -44,7 +47,7 @@ fn shape(name: &str, dtype: DType) -> Shape {
     }
 }
 
-fn median_us(model: &Model, batch: usize) -> f64 {
+fn median_and_min_us(model: &Model, batch: usize) -> (f64, f64) {
     let cols = synth::inputs(model, batch, 3);
     let inputs: Vec<Input> = cols.iter().map(Column::as_input).collect();
     let mut s = Session::new(model, batch).unwrap();
@@ -68,7 +71,7 @@ fn median_us(model: &Model, batch: usize) -> f64 {
         })
         .collect();
     samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    (samples[samples.len() / 2], samples[0])
 }
 
 fn main() {
@@ -76,11 +79,21 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let wanted = |options: &[&str], this: &str| {
+        let named: Vec<&String> = only
+            .iter()
+            .filter(|o| options.contains(&o.as_str()))
+            .collect();
+        named.is_empty() || named.iter().any(|o| *o == this)
+    };
     for name in ["criteo", "large"] {
-        if !only.is_empty() && !only.iter().any(|o| o == name) {
+        if !wanted(&["criteo", "large"], name) {
             continue;
         }
         for dtype in [DType::F32, DType::F16] {
+            if !wanted(&["f32", "f16"], dtype.name()) {
+                continue;
+            }
             let model = Model::from_bytes(&synth::ple(&shape(name, dtype), 1).to_bytes()).unwrap();
             let flops = model.flops_per_sample() as f64;
             let weight_bytes = model.parameter_count() as f64 * dtype.size() as f64;
@@ -91,10 +104,14 @@ fn main() {
                 model.simd_level().name()
             );
             for batch in [1, 16, 256, 1024] {
-                let us = median_us(&model, batch);
+                if !wanted(&["b1", "b16", "b256", "b1024"], &format!("b{batch}")) {
+                    continue;
+                }
+                let (us, min) = median_and_min_us(&model, batch);
                 print!(
-                    " b{batch} {us:.1} µs ({:.1} GFLOP/s)",
-                    flops * batch as f64 / us / 1e3
+                    " b{batch} {us:.1} [{min:.1}] µs ({:.1} [{:.1}] GFLOP/s)",
+                    flops * batch as f64 / us / 1e3,
+                    flops * batch as f64 / min / 1e3
                 );
             }
             println!();

@@ -3,8 +3,8 @@
 //!
 //! A batch is validated completely (lengths, kinds, every id) before anything is computed, so a
 //! failed call never leaves a partly written output. It is then scored in tiles of up to
-//! `TILE_ROWS` samples: each tile runs the whole plan with activations kept in the arena, which
-//! stays cache-resident while weights stream through.
+//! `Plan::tile_rows` samples (64, or 128 for models whose weights stream from memory): each tile
+//! runs the whole plan with activations kept in the arena while weights stream through.
 
 use crate::error::{BufferName, Error, Result};
 use crate::format::DType;
@@ -14,8 +14,6 @@ use crate::model::graph::{Act, Feature, InputKind, Pooling, TensorRef};
 use crate::model::plan::Op;
 use crate::model::Model;
 
-/// Samples per tile.
-pub const TILE_ROWS: usize = 64;
 /// The largest `max_batch` a session accepts.
 pub const MAX_BATCH_LIMIT: usize = 1 << 24;
 
@@ -46,7 +44,7 @@ impl Session {
                 limit: MAX_BATCH_LIMIT,
             });
         }
-        let rows = max_batch.min(TILE_ROWS);
+        let rows = max_batch.min(model.inner().plan.tile_rows);
         let width = model.inner().plan.width;
         Ok(Session {
             model: model.clone(),
@@ -232,6 +230,7 @@ impl Session {
                         // SAFETY: as above.
                         c: unsafe { arena.add(out) },
                         ldc: width,
+                        relu: matches!(layer.act, Act::Relu),
                     };
                     // SAFETY: A covers columns input..input+k and C columns out..out+n of rows
                     // 0..rows of the arena; the plan gives every layer a fresh output range, so
@@ -239,7 +238,7 @@ impl Session {
                     // load); the SIMD level was checked available at load.
                     unsafe { kernels::gemm(inner.simd, &g) };
                     let act = act_args(model, &layer.act, layer.n);
-                    if !matches!(act, ActArgs::Identity) {
+                    if !matches!(act, ActArgs::Identity | ActArgs::Relu) {
                         for r in 0..rows {
                             let row = &mut self.arena[r * width + out..r * width + out + layer.n];
                             activation::apply_row(&act, row);

@@ -356,6 +356,7 @@ fn inspect_json_matches_the_api() {
             num("scratch_bytes_per_sample"),
             model.scratch_floats_per_sample() as u64 * 4
         );
+        assert_eq!(num("tile_rows"), model.tile_rows() as u64);
         assert_eq!(num("output_width"), model.output_width() as u64);
         assert_eq!(num("gate_width"), model.gate_width() as u64);
         assert_eq!(get("simd"), Json::Str(model.simd_level().name().into()));

@@ -181,9 +181,10 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
     );
     let _ = writeln!(
         s,
-        "scratch     {} bytes per sample (a session holds up to 64 samples: {})",
+        "scratch     {} bytes per sample (a session holds up to {} samples: {})",
         fmt::thousands(scratch as u64),
-        fmt::bytes(scratch as u64 * 64)
+        model.tile_rows(),
+        fmt::bytes((scratch * model.tile_rows()) as u64)
     );
 
     // Inputs.
@@ -497,6 +498,7 @@ fn to_json(model: &Model, path: &str, crc: &DataCrc) -> Json {
             "scratch_bytes_per_sample",
             Json::int(model.scratch_floats_per_sample() as u64 * 4),
         ),
+        ("tile_rows", Json::int(model.tile_rows() as u64)),
         ("architecture", Json::str(architecture(g))),
         ("inputs", Json::Arr(inputs)),
         (

@@ -109,7 +109,10 @@ impl Panels<'_> {
     }
 }
 
-/// `C[i, j] = bias[j] + Σ_r A[i, r]·W[r, j]` for `i < m`, `j < n`.
+/// `C[i, j] = bias[j] + Σ_r A[i, r]·W[r, j]` for `i < m`, `j < n`, then `relu` if asked.
+///
+/// ReLU (the expert layers' usual activation) is applied by the kernel as each tile leaves the
+/// registers, saving a pass over the output; every other activation is a separate pass.
 ///
 /// `a` and `c` are raw pointers because both usually point into the same session arena (different
 /// columns of the same rows), which Rust slices cannot express.
@@ -123,6 +126,7 @@ pub struct Gemm<'a> {
     pub bias: Option<&'a [f32]>,
     pub c: *mut f32,
     pub ldc: usize,
+    pub relu: bool,
 }
 
 impl Gemm<'_> {
@@ -159,6 +163,16 @@ pub unsafe fn gemm(level: SimdLevel, g: &Gemm) {
         #[allow(unreachable_patterns)]
         // SAFETY: a level this architecture cannot have is never detected; fall back to scalar.
         _ => unsafe { scalar::gemm(g) },
+    }
+}
+
+/// `max(x, 0)` that keeps NaN (as torch does) and −0.0: the select every kernel applies.
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
     }
 }
 

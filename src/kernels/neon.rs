@@ -4,7 +4,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{Gemm, Panels};
+use super::{relu, Gemm, Panels};
 
 const MR: usize = 4;
 
@@ -81,6 +81,7 @@ unsafe fn tile<const R: usize, P: NeonPanel>(
     c: *mut f32,
     ldc: usize,
     cols: usize,
+    apply_relu: bool,
 ) {
     // SAFETY: (whole body) same regions as the x86 tiles, guaranteed by `gemm`'s caller.
     unsafe {
@@ -99,6 +100,9 @@ unsafe fn tile<const R: usize, P: NeonPanel>(
             for q in 0..4 {
                 let b = vld1q_f32(bias.as_ptr().add(4 * q));
                 vst1q_f32(tmp.as_mut_ptr().add(4 * q), vaddq_f32(acc[q], b));
+            }
+            if apply_relu {
+                tmp.iter_mut().for_each(|x| *x = relu(*x));
             }
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), c.add(i * ldc), cols);
         }
@@ -130,15 +134,16 @@ unsafe fn gemm_typed<P: NeonPanel>(g: &Gemm, w: *const P::E) {
                     g.c.add(i * g.ldc + j0),
                     g.ldc,
                     cols,
+                    g.relu,
                 );
                 i += MR;
             }
             let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
             match g.m - i {
                 0 => {}
-                1 => tile::<1, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                2 => tile::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
-                _ => tile::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols),
+                1 => tile::<1, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols, g.relu),
+                2 => tile::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols, g.relu),
+                _ => tile::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols, g.relu),
             }
         }
     }

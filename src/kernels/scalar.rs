@@ -1,6 +1,6 @@
 //! Portable reference kernel: plain loops, no intrinsics. Every SIMD level is tested against it.
 
-use super::{f16_to_f32, Gemm, Panels};
+use super::{f16_to_f32, relu, Gemm, Panels};
 
 /// # Safety
 /// See [`super::gemm`].
@@ -34,6 +34,9 @@ pub unsafe fn gemm(g: &Gemm) {
             // SAFETY: row i of C has n writable floats, disjoint from A (caller contract).
             let c = unsafe { std::slice::from_raw_parts_mut(g.c.add(i * g.ldc + j0), cols) };
             c.copy_from_slice(&acc[..cols]);
+            if g.relu {
+                c.iter_mut().for_each(|x| *x = relu(*x));
+            }
         }
     }
 }

@@ -54,6 +54,10 @@ fn case(m: usize, k: usize, n: usize, seed: u64) -> Case {
 }
 
 fn run(level: SimdLevel, c: &Case, w: Panels, bias: bool) -> Vec<f32> {
+    run_with(level, c, w, bias, false)
+}
+
+fn run_with(level: SimdLevel, c: &Case, w: Panels, bias: bool, relu: bool) -> Vec<f32> {
     // Sentinel values show any write outside the n columns of each row.
     let mut out = vec![f32::NAN; c.m * c.ldc];
     let g = Gemm {
@@ -66,6 +70,7 @@ fn run(level: SimdLevel, c: &Case, w: Panels, bias: bool) -> Vec<f32> {
         bias: bias.then_some(&c.bias[..]),
         c: out.as_mut_ptr(),
         ldc: c.ldc,
+        relu,
     };
     // SAFETY: buffers sized for m rows at their strides; the level is available (callers check).
     unsafe { gemm(level, &g) };
@@ -153,17 +158,50 @@ fn every_level_matches_scalar_f32_and_f16() {
                 .iter()
                 .map(|&x| half::f16::from_f32(x).to_bits())
                 .collect();
-            for bias in [true, false] {
-                let want = run(SimdLevel::Scalar, &c, Panels::F32(&packed), bias);
-                let got = run(level, &c, Panels::F32(&packed), bias);
+            for (bias, relu) in [(true, false), (false, false), (true, true)] {
+                let want = run_with(SimdLevel::Scalar, &c, Panels::F32(&packed), bias, relu);
+                let got = run_with(level, &c, Panels::F32(&packed), bias, relu);
                 let err = max_rel_err(&got, &want, &c);
                 assert!(err < 1e-5, "{level:?} f32 {m}x{k}x{n}: error {err}");
-                let want = run(SimdLevel::Scalar, &c, Panels::F16(&halves), bias);
-                let got = run(level, &c, Panels::F16(&halves), bias);
+                let want = run_with(SimdLevel::Scalar, &c, Panels::F16(&halves), bias, relu);
+                let got = run_with(level, &c, Panels::F16(&halves), bias, relu);
                 let err = max_rel_err(&got, &want, &c);
                 assert!(err < 1e-5, "{level:?} f16 {m}x{k}x{n}: error {err}");
             }
         }
+    }
+}
+
+#[test]
+fn fused_relu_equals_relu_applied_after() {
+    // The kernels apply ReLU as tiles leave the registers; that must give, bit for bit, the
+    // plain GEMM followed by `relu` on every element, NaN included (torch keeps NaN).
+    for &level in &SimdLevel::available() {
+        let mut clamped = 0;
+        for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
+            let mut c = case(m, k, n, 700 + s as u64);
+            c.a[0] = f32::NAN; // row 0 becomes all NaN
+            let packed = pack(&c.w, k, n);
+            let plain = run(level, &c, Panels::F32(&packed), true);
+            let fused = run_with(level, &c, Panels::F32(&packed), true, true);
+            for i in 0..m {
+                for j in 0..n {
+                    let (want, got) = (relu(plain[i * c.ldc + j]), fused[i * c.ldc + j]);
+                    assert!(
+                        want.to_bits() == got.to_bits(),
+                        "{level:?} {m}x{k}x{n} [{i},{j}]: {got} instead of {want}"
+                    );
+                }
+            }
+            assert!(
+                fused[0].is_nan(),
+                "{level:?}: ReLU turned NaN into a number"
+            );
+            clamped += (0..m * c.ldc)
+                .filter(|&x| plain[x] < 0.0 && fused[x] == 0.0)
+                .count();
+        }
+        assert!(clamped > 1000, "{level:?}: only {clamped} outputs clamped");
     }
 }
 
@@ -195,6 +233,7 @@ fn f16_widening_is_exact_for_every_value() {
                     bias: None,
                     c: out.as_mut_ptr(),
                     ldc: n,
+                    relu: false,
                 };
                 // SAFETY: 1 row of 1 float in, 16 floats out, 16 halves of weights.
                 unsafe { gemm(level, &g) };

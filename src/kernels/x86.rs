@@ -52,7 +52,7 @@ impl Avx2Panel for F16x16 {
 
 /// One MR × 16 tile over one k-block: rows `a[0..MR]`, panel rows `wp` (k of 16), result to `c`
 /// (`cols` ≤ 16). The first k-block starts from zero, later ones continue from the partial sums
-/// stored in `c`; the last adds the bias. Storing and reloading f32 partial sums changes nothing,
+/// stored in `c`; the last (`last` is `Some`) finishes the tile (bias, ReLU). Storing and reloading f32 partial sums changes nothing,
 /// so every element is the same FMA chain over k as in the unblocked single-row path.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -61,12 +61,11 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
     a: *const f32,
     lda: usize,
     wp: *const P::E,
-    bias: &[f32; 16],
     c: *mut f32,
     ldc: usize,
     cols: usize,
     first: bool,
-    last: bool,
+    last: Option<&Finish>,
 ) {
     // SAFETY: (whole body) rows 0..MR of A have k readable floats at stride lda, the panel has
     // k·16 readable elements, rows 0..MR of C have `cols` writable floats at stride ldc; all
@@ -76,10 +75,16 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
         let mut acc1 = [_mm256_setzero_ps(); MR];
         if !first {
             for i in 0..MR {
-                let mut tmp = [0f32; 16];
-                std::ptr::copy_nonoverlapping(c.add(i * ldc), tmp.as_mut_ptr(), cols);
-                acc0[i] = _mm256_loadu_ps(tmp.as_ptr());
-                acc1[i] = _mm256_loadu_ps(tmp.as_ptr().add(8));
+                let src = c.add(i * ldc);
+                if cols == 16 {
+                    acc0[i] = _mm256_loadu_ps(src);
+                    acc1[i] = _mm256_loadu_ps(src.add(8));
+                } else {
+                    let mut tmp = [0f32; 16];
+                    std::ptr::copy_nonoverlapping(src, tmp.as_mut_ptr(), cols);
+                    acc0[i] = _mm256_loadu_ps(tmp.as_ptr());
+                    acc1[i] = _mm256_loadu_ps(tmp.as_ptr().add(8));
+                }
             }
         }
         for r in 0..k {
@@ -90,13 +95,10 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
                 acc1[i] = _mm256_fmadd_ps(av, w1, acc1[i]);
             }
         }
-        let b0 = _mm256_loadu_ps(bias.as_ptr());
-        let b1 = _mm256_loadu_ps(bias.as_ptr().add(8));
         for i in 0..MR {
-            let (v0, v1) = if last {
-                (_mm256_add_ps(acc0[i], b0), _mm256_add_ps(acc1[i], b1))
-            } else {
-                (acc0[i], acc1[i])
+            let (v0, v1) = match last {
+                Some(f) => f.avx2(acc0[i], acc1[i]),
+                None => (acc0[i], acc1[i]),
             };
             let dst = c.add(i * ldc);
             if cols == 16 {
@@ -115,16 +117,19 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
 #[inline(always)]
 unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
     let k = g.k;
-    // k-blocks keep one block of a panel (KC rows of 16) in L1 while every row block of the tile
-    // streams past it; without them a panel of a wide layer is re-read from L2 per row block.
-    let mut kb = 0;
-    while kb < k {
-        let kc = (k - kb).min(KC);
-        let (first, last) = (kb == 0, kb + kc == k);
-        for p in 0..g.panels() {
-            let j0 = p * 16;
-            let cols = (g.n - j0).min(16);
-            let bias = panel_bias(g.bias, j0, cols);
+    // Panel by panel, and within a panel k-block by k-block: one block (KC rows of 16) stays in
+    // L1 while every row block of the tile streams past it (without k-blocks a panel of a wide
+    // layer would be re-read from L2 per row block), and the partial sums of the panel's 16
+    // columns stay in L1 from one k-block to the next. The weights are read as one sequential
+    // stream, which the hardware prefetchers follow.
+    for p in 0..g.panels() {
+        let j0 = p * 16;
+        let cols = (g.n - j0).min(16);
+        let finish = Finish::new(g, j0, cols);
+        let mut kb = 0;
+        while kb < k {
+            let kc = (k - kb).min(KC);
+            let (first, last) = (kb == 0, (kb + kc == k).then_some(&finish));
             // SAFETY: panel p starts at p·k·16 inside the weight slice (its length is checked by
             // `super::gemm`'s debug assertion and by the loader); row kb of it is kb·16 further.
             let wp = unsafe { w.add(p * k * 16 + kb * 16) };
@@ -134,21 +139,21 @@ unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
             unsafe {
                 while i + MR_AVX2 <= g.m {
                     let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
-                    tile_avx2::<MR_AVX2, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last);
+                    tile_avx2::<MR_AVX2, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last);
                     i += MR_AVX2;
                 }
                 let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
                 match g.m - i {
                     // A single row is done panel-parallel after this loop.
                     0 | 1 => {}
-                    2 => tile_avx2::<2, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    3 => tile_avx2::<3, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    4 => tile_avx2::<4, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    _ => tile_avx2::<5, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    2 => tile_avx2::<2, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    3 => tile_avx2::<3, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    4 => tile_avx2::<4, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    _ => tile_avx2::<5, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
                 }
             }
+            kb += kc;
         }
-        kb += kc;
     }
     if g.m % MR_AVX2 == 1 {
         let i = g.m - 1;
@@ -199,16 +204,10 @@ unsafe fn row_avx2<const NP: usize, P: Avx2Panel>(
         for q in 0..NP {
             let j0 = (p0 + q) * 16;
             let cols = (g.n - j0).min(16);
-            let bias = panel_bias(g.bias, j0, cols);
+            let (v0, v1) = Finish::new(g, j0, cols).avx2(acc0[q], acc1[q]);
             let mut tmp = [0f32; 16];
-            _mm256_storeu_ps(
-                tmp.as_mut_ptr(),
-                _mm256_add_ps(acc0[q], _mm256_loadu_ps(bias.as_ptr())),
-            );
-            _mm256_storeu_ps(
-                tmp.as_mut_ptr().add(8),
-                _mm256_add_ps(acc1[q], _mm256_loadu_ps(bias.as_ptr().add(8))),
-            );
+            _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), c.add(j0), cols);
         }
     }
@@ -227,12 +226,50 @@ pub unsafe fn gemm_avx2(g: &Gemm) {
     }
 }
 
-fn panel_bias(bias: Option<&[f32]>, j0: usize, cols: usize) -> [f32; 16] {
-    let mut b = [0f32; 16];
-    if let Some(bias) = bias {
-        b[..cols].copy_from_slice(&bias[j0..j0 + cols]);
+/// What the last k-block does to a 16-column tile before storing it: add the bias, then ReLU.
+struct Finish {
+    bias: [f32; 16],
+    relu: bool,
+}
+
+impl Finish {
+    fn new(g: &Gemm, j0: usize, cols: usize) -> Finish {
+        let mut bias = [0f32; 16];
+        if let Some(b) = g.bias {
+            bias[..cols].copy_from_slice(&b[j0..j0 + cols]);
+        }
+        Finish { bias, relu: g.relu }
     }
-    b
+
+    #[inline(always)]
+    unsafe fn avx2(&self, v0: __m256, v1: __m256) -> (__m256, __m256) {
+        // SAFETY: AVX is enabled in the calling `#[target_feature]` function; `bias` has 16
+        // floats. `max(0, v)` returns v when v is NaN and keeps −0.0, as `super::relu` does.
+        unsafe {
+            let v0 = _mm256_add_ps(v0, _mm256_loadu_ps(self.bias.as_ptr()));
+            let v1 = _mm256_add_ps(v1, _mm256_loadu_ps(self.bias.as_ptr().add(8)));
+            if self.relu {
+                let zero = _mm256_setzero_ps();
+                (_mm256_max_ps(zero, v0), _mm256_max_ps(zero, v1))
+            } else {
+                (v0, v1)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn avx512(&self, v: __m512) -> __m512 {
+        // SAFETY: AVX-512F is enabled in the calling function; `bias` has 16 floats. Operand
+        // order as in `avx2`.
+        unsafe {
+            let v = _mm512_add_ps(v, _mm512_loadu_ps(self.bias.as_ptr()));
+            if self.relu {
+                _mm512_max_ps(_mm512_setzero_ps(), v)
+            } else {
+                v
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,12 +305,11 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
     a: *const f32,
     lda: usize,
     wp: *const P::E,
-    bias: &[f32; 16],
     c: *mut f32,
     ldc: usize,
     cols: usize,
     first: bool,
-    last: bool,
+    last: Option<&Finish>,
 ) {
     // SAFETY: (whole body) same regions as `tile_avx2`; AVX-512F enabled by the caller.
     unsafe {
@@ -294,9 +330,11 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
                 *acc = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(i * lda + r)), w, *acc);
             }
         }
-        let b = _mm512_loadu_ps(bias.as_ptr());
         for (i, acc) in acc.iter().enumerate() {
-            let v = if last { _mm512_add_ps(*acc, b) } else { *acc };
+            let v = match last {
+                Some(f) => f.avx512(*acc),
+                None => *acc,
+            };
             _mm512_mask_storeu_ps(c.add(i * ldc), mask, v);
         }
     }
@@ -305,14 +343,15 @@ unsafe fn tile_avx512<const MR: usize, P: Avx512Panel>(
 #[inline(always)]
 unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
     let k = g.k;
-    let mut kb = 0;
-    while kb < k {
-        let kc = (k - kb).min(KC);
-        let (first, last) = (kb == 0, kb + kc == k);
-        for p in 0..g.panels() {
-            let j0 = p * 16;
-            let cols = (g.n - j0).min(16);
-            let bias = panel_bias(g.bias, j0, cols);
+    // Loop order as in `gemm_avx2_typed`.
+    for p in 0..g.panels() {
+        let j0 = p * 16;
+        let cols = (g.n - j0).min(16);
+        let finish = Finish::new(g, j0, cols);
+        let mut kb = 0;
+        while kb < k {
+            let kc = (k - kb).min(KC);
+            let (first, last) = (kb == 0, (kb + kc == k).then_some(&finish));
             // SAFETY: as in `gemm_avx2_typed`.
             let wp = unsafe { w.add(p * k * 16 + kb * 16) };
             let mut i = 0;
@@ -320,25 +359,23 @@ unsafe fn gemm_avx512_typed<P: Avx512Panel>(g: &Gemm, w: *const P::E) {
             unsafe {
                 while i + MR_AVX512 <= g.m {
                     let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
-                    tile_avx512::<MR_AVX512, P>(
-                        kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last,
-                    );
+                    tile_avx512::<MR_AVX512, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last);
                     i += MR_AVX512;
                 }
                 let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
                 match g.m - i {
                     // A single row is done panel-parallel after this loop.
                     0 | 1 => {}
-                    2 => tile_avx512::<2, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    3 => tile_avx512::<3, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    4 => tile_avx512::<4, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    5 => tile_avx512::<5, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    6 => tile_avx512::<6, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
-                    _ => tile_avx512::<7, P>(kc, a, g.lda, wp, &bias, c, g.ldc, cols, first, last),
+                    2 => tile_avx512::<2, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    3 => tile_avx512::<3, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    4 => tile_avx512::<4, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    5 => tile_avx512::<5, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    6 => tile_avx512::<6, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
+                    _ => tile_avx512::<7, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last),
                 }
             }
+            kb += kc;
         }
-        kb += kc;
     }
     if g.m % MR_AVX512 == 1 {
         let i = g.m - 1;
@@ -382,17 +419,12 @@ unsafe fn row_avx512<const NP: usize, P: Avx512Panel>(
         for (q, acc) in acc.iter().enumerate() {
             let j0 = (p0 + q) * 16;
             let cols = (g.n - j0).min(16);
-            let bias = panel_bias(g.bias, j0, cols);
             let mask: __mmask16 = if cols == 16 {
                 0xFFFF
             } else {
                 (1u16 << cols) - 1
             };
-            _mm512_mask_storeu_ps(
-                c.add(j0),
-                mask,
-                _mm512_add_ps(*acc, _mm512_loadu_ps(bias.as_ptr())),
-            );
+            _mm512_mask_storeu_ps(c.add(j0), mask, Finish::new(g, j0, cols).avx512(*acc));
         }
     }
 }

@@ -261,6 +261,11 @@ impl Model {
     pub fn scratch_floats_per_sample(&self) -> usize {
         self.inner.plan.width
     }
+    /// Samples per tile: a session's working memory is `min(max_batch, tile_rows)` samples.
+    /// 64, or 128 for models whose dense weights (over 8 MiB) stream from memory.
+    pub fn tile_rows(&self) -> usize {
+        self.inner.plan.tile_rows
+    }
     /// Parameters: dense weights and biases, activation parameters and embedding tables.
     pub fn parameter_count(&self) -> u64 {
         let g = &self.inner.graph;
