@@ -63,7 +63,9 @@ pub const STREAMING_WEIGHT_BYTES: usize = 8 << 20;
 pub struct Plan {
     /// Floats per sample in the arena.
     pub width: usize,
-    /// Samples per tile: `TILE_ROWS` or `TILE_ROWS_STREAMING`.
+    /// The dense weights exceed `STREAMING_WEIGHT_BYTES`: they come from DRAM on every tile.
+    pub streaming: bool,
+    /// Samples per tile: `TILE_ROWS`, or `TILE_ROWS_STREAMING` when `streaming`.
     pub tile_rows: usize,
     /// `(feature index, x0 column)` in concatenation order (x0 starts at column 0).
     pub inputs: Vec<(usize, usize)>,
@@ -245,14 +247,15 @@ pub fn build(g: &Graph) -> Result<Plan> {
             _ => 0,
         })
         .sum();
-    let tile_rows = if dense_weight_bytes > STREAMING_WEIGHT_BYTES {
-        TILE_ROWS_STREAMING
-    } else {
-        TILE_ROWS
-    };
+    let streaming = dense_weight_bytes > STREAMING_WEIGHT_BYTES;
     Ok(Plan {
         width: b.width,
-        tile_rows,
+        streaming,
+        tile_rows: if streaming {
+            TILE_ROWS_STREAMING
+        } else {
+            TILE_ROWS
+        },
         inputs,
         ops: b.ops,
         expert_cols: b.expert_cols,
