@@ -225,10 +225,15 @@ unsafe fn row_avx2<const NP: usize, P: Avx2Panel>(
             let j0 = (p0 + q) * 16;
             let cols = (g.n - j0).min(16);
             let (v0, v1) = Finish::new(g, j0, cols).avx2(acc0[q], acc1[q]);
-            let mut tmp = [0f32; 16];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), c.add(j0), cols);
+            if cols == 16 {
+                _mm256_storeu_ps(c.add(j0), v0);
+                _mm256_storeu_ps(c.add(j0 + 8), v1);
+            } else {
+                let mut tmp = [0f32; 16];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), c.add(j0), cols);
+            }
         }
     }
 }
@@ -255,8 +260,11 @@ struct Finish {
 impl Finish {
     fn new(g: &Gemm, j0: usize, cols: usize) -> Finish {
         let mut bias = [0f32; 16];
-        if let Some(b) = g.bias {
-            bias[..cols].copy_from_slice(&b[j0..j0 + cols]);
+        match g.bias {
+            // A fixed-size copy for full panels (a variable one is a memcpy call per panel).
+            Some(b) if cols == 16 => bias.copy_from_slice(&b[j0..j0 + 16]),
+            Some(b) => bias[..cols].copy_from_slice(&b[j0..j0 + cols]),
+            None => {}
         }
         Finish { bias, relu: g.relu }
     }

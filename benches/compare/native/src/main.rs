@@ -11,7 +11,8 @@
 //!   run --inputs DIR --batches 1,16 [RUNNERS] [--reps 15] [--min-ms 20] [--dump DIR]
 //!       RUNNERS: --ple NAME=FILE.ple (repeatable), --tract FILE.onnx, --ort FILE.onnx,
 //!       --ort-identity FILE.onnx (with --ort-lib libonnxruntime.so), --bandwidth NAME=BYTES
-//!       (repeatable: one read of a buffer of that size per call).
+//!       (repeatable: one read of a buffer of that size per call), --widen NAME=BYTES (one read of
+//!       an f16 buffer of that size, widened with vcvtph2ps as the f16 kernels load weights).
 //!       Inputs are DIR/b{B}/{input name}.npy. For every batch, every runner first scores once
 //!       (outputs written to DUMP/{runner}_b{B}.npy with --dump), then the timed repetitions are
 //!       interleaved across runners (rep 1 of every runner, rep 2 of every runner, ...) so slow
@@ -97,7 +98,10 @@ fn main() {
         Some("open") => cmd_open(&Args::parse(&args[1..])),
         Some("sessions") => cmd_sessions(&Args::parse(&args[1..])),
         Some("make-big") => cmd_make_big(&Args::parse(&args[1..])),
-        _ => Err("usage: ple-compare run|serve|bandwidth|open|sessions|make-big ... (see src/main.rs)".into()),
+        _ => Err(
+            "usage: ple-compare run|serve|bandwidth|open|sessions|make-big ... (see src/main.rs)"
+                .into(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("ple-compare: {e}");
@@ -130,7 +134,10 @@ impl Args {
         self.0.get(k).and_then(|v| v.last()).map(String::as_str)
     }
     fn all(&self, k: &str) -> Vec<&str> {
-        self.0.get(k).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default()
+        self.0
+            .get(k)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
     }
     fn req(&self, k: &str) -> Res<&str> {
         self.get(k).ok_or_else(|| format!("missing --{k}"))
@@ -147,7 +154,11 @@ impl Args {
     fn list(&self, k: &str) -> Res<Vec<usize>> {
         self.req(k)?
             .split(',')
-            .map(|s| s.trim().parse().map_err(|_| format!("--{k}: bad number {s:?}")))
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .map_err(|_| format!("--{k}: bad number {s:?}"))
+            })
             .collect()
     }
 }
@@ -178,7 +189,9 @@ fn read_npy(path: &Path) -> Res<Npy> {
     };
     let header = std::str::from_utf8(&b[start..start + hlen]).map_err(|_| err("bad header"))?;
     let field = |name: &str| -> Res<&str> {
-        let i = header.find(name).ok_or_else(|| err(&format!("no {name}")))?;
+        let i = header
+            .find(name)
+            .ok_or_else(|| err(&format!("no {name}")))?;
         Ok(&header[i + name.len()..])
     };
     let descr = field("'descr':")?.trim_start();
@@ -187,7 +200,8 @@ fn read_npy(path: &Path) -> Res<Npy> {
         return Err(err("fortran order"));
     }
     let sh = field("'shape':")?;
-    let sh = &sh[sh.find('(').ok_or_else(|| err("shape"))? + 1..sh.find(')').ok_or_else(|| err("shape"))?];
+    let sh = &sh[sh.find('(').ok_or_else(|| err("shape"))? + 1
+        ..sh.find(')').ok_or_else(|| err("shape"))?];
     let shape: Vec<usize> = sh
         .split(',')
         .map(str::trim)
@@ -197,13 +211,29 @@ fn read_npy(path: &Path) -> Res<Npy> {
     let n: usize = shape.iter().product();
     let body = &b[start + hlen..];
     let data = match descr {
-        "<f4" => Data::F32(body[..n * 4].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-        "<f8" => Data::F32(
-            body[..n * 8].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        "<f4" => Data::F32(
+            body[..n * 4]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
         ),
-        "<i8" => Data::I64(body[..n * 8].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+        "<f8" => Data::F32(
+            body[..n * 8]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+        ),
+        "<i8" => Data::I64(
+            body[..n * 8]
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
         "<i4" => Data::I64(
-            body[..n * 4].chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            body[..n * 4]
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
         ),
         d => return Err(err(&format!("unsupported dtype {d}"))),
     };
@@ -212,7 +242,11 @@ fn read_npy(path: &Path) -> Res<Npy> {
 
 fn write_npy_f32(path: &Path, shape: &[usize], v: &[f32]) -> Res<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let sh = if dims.len() == 1 { format!("{},", dims[0]) } else { dims.join(", ") };
+    let sh = if dims.len() == 1 {
+        format!("{},", dims[0])
+    } else {
+        dims.join(", ")
+    };
     let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({sh}), }}");
     while (10 + h.len() + 1) % 64 != 0 {
         h.push(' ');
@@ -283,7 +317,13 @@ struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     fn new(name: &str, call: impl FnMut() -> Res<()> + 'a) -> Runner<'a> {
-        Runner { name: name.to_string(), call: Box::new(call), inner: 1, samples: Vec::new(), info: None }
+        Runner {
+            name: name.to_string(),
+            call: Box::new(call),
+            inner: 1,
+            samples: Vec::new(),
+            info: None,
+        }
     }
 }
 
@@ -327,7 +367,8 @@ fn time_rep(r: &mut Runner) -> Res<()> {
     for _ in 0..r.inner {
         (r.call)()?;
     }
-    r.samples.push(t.elapsed().as_secs_f64() * 1e6 / r.inner as f64);
+    r.samples
+        .push(t.elapsed().as_secs_f64() * 1e6 / r.inner as f64);
     Ok(())
 }
 
@@ -356,9 +397,16 @@ fn load_input(dir: &Path, batch: usize, name: &str) -> Res<Loaded> {
     let p = dir.join(format!("b{batch}")).join(format!("{name}.npy"));
     let a = read_npy(&p)?;
     if a.shape.first() != Some(&batch) {
-        return Err(format!("{}: first dim {:?}, expected batch {batch}", p.display(), a.shape));
+        return Err(format!(
+            "{}: first dim {:?}, expected batch {batch}",
+            p.display(),
+            a.shape
+        ));
     }
-    Ok(Loaded { shape: a.shape, data: a.data })
+    Ok(Loaded {
+        shape: a.shape,
+        data: a.data,
+    })
 }
 
 /// Every runner of one batch size, set up (and, with --dump, scored once with outputs written).
@@ -371,7 +419,9 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
     }
     let dump_to = |name: &str, shape: &[usize], v: &[f32]| -> Res<()> {
         match &dump {
-            Some(d) if !v.is_empty() => write_npy_f32(&d.join(format!("{name}_b{batch}.npy")), shape, v),
+            Some(d) if !v.is_empty() => {
+                write_npy_f32(&d.join(format!("{name}_b{batch}.npy")), shape, v)
+            }
             _ => Ok(()),
         }
     };
@@ -387,7 +437,10 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
                 .s("simd", m.simd_level().name())
                 .n("flops_per_sample", m.flops_per_sample() as f64)
                 .n("parameters", m.parameter_count() as f64)
-                .n("scratch_floats_per_sample", m.scratch_floats_per_sample() as f64)
+                .n(
+                    "scratch_floats_per_sample",
+                    m.scratch_floats_per_sample() as f64,
+                )
                 .print();
         }
         let cols = m
@@ -409,7 +462,9 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
         let inputs: Vec<Input<'static>> = cols.iter().map(Data::as_input).collect();
         let mut session = Session::new(&m, batch).map_err(|e| e.to_string())?;
         let mut out = vec![0f32; batch * m.output_width()];
-        session.run(&inputs, batch, &mut out, None).map_err(|e| e.to_string())?;
+        session
+            .run(&inputs, batch, &mut out, None)
+            .map_err(|e| e.to_string())?;
         dump_to(name, &[batch, m.output_width()], &out)?;
         let info = J::new()
             .n("scratch_bytes", session.scratch_bytes() as f64)
@@ -417,7 +472,11 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
             .s("simd", m.simd_level().name());
         runners.push(Runner {
             name: name.to_string(),
-            call: Box::new(move || session.run(&inputs, batch, &mut out, None).map_err(|e| e.to_string())),
+            call: Box::new(move || {
+                session
+                    .run(&inputs, batch, &mut out, None)
+                    .map_err(|e| e.to_string())
+            }),
             inner: 1,
             samples: Vec::new(),
             info: Some(info),
@@ -441,6 +500,11 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
         let (name, bytes) = spec.split_once('=').ok_or("--bandwidth NAME=BYTES")?;
         let bytes: usize = bytes.parse().map_err(|_| format!("--bandwidth {spec}"))?;
         runners.push(bandwidth_runner(name, bytes));
+    }
+    for spec in a.all("widen") {
+        let (name, bytes) = spec.split_once('=').ok_or("--widen NAME=BYTES")?;
+        let bytes: usize = bytes.parse().map_err(|_| format!("--widen {spec}"))?;
+        runners.push(widen_runner(name, bytes));
     }
     Ok(runners)
 }
@@ -582,7 +646,10 @@ mod tract_native {
                 .into_runnable()
                 .map_err(e)?;
             let state = TypedSimpleState::new(&plan).map_err(e)?;
-            Ok(Plan { state, inputs: values })
+            Ok(Plan {
+                state,
+                inputs: values,
+            })
         }
 
         pub fn run(&mut self) -> Res<TVec<TValue>> {
@@ -592,7 +659,12 @@ mod tract_native {
         pub fn run_once(&mut self) -> Res<(Vec<usize>, Vec<f32>)> {
             let out = self.run()?;
             let t = &out[0];
-            let v: Vec<f32> = t.to_plain_array_view::<f32>().map_err(e)?.iter().copied().collect();
+            let v: Vec<f32> = t
+                .to_plain_array_view::<f32>()
+                .map_err(e)?
+                .iter()
+                .copied()
+                .collect();
             Ok((t.shape().to_vec(), v))
         }
     }
@@ -660,12 +732,20 @@ mod ort_native {
             let session = open(path, lib)?;
             let mut binding = session.create_binding().map_err(e)?;
             let mut held = Vec::new();
-            let names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+            let names: Vec<String> = session
+                .inputs()
+                .iter()
+                .map(|i| i.name().to_string())
+                .collect();
             for name in names {
                 let l = load_input(dir, batch, &name)?;
                 let v: DynValue = match l.data {
-                    Data::F32(v) => Tensor::from_array((l.shape.clone(), v)).map_err(e)?.into_dyn(),
-                    Data::I64(v) => Tensor::from_array((l.shape.clone(), v)).map_err(e)?.into_dyn(),
+                    Data::F32(v) => Tensor::from_array((l.shape.clone(), v))
+                        .map_err(e)?
+                        .into_dyn(),
+                    Data::I64(v) => Tensor::from_array((l.shape.clone(), v))
+                        .map_err(e)?
+                        .into_dyn(),
                 };
                 binding.bind_input(&name, &v).map_err(e)?;
                 held.push(v);
@@ -674,11 +754,11 @@ mod ort_native {
             // Anything but a [batch, width] f32 output (the identity model's) goes to ORT's
             // CPU allocator.
             let width = match session.outputs()[0].dtype() {
-                ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Float32, shape, .. }
-                    if shape.len() == 2 && shape[1] > 0 =>
-                {
-                    Some(shape[1] as usize)
-                }
+                ort::value::ValueType::Tensor {
+                    ty: ort::value::TensorElementType::Float32,
+                    shape,
+                    ..
+                } if shape.len() == 2 && shape[1] > 0 => Some(shape[1] as usize),
                 _ => None,
             };
             match width {
@@ -691,7 +771,12 @@ mod ort_native {
                     binding.bind_output_to_device(&out_name, &info).map_err(e)?;
                 }
             }
-            Ok(Bound { binding, _inputs: held, out_name, session })
+            Ok(Bound {
+                binding,
+                _inputs: held,
+                out_name,
+                session,
+            })
         }
 
         pub fn run(&mut self) -> Res<()> {
@@ -703,7 +788,9 @@ mod ort_native {
             let out = self.session.run_binding(&self.binding).map_err(e)?;
             let v = out.get(&self.out_name).ok_or("no output")?;
             match v.try_extract_tensor::<f32>() {
-                Ok((shape, data)) => Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec())),
+                Ok((shape, data)) => {
+                    Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+                }
                 Err(_) => Ok((vec![0], Vec::new())),
             }
         }
@@ -769,6 +856,69 @@ fn sum(v: &[f32], streams: usize) -> f32 {
     acc.iter().sum::<f32>() + v[v.len() / 16 * 16..].iter().sum::<f32>()
 }
 
+/// Like `sum_avx2` over binary16 values, each 16-value step widened with two `vcvtph2ps`, exactly
+/// as ple's f16 GEMV loads a panel row: the conversion throughput, not the memory, can be what
+/// limits an f16 kernel at batch 1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn sum_f16_avx2<const S: usize>(v: &[u16]) -> f32 {
+    use std::arch::x86_64::*;
+    let part = v.len() / S / 16 * 16;
+    let p = v.as_ptr();
+    let mut lo = [_mm256_setzero_ps(); S];
+    let mut hi = [_mm256_setzero_ps(); S];
+    let mut i = 0;
+    while i < part {
+        for s in 0..S {
+            // SAFETY: s·part + i + 16 <= S·part <= v.len(); unaligned 16-byte loads.
+            let (a, b) = unsafe {
+                let q = p.add(s * part + i);
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(q as *const __m128i)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(q.add(8) as *const __m128i)),
+                )
+            };
+            lo[s] = _mm256_add_ps(lo[s], a);
+            hi[s] = _mm256_add_ps(hi[s], b);
+        }
+        i += 16;
+    }
+    let mut t = _mm256_setzero_ps();
+    for s in 0..S {
+        t = _mm256_add_ps(t, _mm256_add_ps(lo[s], hi[s]));
+    }
+    let mut out = [0f32; 8];
+    // SAFETY: out has 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), t) };
+    out.iter().sum::<f32>()
+}
+
+/// A runner that widens and sums an f16 buffer of `bytes` once per call (4 streams, like the
+/// GEMV's 4 panels), or reads it as f32 where the CPU lacks F16C.
+fn widen_runner(name: &str, bytes: usize) -> Runner<'static> {
+    let n = (bytes / 2).max(64);
+    let buf: Vec<u16> = (0..n).map(|i| 0x3C00 + (i % 7) as u16).collect();
+    let mut r = Runner::new(name, move || {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX2 and F16C checked just above.
+            std::hint::black_box(unsafe { sum_f16_avx2::<BW_STREAMS>(std::hint::black_box(&buf)) });
+            return Ok(());
+        }
+        let s: u32 = std::hint::black_box(&buf).iter().map(|&h| h as u32).sum();
+        std::hint::black_box(s);
+        Ok(())
+    });
+    r.info = Some(
+        J::new()
+            .n("bytes", (n * 2) as f64)
+            .n("streams", BW_STREAMS as f64),
+    );
+    r
+}
+
 /// Streams used by the bandwidth measurement (see `bandwidth --streams`).
 const BW_STREAMS: usize = 4;
 
@@ -784,7 +934,11 @@ fn bandwidth_runner_with(name: &str, bytes: usize, streams: usize) -> Runner<'st
         std::hint::black_box(sum(std::hint::black_box(&buf), streams));
         Ok(())
     });
-    r.info = Some(J::new().n("bytes", (n * 4) as f64).n("streams", streams as f64));
+    r.info = Some(
+        J::new()
+            .n("bytes", (n * 4) as f64)
+            .n("streams", streams as f64),
+    );
     r
 }
 
@@ -836,7 +990,12 @@ fn mapping_kib(path: &Path) -> (usize, usize) {
             continue;
         }
         if inside {
-            let v = || l.split_whitespace().nth(1).and_then(|x| x.parse::<usize>().ok()).unwrap_or(0);
+            let v = || {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
             if l.starts_with("Size:") {
                 size += v();
             } else if l.starts_with("Rss:") {
@@ -929,7 +1088,10 @@ fn cmd_open(a: &Args) -> Res<()> {
         .n("minor_faults", minflt as f64)
         .n("major_faults", majflt as f64)
         .n("header_meta_bytes", data_offset(&path) as f64)
-        .n("page_kib", (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024) as f64)
+        .n(
+            "page_kib",
+            (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024) as f64,
+        )
         .print();
     Ok(())
 }
@@ -947,7 +1109,10 @@ fn cmd_sessions(a: &Args) -> Res<()> {
             .n("max_batch", mb as f64)
             .n("scratch_bytes", s.scratch_bytes() as f64)
             .n("allocated_bytes", (h1 - h0) as f64)
-            .n("scratch_floats_per_sample", m.scratch_floats_per_sample() as f64)
+            .n(
+                "scratch_floats_per_sample",
+                m.scratch_floats_per_sample() as f64,
+            )
             .print();
     }
     // `count` sessions, each scoring one batch (so its scratch pages are really touched).
@@ -958,7 +1123,8 @@ fn cmd_sessions(a: &Args) -> Res<()> {
     // Warm the mapping first with one session, so later growth is per-session only.
     {
         let mut s = Session::new(&m, mb).map_err(|e| e.to_string())?;
-        s.run(&inputs, mb, &mut out, None).map_err(|e| e.to_string())?;
+        s.run(&inputs, mb, &mut out, None)
+            .map_err(|e| e.to_string())?;
     }
     let mut sessions = Vec::with_capacity(count);
     let rss0 = status_kib("VmRSS:");
@@ -967,7 +1133,8 @@ fn cmd_sessions(a: &Args) -> Res<()> {
     let h0 = live_bytes();
     for _ in 0..count {
         let mut s = Session::new(&m, mb).map_err(|e| e.to_string())?;
-        s.run(&inputs, mb, &mut out, None).map_err(|e| e.to_string())?;
+        s.run(&inputs, mb, &mut out, None)
+            .map_err(|e| e.to_string())?;
         sessions.push(s);
     }
     let h1 = live_bytes();
@@ -1021,7 +1188,10 @@ fn cmd_make_big(a: &Args) -> Res<()> {
         .s("kind", "make-big")
         .s("path", &out.to_string_lossy())
         .n("file_bytes", bytes.len() as f64)
-        .n("table_bytes", (sparse * vocab * dim * dtype.size() as usize) as f64)
+        .n(
+            "table_bytes",
+            (sparse * vocab * dim * dtype.size() as usize) as f64,
+        )
         .n("vocab_per_table", vocab as f64)
         .n("seconds", t.elapsed().as_secs_f64())
         .print();
