@@ -87,10 +87,13 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
                 }
             }
         }
+        // One base pointer per row, so each broadcast is a single (base + r·4) load rather than
+        // a chain of stride additions the compiler would otherwise recompute every iteration.
+        let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * lda));
         for r in 0..k {
             let (w0, w1) = P::load(wp.add(r * 16));
             for i in 0..MR {
-                let av = _mm256_broadcast_ss(&*a.add(i * lda + r));
+                let av = _mm256_broadcast_ss(&*rows[i].add(r));
                 acc0[i] = _mm256_fmadd_ps(av, w0, acc0[i]);
                 acc1[i] = _mm256_fmadd_ps(av, w1, acc1[i]);
             }
