@@ -231,7 +231,6 @@ impl Session {
                         c: unsafe { arena.add(out) },
                         ldc: width,
                         relu: matches!(layer.act, Act::Relu),
-                        streaming: inner.plan.streaming,
                     };
                     // SAFETY: A covers columns input..input+k and C columns out..out+n of rows
                     // 0..rows of the arena; the plan gives every layer a fresh output range, so

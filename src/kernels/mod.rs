@@ -127,10 +127,6 @@ pub struct Gemm<'a> {
     pub c: *mut f32,
     pub ldc: usize,
     pub relu: bool,
-    /// The weights come from DRAM rather than cache (the model's dense weights are large):
-    /// the AVX2 kernel then prefetches each panel's next k-block while using the current one.
-    /// A hint only; results are identical either way.
-    pub streaming: bool,
 }
 
 impl Gemm<'_> {

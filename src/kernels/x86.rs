@@ -136,31 +136,11 @@ unsafe fn gemm_avx2_typed<P: Avx2Panel>(g: &Gemm, w: *const P::E) {
             // SAFETY: panel p starts at p·k·16 inside the weight slice (its length is checked by
             // `super::gemm`'s debug assertion and by the loader); row kb of it is kb·16 further.
             let wp = unsafe { w.add(p * k * 16 + kb * 16) };
-            // Weights streaming from DRAM: while the row tiles use this block, fetch the next
-            // one (the rest of this panel or the next panel: the layout is contiguous), a slice
-            // per tile. Without it the first tile of every block waits on memory; the hardware
-            // prefetcher only runs a few lines ahead of a stream that then pauses for the other
-            // tiles. Zen 3 prefetches into L1 whatever the hint, so the slices are small and
-            // spread; when the weights fit in cache the extra instructions only cost, so it is
-            // off there (`Gemm::streaming`).
-            let block_bytes = KC * 16 * std::mem::size_of::<P::E>();
-            let next = (wp as *const u8).wrapping_add(kc * 16 * std::mem::size_of::<P::E>());
-            let lines_per_tile = if g.streaming {
-                (block_bytes / 64).div_ceil((g.m / MR_AVX2).max(1))
-            } else {
-                0
-            };
-            let mut line = 0;
             let mut i = 0;
             // SAFETY: (all calls below) rows i..i+MR are within 0..m; columns kb..kb+kc of A
             // and j0..j0+cols of C are within the caller's regions (see `super::gemm`).
             unsafe {
                 while i + MR_AVX2 <= g.m {
-                    for _ in 0..lines_per_tile {
-                        // Never dereferenced; past the end of the weights it is a harmless hint.
-                        super::prefetch(next.wrapping_add(line * 64));
-                        line += 1;
-                    }
                     let (a, c) = (g.a.add(i * g.lda + kb), g.c.add(i * g.ldc + j0));
                     tile_avx2::<MR_AVX2, P>(kc, a, g.lda, wp, c, g.ldc, cols, first, last);
                     i += MR_AVX2;

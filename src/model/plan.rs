@@ -63,9 +63,8 @@ pub const STREAMING_WEIGHT_BYTES: usize = 8 << 20;
 pub struct Plan {
     /// Floats per sample in the arena.
     pub width: usize,
-    /// The dense weights exceed `STREAMING_WEIGHT_BYTES`: they come from DRAM on every tile.
-    pub streaming: bool,
-    /// Samples per tile: `TILE_ROWS`, or `TILE_ROWS_STREAMING` when `streaming`.
+    /// Samples per tile: `TILE_ROWS`, or `TILE_ROWS_STREAMING` when the dense weights exceed
+    /// `STREAMING_WEIGHT_BYTES` (they then come from DRAM on every tile).
     pub tile_rows: usize,
     /// `(feature index, x0 column)` in concatenation order (x0 starts at column 0).
     pub inputs: Vec<(usize, usize)>,
@@ -250,7 +249,6 @@ pub fn build(g: &Graph) -> Result<Plan> {
     let streaming = dense_weight_bytes > STREAMING_WEIGHT_BYTES;
     Ok(Plan {
         width: b.width,
-        streaming,
         tile_rows: if streaming {
             TILE_ROWS_STREAMING
         } else {
