@@ -22,6 +22,8 @@ const KC: usize = 512;
 
 trait Avx2Panel {
     type E;
+    /// Whether the tile loop takes two k-steps per iteration.
+    const UNROLL_K: bool;
     /// Loads one 16-wide panel row as two f32 vectors.
     unsafe fn load(p: *const Self::E) -> (__m256, __m256);
 }
@@ -31,6 +33,7 @@ struct F16x16;
 
 impl Avx2Panel for F32x16 {
     type E = f32;
+    const UNROLL_K: bool = true;
     #[inline(always)]
     unsafe fn load(p: *const f32) -> (__m256, __m256) {
         // SAFETY: the caller passes a pointer to 16 readable floats; AVX is enabled in the
@@ -41,6 +44,7 @@ impl Avx2Panel for F32x16 {
 
 impl Avx2Panel for F16x16 {
     type E = u16;
+    const UNROLL_K: bool = false;
     #[inline(always)]
     unsafe fn load(p: *const u16) -> (__m256, __m256) {
         // SAFETY: 16 readable halves; F16C is enabled in the calling function.
@@ -93,13 +97,30 @@ unsafe fn tile_avx2<const MR: usize, P: Avx2Panel>(
         // One base pointer per row, so each broadcast is a single (base + r·4) load rather than
         // a chain of stride additions the compiler would otherwise recompute every iteration.
         let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * lda));
-        for r in 0..k {
-            let (w0, w1) = P::load(wp.add(r * 16));
-            for i in 0..MR {
-                let av = _mm256_broadcast_ss(&*rows[i].add(r));
-                acc0[i] = _mm256_fmadd_ps(av, w0, acc0[i]);
-                acc1[i] = _mm256_fmadd_ps(av, w1, acc1[i]);
+        macro_rules! step {
+            ($r:expr) => {{
+                let (w0, w1) = P::load(wp.add($r * 16));
+                for i in 0..MR {
+                    let av = _mm256_broadcast_ss(&*rows[i].add($r));
+                    acc0[i] = _mm256_fmadd_ps(av, w0, acc0[i]);
+                    acc1[i] = _mm256_fmadd_ps(av, w1, acc1[i]);
+                }
+            }};
+        }
+        // f32: two k-steps per iteration cut the loop overhead (measured +5–10% at batch 256);
+        // f16: the same unrolling runs out of registers for the widened rows and halves the
+        // speed, so one step. Either way each accumulator sums over k in order.
+        let mut r = 0;
+        if P::UNROLL_K {
+            while r + 2 <= k {
+                step!(r);
+                step!(r + 1);
+                r += 2;
             }
+        }
+        while r < k {
+            step!(r);
+            r += 1;
         }
         for i in 0..MR {
             let (v0, v1) = match last {
