@@ -164,7 +164,7 @@ impl Args {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Minimal .npy (v1/v2/v3, little-endian, C order) for f32 / f64 / i64 / i32.
+// .npy inputs, through the library's reader (integers as ids, floats as f32).
 
 enum Data {
     F32(Vec<f32>),
@@ -177,67 +177,15 @@ struct Npy {
 }
 
 fn read_npy(path: &Path) -> Res<Npy> {
-    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let err = |m: &str| format!("{}: {m}", path.display());
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        return Err(err("not an .npy file"));
-    }
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+    let a = ple::npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let data = match a.to_i64() {
+        Some(ids) => Data::I64(ids),
+        None => Data::F32(a.to_f32()),
     };
-    let header = std::str::from_utf8(&b[start..start + hlen]).map_err(|_| err("bad header"))?;
-    let field = |name: &str| -> Res<&str> {
-        let i = header
-            .find(name)
-            .ok_or_else(|| err(&format!("no {name}")))?;
-        Ok(&header[i + name.len()..])
-    };
-    let descr = field("'descr':")?.trim_start();
-    let descr = &descr[1..descr[1..].find('\'').ok_or_else(|| err("descr"))? + 1];
-    if field("'fortran_order':")?.trim_start().starts_with("True") {
-        return Err(err("fortran order"));
-    }
-    let sh = field("'shape':")?;
-    let sh = &sh[sh.find('(').ok_or_else(|| err("shape"))? + 1
-        ..sh.find(')').ok_or_else(|| err("shape"))?];
-    let shape: Vec<usize> = sh
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| err("shape")))
-        .collect::<Res<_>>()?;
-    let n: usize = shape.iter().product();
-    let body = &b[start + hlen..];
-    let data = match descr {
-        "<f4" => Data::F32(
-            body[..n * 4]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        "<f8" => Data::F32(
-            body[..n * 8]
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-        ),
-        "<i8" => Data::I64(
-            body[..n * 8]
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        "<i4" => Data::I64(
-            body[..n * 4]
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
-        ),
-        d => return Err(err(&format!("unsupported dtype {d}"))),
-    };
-    Ok(Npy { shape, data })
+    Ok(Npy {
+        shape: a.shape,
+        data,
+    })
 }
 
 fn write_npy_f32(path: &Path, shape: &[usize], v: &[f32]) -> Res<()> {
