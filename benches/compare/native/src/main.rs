@@ -748,12 +748,54 @@ mod ort_native {
 // ------------------------------------------------------------------------------------------------
 // bandwidth
 
+/// A buffer element the bandwidth sums can read: 16 values per step as two f32 vectors.
+#[cfg(target_arch = "x86_64")]
+trait Row16: Copy {
+    /// # Safety
+    /// `p` has 16 readable elements; AVX2 and F16C are enabled in the calling function.
+    unsafe fn load(p: *const Self) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256);
+    fn value(self) -> f32;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Row16 for f32 {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+        use std::arch::x86_64::*;
+        // SAFETY: 16 readable floats (caller).
+        unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
+    }
+    fn value(self) -> f32 {
+        self
+    }
+}
+
+/// binary16, widened with two `vcvtph2ps` per step exactly as ple's f16 GEMV loads a panel row:
+/// the conversion throughput, not the memory, can be what limits an f16 kernel at batch 1.
+#[cfg(target_arch = "x86_64")]
+impl Row16 for u16 {
+    #[inline(always)]
+    unsafe fn load(p: *const u16) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+        use std::arch::x86_64::*;
+        // SAFETY: 16 readable halves (caller); unaligned 16-byte loads.
+        unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+                _mm256_cvtph_ps(_mm_loadu_si128(p.add(8) as *const __m128i)),
+            )
+        }
+    }
+    fn value(self) -> f32 {
+        ple::kernels::f16_to_f32(self)
+    }
+}
+
 /// Sums `v` reading `S` equal parts of it side by side (the way a GEMV kernel streams several
-/// weight panels at once), 64 bytes per part per step, into 2·S independent register
+/// weight panels at once), 16 values per part per step, into 2·S independent register
 /// accumulators (S is a constant so the accumulators stay in registers).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sum_avx2<const S: usize>(v: &[f32]) -> f32 {
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn sum_avx2<const S: usize, T: Row16>(v: &[T]) -> f32 {
     use std::arch::x86_64::*;
     let part = v.len() / S / 16 * 16;
     let p = v.as_ptr();
@@ -762,12 +804,10 @@ unsafe fn sum_avx2<const S: usize>(v: &[f32]) -> f32 {
     let mut i = 0;
     while i < part {
         for s in 0..S {
-            // SAFETY: s·part + i + 16 <= S·part <= v.len().
-            let q = unsafe { p.add(s * part + i) };
-            // SAFETY: as above.
-            lo[s] = _mm256_add_ps(lo[s], unsafe { _mm256_loadu_ps(q) });
-            // SAFETY: as above.
-            hi[s] = _mm256_add_ps(hi[s], unsafe { _mm256_loadu_ps(q.add(8)) });
+            // SAFETY: s·part + i + 16 <= S·part <= v.len(); features enabled by the attribute.
+            let (a, b) = unsafe { T::load(p.add(s * part + i)) };
+            lo[s] = _mm256_add_ps(lo[s], a);
+            hi[s] = _mm256_add_ps(hi[s], b);
         }
         i += 16;
     }
@@ -778,19 +818,24 @@ unsafe fn sum_avx2<const S: usize>(v: &[f32]) -> f32 {
     let mut out = [0f32; 8];
     // SAFETY: out has 8 floats.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), t) };
-    out.iter().sum::<f32>() + v[S * part..].iter().sum::<f32>()
+    out.iter().sum::<f32>() + v[S * part..].iter().map(|x| x.value()).sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_f16c() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
 }
 
 fn sum(v: &[f32], streams: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 checked just above.
+    if has_avx2_f16c() {
+        // SAFETY: AVX2 and F16C checked just above.
         return unsafe {
             match streams {
-                1 => sum_avx2::<1>(v),
-                2 => sum_avx2::<2>(v),
-                8 => sum_avx2::<8>(v),
-                _ => sum_avx2::<4>(v),
+                1 => sum_avx2::<1, f32>(v),
+                2 => sum_avx2::<2, f32>(v),
+                8 => sum_avx2::<8, f32>(v),
+                _ => sum_avx2::<4, f32>(v),
             }
         };
     }
@@ -804,43 +849,6 @@ fn sum(v: &[f32], streams: usize) -> f32 {
     acc.iter().sum::<f32>() + v[v.len() / 16 * 16..].iter().sum::<f32>()
 }
 
-/// Like `sum_avx2` over binary16 values, each 16-value step widened with two `vcvtph2ps`, exactly
-/// as ple's f16 GEMV loads a panel row: the conversion throughput, not the memory, can be what
-/// limits an f16 kernel at batch 1.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn sum_f16_avx2<const S: usize>(v: &[u16]) -> f32 {
-    use std::arch::x86_64::*;
-    let part = v.len() / S / 16 * 16;
-    let p = v.as_ptr();
-    let mut lo = [_mm256_setzero_ps(); S];
-    let mut hi = [_mm256_setzero_ps(); S];
-    let mut i = 0;
-    while i < part {
-        for s in 0..S {
-            // SAFETY: s·part + i + 16 <= S·part <= v.len(); unaligned 16-byte loads.
-            let (a, b) = unsafe {
-                let q = p.add(s * part + i);
-                (
-                    _mm256_cvtph_ps(_mm_loadu_si128(q as *const __m128i)),
-                    _mm256_cvtph_ps(_mm_loadu_si128(q.add(8) as *const __m128i)),
-                )
-            };
-            lo[s] = _mm256_add_ps(lo[s], a);
-            hi[s] = _mm256_add_ps(hi[s], b);
-        }
-        i += 16;
-    }
-    let mut t = _mm256_setzero_ps();
-    for s in 0..S {
-        t = _mm256_add_ps(t, _mm256_add_ps(lo[s], hi[s]));
-    }
-    let mut out = [0f32; 8];
-    // SAFETY: out has 8 floats.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), t) };
-    out.iter().sum::<f32>()
-}
-
 /// A runner that widens and sums an f16 buffer of `bytes` once per call (4 streams, like the
 /// GEMV's 4 panels), or reads it as f32 where the CPU lacks F16C.
 fn widen_runner(name: &str, bytes: usize) -> Runner<'static> {
@@ -852,7 +860,9 @@ fn widen_runner(name: &str, bytes: usize) -> Runner<'static> {
             && std::arch::is_x86_feature_detected!("f16c")
         {
             // SAFETY: AVX2 and F16C checked just above.
-            std::hint::black_box(unsafe { sum_f16_avx2::<BW_STREAMS>(std::hint::black_box(&buf)) });
+            std::hint::black_box(unsafe {
+                sum_avx2::<BW_STREAMS, u16>(std::hint::black_box(&buf))
+            });
             return Ok(());
         }
         let s: u32 = std::hint::black_box(&buf).iter().map(|&h| h as u32).sum();
