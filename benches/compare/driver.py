@@ -1050,7 +1050,10 @@ def render(results: dict, args) -> str:
       "runs in docs/DESIGN.md). On large, whose 29 MiB of f32 weights are still read from L3 or DRAM at "
       "batch 16, halving the bytes pays and f16 stays clearly ahead.")
     w("- *Batch ≥ 256 on large, % of sgemm peak*: no ceiling is needed; this is the kernel's efficiency "
-      "against MKL's best shape (1024³), measured in the same loop.")
+      "against MKL's best shape (1024³), measured in the same loop. Unlike sgemm at 1024³, the model re-reads "
+      "its 29 MiB of f32 weights from beyond L2 for every 128-sample tile, so it also feels the memory "
+      "traffic of the machine's other tenants; the f16 row of the same loop (the same multiply-adds over half "
+      "the bytes) shows how much of an f32 shortfall is weight traffic rather than arithmetic.")
     w("")
 
     # --- machine limits
