@@ -70,6 +70,25 @@ struct Slot {
     len: usize,
 }
 
+/// One slot per `(name, len)`, laid out one after another from offset 0.
+fn slots<'a>(
+    what: &str,
+    items: impl Iterator<Item = (&'a str, usize)>,
+) -> Result<Vec<Slot>, crate::Error> {
+    let mut offset = 0;
+    items
+        .map(|(name, len)| {
+            let slot = Slot {
+                name: c_string(what, name)?,
+                offset,
+                len,
+            };
+            offset += len;
+            Ok(slot)
+        })
+        .collect()
+}
+
 fn c_string(what: &str, s: &str) -> Result<CString, crate::Error> {
     CString::new(s)
         .map_err(|_| crate::Error::InvalidFile(format!("{what} '{s}' contains a NUL byte")))
@@ -93,33 +112,11 @@ impl ple_model {
             .collect::<Result<Vec<_>, crate::Error>>()?;
         let mut by_name: Vec<usize> = (0..inputs.len()).collect();
         by_name.sort_by(|&a, &b| inputs[a].name.cmp(&inputs[b].name));
-        let mut offset = 0;
-        let outputs = model
-            .outputs()
-            .map(|(name, len)| {
-                let slot = Slot {
-                    name: c_string("output name", name)?,
-                    offset,
-                    len,
-                };
-                offset += len;
-                Ok(slot)
-            })
-            .collect::<Result<Vec<_>, crate::Error>>()?;
-        let mut offset = 0;
-        let gates = model
-            .gates()
-            .iter()
-            .map(|g| {
-                let slot = Slot {
-                    name: c_string("gate name", &g.name)?,
-                    offset,
-                    len: g.width,
-                };
-                offset += g.width;
-                Ok(slot)
-            })
-            .collect::<Result<Vec<_>, crate::Error>>()?;
+        let outputs = slots("output name", model.outputs())?;
+        let gates = slots(
+            "gate name",
+            model.gates().iter().map(|g| (&*g.name, g.width)),
+        )?;
         Ok(ple_model {
             name: c_string("model name", model.name())?,
             model,
@@ -299,69 +296,100 @@ pub unsafe extern "C" fn ple_model_free(model: *const ple_model) {
     })
 }
 
-/// Borrows a model handle for an introspection call, recording a NULL model as an error.
-///
-/// # Safety
-/// `model` is NULL or a live handle.
-unsafe fn model_ref<'a>(model: *const ple_model, fn_name: &str) -> Option<&'a ple_model> {
-    if model.is_null() {
-        fail(
-            ple_status::NullArgument,
-            format_args!("{fn_name}: model is NULL"),
-        );
-    }
-    // SAFETY: NULL or a live handle per the contract; live handles point to an `Arc`'s value.
-    unsafe { model.as_ref() }
+/// The indexed lists of a model that getters address.
+#[derive(Clone, Copy)]
+enum List {
+    Inputs,
+    Outputs,
+    Gates,
 }
 
-/// Runs an introspection getter: NULL model or index out of range yield `fallback` and record the
-/// reason as this thread's last error.
-///
-/// # Safety
-/// `model` is NULL or a live handle.
-unsafe fn getter<R: Copy>(
-    model: *const ple_model,
-    fn_name: &str,
-    fallback: R,
-    f: impl FnOnce(&ple_model) -> R,
-) -> R {
-    guard(fn_name, fallback, || {
-        // SAFETY: per this function's contract.
-        match unsafe { model_ref(model, fn_name) } {
-            Some(m) => f(m),
-            None => fallback,
+impl List {
+    fn len(self, m: &ple_model) -> usize {
+        match self {
+            List::Inputs => m.inputs.len(),
+            List::Outputs => m.outputs.len(),
+            List::Gates => m.gates.len(),
         }
-    })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            List::Inputs => "inputs",
+            List::Outputs => "outputs",
+            List::Gates => "gates",
+        }
+    }
 }
 
-/// Like `getter`, for the `index`-th item of a list of `count(model)` items.
+/// Runs the body of a getter: a NULL model, or an `index` outside `list`, yields `fallback` and
+/// records why as this thread's last error; otherwise `f(model, index)`.
 ///
 /// # Safety
 /// `model` is NULL or a live handle.
-unsafe fn item<R: Copy>(
-    model: *const ple_model,
-    index: usize,
+unsafe fn get<R: Copy>(
     fn_name: &str,
-    what: &str,
-    count: impl FnOnce(&ple_model) -> usize,
+    model: *const ple_model,
+    item: Option<(List, usize)>,
     fallback: R,
     f: impl FnOnce(&ple_model, usize) -> R,
 ) -> R {
     guard(fn_name, fallback, || {
-        // SAFETY: per this function's contract.
-        let Some(m) = (unsafe { model_ref(model, fn_name) }) else {
+        // SAFETY: NULL or a live handle per this function's contract; live handles point to an
+        // `Arc`'s value.
+        let Some(m) = (unsafe { model.as_ref() }) else {
+            fail(
+                ple_status::NullArgument,
+                format_args!("{fn_name}: model is NULL"),
+            );
             return fallback;
         };
-        let n = count(m);
+        let Some((list, index)) = item else {
+            return f(m, 0);
+        };
+        let n = list.len(m);
         if index >= n {
             fail(
                 ple_status::InvalidArgument,
-                format_args!("{fn_name}: index {index} is out of range (the model has {n} {what})"),
+                format_args!(
+                    "{fn_name}: index {index} is out of range (the model has {n} {})",
+                    list.name()
+                ),
             );
             return fallback;
         }
         f(m, index)
     })
+}
+
+/// The body of a getter: `getter!(fn_name(model) or FALLBACK => |m| value)` for a fact of the
+/// model, `getter!(fn_name(model, Inputs[index]) or FALLBACK => |m, i| value)` for item `index` of
+/// a list. `fn_name` is the enclosing function: its name goes into the error message.
+macro_rules! getter {
+    ($fn_name:ident($model:ident) or $fallback:expr => |$m:ident| $value:expr) => {{
+        // A misspelt name does not compile.
+        let _ = $fn_name;
+        // SAFETY: every getter takes a `model` that is NULL or a live handle.
+        unsafe {
+            get(stringify!($fn_name), $model, None, $fallback, |$m, _| {
+                $value
+            })
+        }
+    }};
+    ($fn_name:ident($model:ident, $list:ident[$index:ident]) or $fallback:expr
+        => |$m:ident, $i:ident| $value:expr) => {{
+        let _ = $fn_name;
+        // SAFETY: as above.
+        unsafe {
+            get(
+                stringify!($fn_name),
+                $model,
+                Some((List::$list, $index)),
+                $fallback,
+                |$m, $i| $value,
+            )
+        }
+    }};
 }
 
 /// The model's name as stored in the file; NULL if `model` is NULL. Like every string a model
@@ -371,12 +399,7 @@ unsafe fn item<R: Copy>(
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_name(model: *const ple_model) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe {
-        getter(model, "ple_model_name", std::ptr::null(), |m| {
-            m.name.as_ptr()
-        })
-    }
+    getter!(ple_model_name(model) or std::ptr::null() => |m| m.name.as_ptr())
 }
 
 /// Weight dtype of the dense layers (`PLE_DTYPE_NONE` if `model` is NULL).
@@ -385,16 +408,11 @@ pub unsafe extern "C" fn ple_model_name(model: *const ple_model) -> *const c_cha
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_dtype(model: *const ple_model) -> ple_dtype {
-    // SAFETY: forwarded contract.
-    unsafe {
-        getter(model, "ple_model_dtype", ple_dtype::None, |m| {
-            match m.model.weight_dtype() {
-                Some(DType::F32) => ple_dtype::F32,
-                Some(DType::F16) => ple_dtype::F16,
-                None => ple_dtype::Mixed,
-            }
-        })
-    }
+    getter!(ple_model_dtype(model) or ple_dtype::None => |m| match m.model.weight_dtype() {
+        Some(DType::F32) => ple_dtype::F32,
+        Some(DType::F16) => ple_dtype::F16,
+        None => ple_dtype::Mixed,
+    })
 }
 
 /// The SIMD level this model's kernels use ("scalar", "avx2", "avx512" or "neon"; static); NULL if
@@ -404,12 +422,7 @@ pub unsafe extern "C" fn ple_model_dtype(model: *const ple_model) -> ple_dtype {
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_simd_level(model: *const ple_model) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe {
-        getter(model, "ple_model_simd_level", std::ptr::null(), |m| {
-            simd_name(m.model.simd_level())
-        })
-    }
+    getter!(ple_model_simd_level(model) or std::ptr::null() => |m| simd_name(m.model.simd_level()))
 }
 
 /// Number of tasks (towers); 0 if `model` is NULL.
@@ -418,8 +431,7 @@ pub unsafe extern "C" fn ple_model_simd_level(model: *const ple_model) -> *const
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_task_count(model: *const ple_model) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { getter(model, "ple_model_task_count", 0, |m| m.model.n_tasks()) }
+    getter!(ple_model_task_count(model) or 0 => |m| m.model.n_tasks())
 }
 
 /// Number of input features, i.e. of columns `ple_session_run` takes; 0 if `model` is NULL.
@@ -428,8 +440,7 @@ pub unsafe extern "C" fn ple_model_task_count(model: *const ple_model) -> usize 
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_input_count(model: *const ple_model) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { getter(model, "ple_model_input_count", 0, |m| m.inputs.len()) }
+    getter!(ple_model_input_count(model) or 0 => |m| m.inputs.len())
 }
 
 /// Name of input `index` (in the model's column order); NULL if `model` is NULL or `index` is out
@@ -442,18 +453,8 @@ pub unsafe extern "C" fn ple_model_input_name(
     model: *const ple_model,
     index: usize,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_name",
-            "inputs",
-            |m| m.inputs.len(),
-            std::ptr::null(),
-            |m, i| m.inputs[i].name.as_ptr(),
-        )
-    }
+    getter!(ple_model_input_name(model, Inputs[index]) or std::ptr::null()
+        => |m, i| m.inputs[i].name.as_ptr())
 }
 
 /// Kind of input `index`; `PLE_INPUT_KIND_NONE` if `model` is NULL or `index` is out of range.
@@ -465,22 +466,12 @@ pub unsafe extern "C" fn ple_model_input_kind(
     model: *const ple_model,
     index: usize,
 ) -> ple_input_kind {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_kind",
-            "inputs",
-            |m| m.inputs.len(),
-            ple_input_kind::None,
-            |m, i| match m.model.inputs()[i].kind {
-                InputKind::Dense => ple_input_kind::Dense,
-                InputKind::Sparse => ple_input_kind::Sparse,
-                InputKind::Sequence => ple_input_kind::Sequence,
-            },
-        )
-    }
+    getter!(ple_model_input_kind(model, Inputs[index]) or ple_input_kind::None
+    => |m, i| match m.model.inputs()[i].kind {
+        InputKind::Dense => ple_input_kind::Dense,
+        InputKind::Sparse => ple_input_kind::Sparse,
+        InputKind::Sequence => ple_input_kind::Sequence,
+    })
 }
 
 /// Floats input `index` contributes to the model: the dense width, or the embedding dimension of a
@@ -490,18 +481,8 @@ pub unsafe extern "C" fn ple_model_input_kind(
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_input_width(model: *const ple_model, index: usize) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_width",
-            "inputs",
-            |m| m.inputs.len(),
-            0,
-            |m, i| m.model.inputs()[i].width,
-        )
-    }
+    getter!(ple_model_input_width(model, Inputs[index]) or 0
+        => |m, i| m.model.inputs()[i].width)
 }
 
 /// Values the caller passes per sample for input `index`, so its column holds `batch` times this
@@ -515,18 +496,8 @@ pub unsafe extern "C" fn ple_model_input_values_per_sample(
     model: *const ple_model,
     index: usize,
 ) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_values_per_sample",
-            "inputs",
-            |m| m.inputs.len(),
-            0,
-            |m, i| m.model.inputs()[i].values_per_sample(),
-        )
-    }
+    getter!(ple_model_input_values_per_sample(model, Inputs[index]) or 0
+        => |m, i| m.model.inputs()[i].values_per_sample())
 }
 
 /// Rows of input `index`'s embedding table: valid ids are `0 .. vocab_size - 1` (0 for dense
@@ -539,18 +510,8 @@ pub unsafe extern "C" fn ple_model_input_vocab_size(
     model: *const ple_model,
     index: usize,
 ) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_vocab_size",
-            "inputs",
-            |m| m.inputs.len(),
-            0,
-            |m, i| m.model.inputs()[i].vocab(),
-        )
-    }
+    getter!(ple_model_input_vocab_size(model, Inputs[index]) or 0
+        => |m, i| m.model.inputs()[i].vocab())
 }
 
 /// Ids per sample of sequence input `index` (padded to this length); 1 for sparse and 0 for dense
@@ -560,18 +521,8 @@ pub unsafe extern "C" fn ple_model_input_vocab_size(
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_input_max_len(model: *const ple_model, index: usize) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_max_len",
-            "inputs",
-            |m| m.inputs.len(),
-            0,
-            |m, i| m.model.inputs()[i].max_len,
-        )
-    }
+    getter!(ple_model_input_max_len(model, Inputs[index]) or 0
+        => |m, i| m.model.inputs()[i].max_len)
 }
 
 /// Whether input `index`'s ids pass through f32 before the lookup (DeepCTR-Torch models: ids above
@@ -585,18 +536,8 @@ pub unsafe extern "C" fn ple_model_input_ids_through_f32(
     model: *const ple_model,
     index: usize,
 ) -> bool {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_ids_through_f32",
-            "inputs",
-            |m| m.inputs.len(),
-            false,
-            |m, i| m.model.inputs()[i].ids_through_f32,
-        )
-    }
+    getter!(ple_model_input_ids_through_f32(model, Inputs[index]) or false
+        => |m, i| m.model.inputs()[i].ids_through_f32)
 }
 
 /// Pooling of sequence input `index` ("sum", "mean" or "max"; static); NULL for other inputs, a
@@ -609,18 +550,8 @@ pub unsafe extern "C" fn ple_model_input_pooling(
     model: *const ple_model,
     index: usize,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_pooling",
-            "inputs",
-            |m| m.inputs.len(),
-            std::ptr::null(),
-            |m, i| m.inputs[i].pooling.map_or(std::ptr::null(), CStr::as_ptr),
-        )
-    }
+    getter!(ple_model_input_pooling(model, Inputs[index]) or std::ptr::null()
+        => |m, i| m.inputs[i].pooling.map_or(std::ptr::null(), CStr::as_ptr))
 }
 
 /// The padding id of sequence input `index`: positions holding it are ignored by the pooling
@@ -636,18 +567,8 @@ pub unsafe extern "C" fn ple_model_input_pad_id(
     index: usize,
     out_pad_id: *mut i64,
 ) -> bool {
-    // SAFETY: forwarded contract.
-    let pad = unsafe {
-        item(
-            model,
-            index,
-            "ple_model_input_pad_id",
-            "inputs",
-            |m| m.inputs.len(),
-            None,
-            |m, i| m.model.inputs()[i].pad_id,
-        )
-    };
+    let pad = getter!(ple_model_input_pad_id(model, Inputs[index]) or None
+        => |m, i| m.model.inputs()[i].pad_id);
     match pad {
         Some(id) if !out_pad_id.is_null() => {
             // SAFETY: non-NULL and writable per the contract.
@@ -711,12 +632,7 @@ pub unsafe extern "C" fn ple_model_input_index(
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_output_width(model: *const ple_model) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        getter(model, "ple_model_output_width", 0, |m| {
-            m.model.output_width()
-        })
-    }
+    getter!(ple_model_output_width(model) or 0 => |m| m.model.output_width())
 }
 
 /// Number of outputs (one per task, usually); 0 if `model` is NULL.
@@ -725,8 +641,7 @@ pub unsafe extern "C" fn ple_model_output_width(model: *const ple_model) -> usiz
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_output_count(model: *const ple_model) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { getter(model, "ple_model_output_count", 0, |m| m.outputs.len()) }
+    getter!(ple_model_output_count(model) or 0 => |m| m.outputs.len())
 }
 
 /// Name of output `index`; NULL if `model` is NULL or `index` is out of range.
@@ -738,18 +653,8 @@ pub unsafe extern "C" fn ple_model_output_name(
     model: *const ple_model,
     index: usize,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_output_name",
-            "outputs",
-            |m| m.outputs.len(),
-            std::ptr::null(),
-            |m, i| m.outputs[i].name.as_ptr(),
-        )
-    }
+    getter!(ple_model_output_name(model, Outputs[index]) or std::ptr::null()
+        => |m, i| m.outputs[i].name.as_ptr())
 }
 
 /// Position of output `index`'s first float within a sample's row of the output buffer; 0 if
@@ -759,18 +664,8 @@ pub unsafe extern "C" fn ple_model_output_name(
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_output_offset(model: *const ple_model, index: usize) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_output_offset",
-            "outputs",
-            |m| m.outputs.len(),
-            0,
-            |m, i| m.outputs[i].offset,
-        )
-    }
+    getter!(ple_model_output_offset(model, Outputs[index]) or 0
+        => |m, i| m.outputs[i].offset)
 }
 
 /// Floats output `index` occupies per sample (1 for a probability); 0 if `model` is NULL or
@@ -780,18 +675,8 @@ pub unsafe extern "C" fn ple_model_output_offset(model: *const ple_model, index:
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_output_len(model: *const ple_model, index: usize) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_output_len",
-            "outputs",
-            |m| m.outputs.len(),
-            0,
-            |m, i| m.outputs[i].len,
-        )
-    }
+    getter!(ple_model_output_len(model, Outputs[index]) or 0
+        => |m, i| m.outputs[i].len)
 }
 
 /// Floats per sample in a gate-weights buffer (0 for models without gates, or a NULL model).
@@ -800,8 +685,7 @@ pub unsafe extern "C" fn ple_model_output_len(model: *const ple_model, index: us
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_gate_width(model: *const ple_model) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { getter(model, "ple_model_gate_width", 0, |m| m.model.gate_width()) }
+    getter!(ple_model_gate_width(model) or 0 => |m| m.model.gate_width())
 }
 
 /// Number of gates whose weights a gate-weights buffer receives; 0 if `model` is NULL.
@@ -810,8 +694,7 @@ pub unsafe extern "C" fn ple_model_gate_width(model: *const ple_model) -> usize 
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_gate_count(model: *const ple_model) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { getter(model, "ple_model_gate_count", 0, |m| m.gates.len()) }
+    getter!(ple_model_gate_count(model) or 0 => |m| m.gates.len())
 }
 
 /// Name of gate `index` ("level0.task1", "level0.shared", ...); NULL if `model` is NULL or
@@ -824,18 +707,8 @@ pub unsafe extern "C" fn ple_model_gate_name(
     model: *const ple_model,
     index: usize,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_gate_name",
-            "gates",
-            |m| m.gates.len(),
-            std::ptr::null(),
-            |m, i| m.gates[i].name.as_ptr(),
-        )
-    }
+    getter!(ple_model_gate_name(model, Gates[index]) or std::ptr::null()
+        => |m, i| m.gates[i].name.as_ptr())
 }
 
 /// Position of gate `index`'s first weight within a sample's row of the gate-weights buffer; 0 if
@@ -845,18 +718,8 @@ pub unsafe extern "C" fn ple_model_gate_name(
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_gate_offset(model: *const ple_model, index: usize) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_gate_offset",
-            "gates",
-            |m| m.gates.len(),
-            0,
-            |m, i| m.gates[i].offset,
-        )
-    }
+    getter!(ple_model_gate_offset(model, Gates[index]) or 0
+        => |m, i| m.gates[i].offset)
 }
 
 /// Weights gate `index` produces per sample (its number of experts); 0 if `model` is NULL or
@@ -866,16 +729,82 @@ pub unsafe extern "C" fn ple_model_gate_offset(model: *const ple_model, index: u
 /// `model` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn ple_model_gate_len(model: *const ple_model, index: usize) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe {
-        item(
-            model,
-            index,
-            "ple_model_gate_len",
-            "gates",
-            |m| m.gates.len(),
-            0,
-            |m, i| m.gates[i].len,
-        )
+    getter!(ple_model_gate_len(model, Gates[index]) or 0
+        => |m, i| m.gates[i].len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::get_thread_error;
+    use crate::ffi::Message;
+
+    fn last_error() -> String {
+        let mut m = Message::new();
+        get_thread_error(&mut m);
+        m.as_str().to_owned()
+    }
+
+    /// Every getter answers a NULL model, and an index out of range, with its fallback and a
+    /// message that names the getter itself (the name comes from the `getter!` invocation).
+    #[test]
+    fn getters_name_themselves_in_their_errors() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/models/quickstart.ple"
+        ))
+        .unwrap();
+        let mut model = std::ptr::null();
+        // SAFETY: valid buffer and out pointer.
+        let st =
+            unsafe { ple_model_open_memory(bytes.as_ptr().cast(), bytes.len(), 0, &mut model) };
+        assert_eq!(st, ple_status::Ok);
+        let null = std::ptr::null::<ple_model>();
+        macro_rules! check {
+            ($f:ident($($arg:expr),*) == $fallback:expr) => {{
+                // SAFETY: a NULL model is allowed.
+                let got = unsafe { $f(null $(, $arg)*) };
+                assert_eq!(got, $fallback);
+                assert_eq!(last_error(), concat!(stringify!($f), ": model is NULL"));
+            }};
+            ($f:ident[$list:literal]($($arg:expr),*) == $fallback:expr) => {{
+                check!($f(0 $(, $arg)*) == $fallback);
+                // SAFETY: a live model; the index is out of range.
+                let got = unsafe { $f(model, 99 $(, $arg)*) };
+                assert_eq!(got, $fallback);
+                let msg = last_error();
+                assert!(
+                    msg.starts_with(concat!(stringify!($f), ": index 99 is out of range"))
+                        && msg.ends_with($list),
+                    "{msg}"
+                );
+            }};
+        }
+        check!(ple_model_name() == std::ptr::null());
+        check!(ple_model_dtype() == ple_dtype::None);
+        check!(ple_model_simd_level() == std::ptr::null());
+        check!(ple_model_task_count() == 0);
+        check!(ple_model_input_count() == 0);
+        check!(ple_model_output_width() == 0);
+        check!(ple_model_output_count() == 0);
+        check!(ple_model_gate_width() == 0);
+        check!(ple_model_gate_count() == 0);
+        check!(ple_model_input_name["5 inputs)"]() == std::ptr::null());
+        check!(ple_model_input_kind["5 inputs)"]() == ple_input_kind::None);
+        check!(ple_model_input_width["5 inputs)"]() == 0);
+        check!(ple_model_input_values_per_sample["5 inputs)"]() == 0);
+        check!(ple_model_input_vocab_size["5 inputs)"]() == 0);
+        check!(ple_model_input_max_len["5 inputs)"]() == 0);
+        check!(ple_model_input_ids_through_f32["5 inputs)"]() == false);
+        check!(ple_model_input_pooling["5 inputs)"]() == std::ptr::null());
+        check!(ple_model_input_pad_id["5 inputs)"](std::ptr::null_mut()) == false);
+        check!(ple_model_output_name["2 outputs)"]() == std::ptr::null());
+        check!(ple_model_output_offset["2 outputs)"]() == 0);
+        check!(ple_model_output_len["2 outputs)"]() == 0);
+        check!(ple_model_gate_name["gates)"]() == std::ptr::null());
+        check!(ple_model_gate_offset["gates)"]() == 0);
+        check!(ple_model_gate_len["gates)"]() == 0);
+        // SAFETY: the live handle, freed once.
+        unsafe { ple_model_free(model) };
     }
 }
