@@ -7,8 +7,7 @@
 //! Prints the median and (in brackets) the fastest of 15 repetitions: on a shared machine the
 //! fastest is the steadier figure for comparing two versions of a kernel.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use ple_testkit as common;
 
 use std::time::Instant;
 

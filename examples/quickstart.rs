@@ -2,6 +2,8 @@
 //! its sample batch, prints per-task scores and the time per batch.
 //!
 //!     cargo run --release --example quickstart [MODEL.ple [INPUT_DIR]]
+//!
+//! The `.npy` inputs are read with the test kit's small reader (a dev-dependency of examples).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut floats: Vec<Vec<f32>> = Vec::new();
     let mut batch = 0;
     for f in model.inputs() {
-        let arr = ple::npy::read(input_dir.join(format!("in_{}.npy", f.name)))?;
+        let arr = ple_testkit::npy::read(input_dir.join(format!("in_{}.npy", f.name)))?;
         batch = arr.shape[0];
         match f.kind {
             InputKind::Dense => floats.push(arr.to_f32()),
@@ -82,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The bundled batch comes with torch-rechub's own eval-mode output for it.
-    if let Ok(expected) = ple::npy::read(input_dir.join("expected.npy")) {
+    if let Ok(expected) = ple_testkit::npy::read(input_dir.join("expected.npy")) {
         let worst = scores
             .iter()
             .zip(expected.to_f32())

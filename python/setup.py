@@ -1,6 +1,6 @@
 """Build step of the ple-runtime Python package: bundle libple (the native scorer).
 
-``pip install ./python`` (from a ple-runtime checkout) runs ``cargo build --release --lib``
+``pip install ./python`` (from a ple-runtime checkout) runs ``cargo build --release -p ple-runtime --lib``
 in the checkout and copies ``libple.so`` into the installed package, next to the Python
 modules, where :mod:`ple_runtime._native` finds it first. Knobs (environment variables
 read at install time):
@@ -56,7 +56,7 @@ def _native_library() -> str | None:
             "ple-runtime: cargo (the Rust toolchain, 1.80+) is needed to build libple: install it from "
             "https://rustup.rs, or set PLE_LIB=/path/to/libple.so to bundle a library built elsewhere, "
             "or PLE_BUILD_NATIVE=0 to install without it.")
-    cmd = [cargo, "build", "--release", "--lib"]
+    cmd = [cargo, "build", "--release", "-p", "ple-runtime", "--lib"]
     _log(f"building libple: {' '.join(cmd)} (in {REPO})")
     subprocess.run(cmd, cwd=REPO, check=True, stdout=sys.stderr)
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")

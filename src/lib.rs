@@ -14,13 +14,11 @@
 //! Layout: `format` (the file), `model` (validation and the execution plan), `kernels` (SIMD
 //! matrix kernels and activations), `session` (scoring), `ffi` (the C ABI).
 
-pub mod cli;
 pub mod error;
 pub mod ffi;
 pub mod format;
 pub mod kernels;
 pub mod model;
-pub mod npy;
 pub mod session;
 
 pub use error::{Error, Result};

@@ -14,7 +14,7 @@
 //! the same build and fails (asking for `cargo build`) if not.
 #![cfg(target_os = "linux")]
 
-mod common;
+use ple_testkit as common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

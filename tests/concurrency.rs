@@ -2,7 +2,7 @@
 //! single-threaded scoring; a model dropped by its owner stays valid while sessions hold it; a file
 //! replaced on disk (write new, rename over) does not disturb a model mapped from the old one.
 
-mod common;
+use ple_testkit as common;
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
-//! Replays fuzz inputs through the same checks the fuzz targets make (fuzz/src/checks.rs,
-//! included by path), so `cargo test` keeps them covered without cargo-fuzz or a nightly:
+//! Replays fuzz inputs through the same checks the fuzz targets make (`ple_testkit::fuzz_checks`,
+//! which the fuzz crate calls too), so `cargo test` keeps them covered without cargo-fuzz or a nightly:
 //!
 //! - the committed seed corpus, fuzz/corpus/<target>/*;
 //! - every input that once crashed a target, tests/fuzz_regressions/<target>/* (minimised
@@ -7,8 +7,7 @@
 //!
 //! <target> is `load`, `load_fixed_checksums` or `score`.
 
-#[path = "../fuzz/src/checks.rs"]
-mod checks;
+use ple_testkit::fuzz_checks as checks;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

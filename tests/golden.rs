@@ -2,7 +2,7 @@
 //! runtime and compared with (a) the training library's own eval-mode output and (b) an
 //! independent float64 numpy forward pass — at every SIMD level this CPU has, f32 and f16.
 
-mod common;
+use ple_testkit as common;
 
 use common::*;
 use ple::{LoadOptions, Model, SimdLevel};

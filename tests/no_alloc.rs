@@ -2,7 +2,7 @@
 //! scoring calls (every fixture model kind, f32 and f16, every SIMD level, varying batch sizes)
 //! and the error paths (batch > max_batch, wrong lengths, out-of-range ids).
 
-mod common;
+use ple_testkit as common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -2,7 +2,7 @@
 //! tile size follows the weights, a session holds exactly one tile of scratch, and a sample's
 //! scores do not depend on where the tile boundaries fall.
 
-mod common;
+use ple_testkit as common;
 
 use common::synth::{self, Shape};
 use common::Column;

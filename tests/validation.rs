@@ -2,13 +2,13 @@
 //! (checksums recomputed, so the check behind them is what fires), plus exhaustive truncation and
 //! seeded random mutation: every case must be an error or a model that scores without panicking.
 
-mod common;
+use ple_testkit as common;
 
 use common::synth::{self, Shape};
 use common::Column;
-use ple::format::writer::{fix_checksums, Writer};
 use ple::format::NONE;
 use ple::{Error, Input, Model, Session};
+use ple_testkit::writer::{fix_checksums, Writer};
 
 fn load(w: &Writer) -> Result<Model, Error> {
     Model::from_bytes(&w.to_bytes())

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ple_fuzz::checks::check_load_fixed_checksums(data);
+    ple_testkit::fuzz_checks::check_load_fixed_checksums(data);
 });

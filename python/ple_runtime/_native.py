@@ -205,7 +205,7 @@ def lib() -> ctypes.CDLL:
             tried.append("the system search path (ctypes.util.find_library('ple'): nothing)")
         raise LibraryNotFound(
             "libple (the native ple-runtime library) was not found. Build it with "
-            "`cargo build --release --lib` in the ple-runtime checkout (or reinstall this package with "
+            "`cargo build --release -p ple-runtime --lib` in the ple-runtime checkout (or reinstall this package with "
             "`pip install ./python` from the checkout, which builds and bundles it), or set PLE_LIB to the "
             "path of libple.so or PLE_LIB_DIR to its directory. Tried:\n  " + "\n  ".join(tried))
 

@@ -5,7 +5,6 @@
 
 mod crc32;
 mod meta;
-pub mod writer;
 
 pub use crc32::{crc32, Crc32};
 pub use meta::{

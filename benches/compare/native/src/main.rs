@@ -33,11 +33,9 @@
 //!       the heap / RSS / mapping growth of --count sessions over one model.
 //!   make-big --out FILE.ple --table-mib 1024 [--dtype f32|f16]
 //!       Writes a criteo-shaped PLE whose 26 embedding tables hold --table-mib MiB in total
-//!       (with the Rust writer, through the synthetic-model helper of tests/common).
+//!       (with the test kit's Rust writer and synthetic-model helper).
 
-#[path = "../../../../tests/common/mod.rs"]
-#[allow(unused_imports)]
-mod common;
+use ple_testkit as common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -177,7 +175,7 @@ struct Npy {
 }
 
 fn read_npy(path: &Path) -> Res<Npy> {
-    let a = ple::npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let a = common::npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let data = match a.to_i64() {
         Some(ids) => Data::I64(ids),
         None => Data::F32(a.to_f32()),

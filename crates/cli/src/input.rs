@@ -18,8 +18,8 @@ use std::sync::Arc;
 use super::json::{self, Json};
 use super::rand::Column;
 use super::CliError;
-use crate::npy::NpyArray;
-use crate::{InputKind, Model};
+use ple::{InputKind, Model};
+use ple_testkit::npy::NpyArray;
 
 /// An input file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,8 +391,8 @@ pub fn open(
             reader
                 .read_to_end(&mut bytes)
                 .map_err(|e| CliError::failed(format!("cannot read {label}: {e}")))?;
-            let arr =
-                crate::npy::parse(&bytes).map_err(|e| CliError::failed(format!("{label}: {e}")))?;
+            let arr = ple_testkit::npy::parse(&bytes)
+                .map_err(|e| CliError::failed(format!("{label}: {e}")))?;
             Ok(Box::new(NpySource::from_arrays(
                 vec![(arr, label.clone())],
                 slots,
@@ -808,7 +808,7 @@ impl NpySource {
     fn load(files: &[PathBuf], slots: &[Slot], label: &str) -> Result<NpySource, CliError> {
         let mut arrays = Vec::with_capacity(files.len());
         for f in files {
-            let arr = crate::npy::read(f).map_err(CliError::failed)?;
+            let arr = ple_testkit::npy::read(f).map_err(CliError::failed)?;
             arrays.push((arr, f.display().to_string()));
         }
         NpySource::from_arrays(arrays, slots, label)

@@ -1,7 +1,7 @@
 //! Random valid inputs for `check` and `bench`: a seeded SplitMix64 generator (deterministic, no
 //! dependency) and input columns that pass every check a session makes.
 
-use crate::{InputKind, Model};
+use ple::{InputKind, Model};
 
 pub struct Rng(u64);
 
@@ -34,10 +34,10 @@ pub enum Column {
 }
 
 impl Column {
-    pub fn as_input(&self) -> crate::Input<'_> {
+    pub fn as_input(&self) -> ple::Input<'_> {
         match self {
-            Column::Ids(v) => crate::Input::Ids(v),
-            Column::Floats(v) => crate::Input::Floats(v),
+            Column::Ids(v) => ple::Input::Ids(v),
+            Column::Floats(v) => ple::Input::Floats(v),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use super::args::Opt;
 use super::rand::{random_columns, Rng};
 use super::{fmt, CliError};
-use crate::{Model, Session};
+use ple::{Model, Session};
 
 pub const HELP: &str = "\
 ple check — validate .ple files completely
@@ -68,7 +68,7 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
-fn check_one(path: &str, opts: &crate::LoadOptions) -> Result<String, CliError> {
+fn check_one(path: &str, opts: &ple::LoadOptions) -> Result<String, CliError> {
     let model = super::open_model(path, opts)?;
     super::inspect::verify_with_progress(&model).map_err(|e| super::model_error(path, e))?;
     smoke_test(&model).map_err(|e| CliError::failed(format!("{path}: {e}")))?;

@@ -1,5 +1,5 @@
 //! The `ple` command-line tool; see `ple --help` and docs/CLI.md.
 
 fn main() -> std::process::ExitCode {
-    ple::cli::main()
+    ple_cli::main()
 }

@@ -2,8 +2,8 @@
 //! benchmarks, to craft invalid files for the validation tests, and to cross-check the spec (both
 //! writers must produce identical bytes for the same model).
 
-use super::meta::{FileMeta, TensorRecord};
-use super::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
+use ple::format::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
+use ple::format::{FileMeta, TensorRecord};
 
 /// Builds a file part by part; indices returned by `add_*` are what the records refer to. `meta`
 /// is the same type the reader parses, so what is written is exactly what can be read back.

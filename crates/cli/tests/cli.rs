@@ -5,20 +5,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use ple::npy::{self, NpyArray};
 use ple::{Input, InputKind, Model, Session};
+use ple_testkit::npy::{self, NpyArray};
 
-// The tool's own JSON reader (it depends on nothing but std), to check `--json` output.
-#[allow(dead_code)]
-#[path = "../src/cli/json.rs"]
-mod json;
-use json::Json;
+// The tool's own JSON reader, to check `--json` output.
+use ple_cli::json::{self, Json};
 
 const QUICKSTART: &str = "examples/models/quickstart.ple";
 const QUICKSTART_INPUTS: &str = "examples/models/quickstart_inputs";
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    ple_testkit::repo_root()
 }
 
 fn ple_cmd(args: &[&str]) -> Command {

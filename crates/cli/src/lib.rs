@@ -1,4 +1,4 @@
-//! The `ple` command-line tool (src/bin/ple.rs is its entry point; docs/CLI.md its manual).
+//! The `ple` command-line tool (src/main.rs is its entry point; docs/CLI.md its manual).
 //!
 //! Commands: `inspect`, `check`, `score`, `bench`. Every error is one line on stderr starting with
 //! `ple: error:`; exit codes are 0 (success), 1 (the work failed: unreadable, invalid or corrupt
@@ -13,7 +13,7 @@ mod check;
 mod fmt;
 mod input;
 mod inspect;
-mod json;
+pub mod json;
 mod progress;
 mod rand;
 mod score;
@@ -21,8 +21,8 @@ mod score;
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::{LoadOptions, Model, SimdLevel};
 use args::{Opt, Parsed};
+use ple::{LoadOptions, Model, SimdLevel};
 
 /// Why a command stopped.
 #[derive(Debug)]
@@ -68,8 +68,8 @@ impl std::fmt::Display for CliError {
     }
 }
 
-impl From<crate::Error> for CliError {
-    fn from(e: crate::Error) -> CliError {
+impl From<ple::Error> for CliError {
+    fn from(e: ple::Error) -> CliError {
         CliError::Failed(e.to_string())
     }
 }
@@ -141,8 +141,8 @@ fn dispatch(args: &[String]) -> Result<(), CliError> {
             let v = format!(
                 "ple {} (ple-runtime; .ple format {}.{})",
                 env!("CARGO_PKG_VERSION"),
-                crate::format::MAJOR,
-                crate::format::MINOR
+                ple::format::MAJOR,
+                ple::format::MINOR
             );
             print_help(&v)
         }
@@ -220,9 +220,9 @@ pub(crate) fn open_model(path: &str, opts: &LoadOptions) -> Result<Model, CliErr
     Model::open_with(path, opts).map_err(|e| model_error(path, e))
 }
 
-pub(crate) fn model_error(path: &str, e: crate::Error) -> CliError {
+pub(crate) fn model_error(path: &str, e: ple::Error) -> CliError {
     match e {
-        crate::Error::Io { .. } => CliError::failed(e.to_string()),
+        ple::Error::Io { .. } => CliError::failed(e.to_string()),
         e => CliError::failed(format!("{path}: {e}")),
     }
 }

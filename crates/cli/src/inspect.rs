@@ -7,8 +7,8 @@ use super::args::Opt;
 use super::json::Json;
 use super::progress::Progress;
 use super::{fmt, CliError};
-use crate::model::graph::{Act, Graph, Mlp, OutputKind, TowerInput};
-use crate::{InputKind, Model, SimdLevel};
+use ple::model::graph::{Act, Graph, Mlp, OutputKind, TowerInput};
+use ple::{InputKind, Model, SimdLevel};
 
 pub const HELP: &str = "\
 ple inspect — describe a .ple model
@@ -54,7 +54,7 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
     } else {
         match verify_with_progress(&model) {
             Ok(()) => DataCrc::Ok,
-            Err(e @ crate::Error::Checksum { .. }) => DataCrc::Mismatch(e.to_string()),
+            Err(e @ ple::Error::Checksum { .. }) => DataCrc::Mismatch(e.to_string()),
             Err(e) => return Err(super::model_error(&path, e)),
         }
     };
@@ -73,7 +73,7 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
 }
 
 /// Verifies the data checksum, with a progress bar for files of 64 MiB and more.
-pub(crate) fn verify_with_progress(model: &Model) -> crate::Result<()> {
+pub(crate) fn verify_with_progress(model: &Model) -> ple::Result<()> {
     let mut bar = Progress::new("checksum", model.file_size() >= 64 << 20);
     let r = model.verify_data(|done, total| {
         let note = format!("{} / {}", fmt::bytes(done), fmt::bytes(total));
@@ -222,7 +222,7 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
         let pad = f.pad_id.map_or_else(dash, |p| p.to_string());
         let mut notes = String::new();
         if let Some(t) = f.table {
-            if t.dtype != crate::DType::F32 {
+            if t.dtype != ple::DType::F32 {
                 let _ = write!(notes, "  ({} table)", t.dtype.name());
             }
         }

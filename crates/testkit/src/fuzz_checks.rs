@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 
-use ple::format::writer::fix_checksums;
+use crate::writer::fix_checksums;
 use ple::{Input, InputKind, LoadOptions, Model, Session, SimdLevel};
 
 /// A NaN with a payload no computation produces: a float still holding it was never written.
@@ -167,7 +167,7 @@ macro_rules! fixture {
     ($name:literal) => {
         Fixture {
             name: $name,
-            bytes: include_bytes!(concat!("../../tests/fixtures/", $name)),
+            bytes: include_bytes!(concat!("../../../tests/fixtures/", $name)),
         }
     };
 }

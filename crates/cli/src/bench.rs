@@ -9,7 +9,7 @@ use super::json::Json;
 use super::progress::Progress;
 use super::rand::{random_columns, Column, Rng};
 use super::{fmt, CliError};
-use crate::{Model, Session};
+use ple::{Model, Session};
 
 pub const HELP: &str = "\
 ple bench — measure scoring latency and throughput
@@ -100,13 +100,10 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
     let seed = p
         .parse::<u64>("seed", "a non-negative integer")?
         .unwrap_or(1);
-    if let Some(&b) = batches
-        .iter()
-        .find(|&&b| b > crate::session::MAX_BATCH_LIMIT)
-    {
+    if let Some(&b) = batches.iter().find(|&&b| b > ple::session::MAX_BATCH_LIMIT) {
         return Err(CliError::usage(format!(
             "--batch: {b} is over the limit of {}",
-            crate::session::MAX_BATCH_LIMIT
+            ple::session::MAX_BATCH_LIMIT
         )));
     }
     if let Some(&t) = threads.iter().find(|&&t| t > 1024) {
@@ -182,7 +179,7 @@ fn measure(
                         return Err(e);
                     }
                 };
-                let pool: Vec<Vec<crate::Input>> = pool
+                let pool: Vec<Vec<ple::Input>> = pool
                     .iter()
                     .map(|cols| cols.iter().map(Column::as_input).collect())
                     .collect();

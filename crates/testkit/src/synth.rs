@@ -3,7 +3,7 @@
 //! agreeing with a training library (the fixtures do that).
 #![allow(dead_code)]
 
-use ple::format::writer::Writer;
+use crate::writer::Writer;
 use ple::format::{FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TowerRecord, NONE};
 use ple::DType;
 
@@ -263,14 +263,14 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
 }
 
 /// Random valid inputs for a synthetic model: (ids per id-feature, floats per dense feature).
-pub fn inputs(model: &ple::Model, batch: usize, seed: u64) -> Vec<super::Column> {
+pub fn inputs(model: &ple::Model, batch: usize, seed: u64) -> Vec<crate::Column> {
     let mut rng = Rng(seed);
     model
         .inputs()
         .iter()
         .map(|f| match f.kind {
-            ple::InputKind::Dense => super::Column::Floats(rng.vec(batch * f.width, 1.0)),
-            _ => super::Column::Ids(
+            ple::InputKind::Dense => crate::Column::Floats(rng.vec(batch * f.width, 1.0)),
+            _ => crate::Column::Ids(
                 (0..batch * f.values_per_sample())
                     .map(|_| rng.below(f.vocab() as u64) as i64)
                     .collect(),

@@ -8,7 +8,7 @@ use super::args::Opt;
 use super::input::{self, Batch, Format, Slot, Source};
 use super::progress::Progress;
 use super::CliError;
-use crate::{Error, InputKind, Model, Session};
+use ple::{Error, InputKind, Model, Session};
 
 pub const HELP: &str = "\
 ple score — score rows with a .ple model
@@ -101,10 +101,10 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
     let batch = p
         .parse::<usize>("batch", "a positive integer")?
         .unwrap_or(256);
-    if batch == 0 || batch > crate::session::MAX_BATCH_LIMIT {
+    if batch == 0 || batch > ple::session::MAX_BATCH_LIMIT {
         return Err(CliError::usage(format!(
             "--batch: must be between 1 and {}",
-            crate::session::MAX_BATCH_LIMIT
+            ple::session::MAX_BATCH_LIMIT
         )));
     }
     let pad_ids = p

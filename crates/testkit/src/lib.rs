@@ -1,16 +1,27 @@
-//! Fixture loading shared by the integration tests. Fixtures are made by tools/make_fixtures.py
-//! from the real training libraries (see tests/fixtures/README.txt); nothing here comes from the
-//! runtime's own output.
-#![allow(dead_code)]
+//! Test kit for ple-runtime's tests, benches, fuzz targets and the CLI's tests (never linked into
+//! libple): a `.ple` writer independent of the Python one ([`writer`]), synthetic models
+//! ([`synth`]), fixture loading (below), a small `.npy` reader ([`npy`]) and the checks the fuzz
+//! targets assert ([`fuzz_checks`]).
+//!
+//! Fixtures are made by tools/make_fixtures.py from the real training libraries (see
+//! tests/fixtures/README.txt); nothing here comes from the runtime's own output.
 
+pub mod fuzz_checks;
+pub mod npy;
 pub mod synth;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 
 use ple::{Input, InputKind, Model};
 
+/// The repository's root (this crate lives in crates/testkit).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    repo_root().join("tests/fixtures")
 }
 
 /// Every fixture directory (one holding a model.ple), sorted by name.
@@ -58,7 +69,7 @@ pub fn load_inputs(model: &Model, dir: &Path) -> (Vec<Column>, usize) {
         .iter()
         .map(|f| {
             let path = dir.join(format!("in_{}.npy", f.name));
-            let arr = ple::npy::read(&path).unwrap_or_else(|e| panic!("{e}"));
+            let arr = crate::npy::read(&path).unwrap_or_else(|e| panic!("{e}"));
             let b = arr.shape[0];
             assert_eq!(
                 *batch.get_or_insert(b),
@@ -79,7 +90,7 @@ pub fn load_inputs(model: &Model, dir: &Path) -> (Vec<Column>, usize) {
 }
 
 pub fn read_f64(path: &Path) -> Vec<f64> {
-    ple::npy::read(path)
+    crate::npy::read(path)
         .unwrap_or_else(|e| panic!("{e}"))
         .to_f64()
 }
