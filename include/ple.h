@@ -66,9 +66,12 @@
 #define PLE_OPEN_VERIFY_DATA 1
 
 /**
- * Flag for `ple_model_open`: read the file into memory instead of mapping it. Use it where the
- * file may be truncated or rewritten in place while in use (NFS, some container overlays), which
- * would crash a mapping (SIGBUS). Implied by `ple_model_open_memory`.
+ * Flag for `ple_model_open`: read the file into memory instead of mapping it, so that writes to
+ * the file cannot reach the model: a mapped model reads bytes written in place (wrong scores) and
+ * crashes (SIGBUS) if the file is truncated. Use it where in-place writes cannot be ruled out
+ * (NFS, some container overlays, tools that rewrite files). The header and metadata are checked
+ * before the tensor data are read, and never more than the header declares is read. Implied by
+ * `ple_model_open_memory`.
  */
 #define PLE_OPEN_READ_INTO_MEMORY 2
 
@@ -123,7 +126,8 @@ enum ple_status
      */
     PLE_STATUS_PANIC = 3,
     /**
-     * The model file could not be opened or read.
+     * The model file could not be opened or read, or is not a regular file (a device, FIFO,
+     * socket or directory).
      */
     PLE_STATUS_IO = 10,
     /**
@@ -298,8 +302,13 @@ extern "C" {
  * `PLE_OPEN_READ_INTO_MEMORY` is given). `flags` is 0 or a bitwise OR of `PLE_OPEN_*`. On success
  * writes a new handle (reference count 1) to `*out_model`; release it with `ple_model_free`.
  *
- * Deploy new model files by writing a new file and renaming it over the old one: rewriting a
- * mapped file in place can crash the process (SIGBUS).
+ * `path` must name a regular file (symbolic links are followed): a device, FIFO, socket or
+ * directory is refused with `PLE_STATUS_IO` before anything is read from it (a FIFO is never
+ * opened, so this cannot block).
+ *
+ * Deploy new model files by writing a new file and renaming it over the old one: a mapped file
+ * written in place changes the running model's weights, and truncating it crashes the process
+ * (SIGBUS). `ple_model_file_changed` tells when the file changed.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string; `out_model` is NULL or valid for a write.
@@ -568,6 +577,36 @@ size_t ple_model_gate_offset(const struct ple_model *model, size_t index);
  * `model` is NULL or a live handle.
  */
 size_t ple_model_gate_len(const struct ple_model *model, size_t index);
+
+/**
+ * Whether the file `model` was opened from has changed since it was opened: its path now names
+ * another file (renamed over, a symlink switched) or no file, or the file's size, modification
+ * time or status-change time differ (it was written to in place, or truncated). False for a model
+ * opened from memory, and for a NULL model (recorded in `ple_last_error`). One `stat` of the
+ * path: cheap enough to call between requests.
+ *
+ * A server polls it to reload a replaced model (examples/cpp/hot_reload.cpp). For a mapped model
+ * a change in place is also a warning: the running model reads the new bytes, so its scores mix
+ * old and new weights until it is replaced (docs/ROBUSTNESS.md). Changes made within the file
+ * system's timestamp granularity of the open itself (a few milliseconds) can go unnoticed.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+bool ple_model_file_changed(const struct ple_model *model);
+
+/**
+ * Checks the header, metadata and data checksums again over the bytes `model` reads now (the
+ * whole file: as long as `PLE_OPEN_VERIFY_DATA` takes at open). For a mapped model this notices a
+ * file written to in place since the open (`PLE_STATUS_CHECKSUM`); a mapped file that became
+ * shorter is reported (`PLE_STATUS_INVALID_FILE`) without reading it, since reading past its new
+ * end would crash the process. A model opened from memory or with `PLE_OPEN_READ_INTO_MEMORY`
+ * owns its bytes, so this only re-checks that copy. Safe to call while other threads score.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+PLE_MUST_USE ple_status ple_model_verify_data(const struct ple_model *model);
 
 /**
  * Creates a session over `model` for batches of 1 to `max_batch` samples. This allocates the

@@ -49,9 +49,12 @@ inline ple_column floats(const std::vector<float> &v, const char *name = nullptr
     return floats(v.data(), v.size(), name);
 }
 
-/// An immutable, reference-counted model. Copies share it; use it from any thread.
+/// An immutable, reference-counted model. Copies share it; use it from any thread. A
+/// default-constructed (or moved-from, or reset) model is empty: `bool(m)` is false, and its
+/// getters return 0 / "" (as the C functions do for a NULL handle).
 class model {
 public:
+    model() noexcept = default;
     static model open(const std::string &path, uint32_t flags = 0) {
         const ple_model *m = nullptr;
         detail::check(ple_model_open(path.c_str(), flags, &m));
@@ -66,7 +69,7 @@ public:
     /// Takes over one reference (e.g. `model::adopt(ple_model_clone(p))`).
     static model adopt(const ple_model *m) { return model(m); }
 
-    model(const model &o) : m_(ple_model_clone(o.m_)) {}
+    model(const model &o) : m_(o.m_ ? ple_model_clone(o.m_) : nullptr) {}
     model(model &&o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
     model &operator=(model o) noexcept {
         std::swap(m_, o.m_);
@@ -75,6 +78,16 @@ public:
     ~model() { ple_model_free(m_); }
 
     const ple_model *get() const noexcept { return m_; }
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Releases this reference; the model becomes empty.
+    void reset() noexcept { ple_model_free(std::exchange(m_, nullptr)); }
+
+    /// Whether the file the model was opened from was replaced or written to since
+    /// (`ple_model_file_changed`); false for a model opened from memory, or an empty one.
+    bool file_changed() const { return m_ && ple_model_file_changed(m_); }
+    /// Checks every checksum again over the bytes the model reads (`ple_model_verify_data`):
+    /// throws `ple::error` (PLE_STATUS_CHECKSUM) if a mapped file was written in place.
+    void verify_data() const { detail::check(ple_model_verify_data(m_)); }
     std::string name() const { return detail::str(ple_model_name(m_)); }
     std::string simd_level() const { return detail::str(ple_model_simd_level(m_)); }
     ple_dtype dtype() const { return ple_model_dtype(m_); }
@@ -102,7 +115,7 @@ public:
 
 private:
     explicit model(const ple_model *m) : m_(m) {}
-    const ple_model *m_;
+    const ple_model *m_ = nullptr;
 };
 
 /// One thread's scoring state over a model (which it keeps alive). Move-only.

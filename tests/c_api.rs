@@ -302,6 +302,18 @@ fn c_status_walks_every_status() {
     );
 }
 
+/// Special files refused, 1 GiB non-models refused cheaply, in-place writes noticed
+/// (tests/c/hardening.c; docs/ROBUSTNESS.md).
+#[test]
+fn c_hardening_files() {
+    let exe = build("hardening", &["tests/c/hardening.c"], Lang::C, false);
+    let tmp = toolchain().out_dir.join("hardening_files");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = run(&exe, &[&quickstart(), &tmp]);
+    print!("{out}");
+    assert!(out.contains(", 0 failures"), "{out}");
+}
+
 #[test]
 fn c_example_score_matches_rust() {
     let exe = build("score", &["examples/c/score.c"], Lang::C, false);
@@ -414,6 +426,8 @@ fn every_c_source_is_tested() {
         "tests/c/status.c",
         "tests/c/score_files.c",
         "tests/c/wrapper.cpp",
+        "tests/c/hardening.c",
+        "tests/c/testing.h",
         "examples/c/score.c",
         "examples/cpp/server.cpp",
         "examples/cpp/hot_reload.cpp",

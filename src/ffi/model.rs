@@ -12,9 +12,12 @@ use crate::model::{InputKind, LoadOptions, Model, Pooling};
 /// once; without it only the header and metadata are verified, so large models open in
 /// milliseconds).
 pub const PLE_OPEN_VERIFY_DATA: u32 = 1;
-/// Flag for `ple_model_open`: read the file into memory instead of mapping it. Use it where the
-/// file may be truncated or rewritten in place while in use (NFS, some container overlays), which
-/// would crash a mapping (SIGBUS). Implied by `ple_model_open_memory`.
+/// Flag for `ple_model_open`: read the file into memory instead of mapping it, so that writes to
+/// the file cannot reach the model: a mapped model reads bytes written in place (wrong scores) and
+/// crashes (SIGBUS) if the file is truncated. Use it where in-place writes cannot be ruled out
+/// (NFS, some container overlays, tools that rewrite files). The header and metadata are checked
+/// before the tensor data are read, and never more than the header declares is read. Implied by
+/// `ple_model_open_memory`.
 pub const PLE_OPEN_READ_INTO_MEMORY: u32 = 2;
 const KNOWN_FLAGS: u32 = PLE_OPEN_VERIFY_DATA | PLE_OPEN_READ_INTO_MEMORY;
 
@@ -172,8 +175,13 @@ fn options(flags: u32, fn_name: &str) -> Result<LoadOptions, ple_status> {
 /// `PLE_OPEN_READ_INTO_MEMORY` is given). `flags` is 0 or a bitwise OR of `PLE_OPEN_*`. On success
 /// writes a new handle (reference count 1) to `*out_model`; release it with `ple_model_free`.
 ///
-/// Deploy new model files by writing a new file and renaming it over the old one: rewriting a
-/// mapped file in place can crash the process (SIGBUS).
+/// `path` must name a regular file (symbolic links are followed): a device, FIFO, socket or
+/// directory is refused with `PLE_STATUS_IO` before anything is read from it (a FIFO is never
+/// opened, so this cannot block).
+///
+/// Deploy new model files by writing a new file and renaming it over the old one: a mapped file
+/// written in place changes the running model's weights, and truncating it crashes the process
+/// (SIGBUS). `ple_model_file_changed` tells when the file changed.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out_model` is NULL or valid for a write.
@@ -731,6 +739,51 @@ pub unsafe extern "C" fn ple_model_gate_offset(model: *const ple_model, index: u
 pub unsafe extern "C" fn ple_model_gate_len(model: *const ple_model, index: usize) -> usize {
     getter!(ple_model_gate_len(model, Gates[index]) or 0
         => |m, i| m.gates[i].len)
+}
+
+/// Whether the file `model` was opened from has changed since it was opened: its path now names
+/// another file (renamed over, a symlink switched) or no file, or the file's size, modification
+/// time or status-change time differ (it was written to in place, or truncated). False for a model
+/// opened from memory, and for a NULL model (recorded in `ple_last_error`). One `stat` of the
+/// path: cheap enough to call between requests.
+///
+/// A server polls it to reload a replaced model (examples/cpp/hot_reload.cpp). For a mapped model
+/// a change in place is also a warning: the running model reads the new bytes, so its scores mix
+/// old and new weights until it is replaced (docs/ROBUSTNESS.md). Changes made within the file
+/// system's timestamp granularity of the open itself (a few milliseconds) can go unnoticed.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_file_changed(model: *const ple_model) -> bool {
+    getter!(ple_model_file_changed(model) or false => |m| m.model.file_changed())
+}
+
+/// Checks the header, metadata and data checksums again over the bytes `model` reads now (the
+/// whole file: as long as `PLE_OPEN_VERIFY_DATA` takes at open). For a mapped model this notices a
+/// file written to in place since the open (`PLE_STATUS_CHECKSUM`); a mapped file that became
+/// shorter is reported (`PLE_STATUS_INVALID_FILE`) without reading it, since reading past its new
+/// end would crash the process. A model opened from memory or with `PLE_OPEN_READ_INTO_MEMORY`
+/// owns its bytes, so this only re-checks that copy. Safe to call while other threads score.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_model_verify_data(model: *const ple_model) -> ple_status {
+    guard("ple_model_verify_data", ple_status::Panic, || {
+        // SAFETY: NULL or a live handle per the contract.
+        let Some(m) = (unsafe { model.as_ref() }) else {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("ple_model_verify_data: model is NULL"),
+            );
+        };
+        match m.model.verify_data(|_, _| {}) {
+            Ok(()) => ple_status::Ok,
+            Err(e) => fail(ple_status::of(&e), format_args!("{e}")),
+        }
+    })
 }
 
 #[cfg(test)]

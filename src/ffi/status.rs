@@ -23,7 +23,8 @@ pub enum ple_status {
     /// An internal error (a Rust panic) was caught at the API boundary. The handles involved are
     /// still safe to free; please report the message.
     Panic = 3,
-    /// The model file could not be opened or read.
+    /// The model file could not be opened or read, or is not a regular file (a device, FIFO,
+    /// socket or directory).
     Io = 10,
     /// The bytes are not a .ple file (wrong magic, or shorter than the header).
     NotPle = 11,

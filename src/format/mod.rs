@@ -107,23 +107,24 @@ pub fn align64(x: u64) -> Option<u64> {
     x.checked_add(ALIGN - 1).map(|v| v & !(ALIGN - 1))
 }
 
-/// Parses and checks the header against the actual file length.
-pub fn parse_header(file: &[u8]) -> Result<Header> {
-    if file.len() < HEADER_SIZE {
+/// Parses and checks the header, the first 64 bytes of `head`, against the file's actual length
+/// `file_len`.
+pub fn parse_header(head: &[u8], file_len: u64) -> Result<Header> {
+    if head.len() < HEADER_SIZE {
         return Err(Error::NotPle("shorter than the 64-byte header"));
     }
-    if file[..8] != MAGIC {
+    if head[..8] != MAGIC {
         return Err(Error::NotPle("wrong magic bytes"));
     }
     let h = Header {
-        major: u16_at(file, 8),
-        minor: u16_at(file, 10),
-        file_size: u64_at(file, 16),
-        meta_size: u64_at(file, 32),
-        data_offset: u64_at(file, 40),
-        data_size: u64_at(file, 48),
-        meta_crc: u32_at(file, 56),
-        data_crc: u32_at(file, 60),
+        major: u16_at(head, 8),
+        minor: u16_at(head, 10),
+        file_size: u64_at(head, 16),
+        meta_size: u64_at(head, 32),
+        data_offset: u64_at(head, 40),
+        data_size: u64_at(head, 48),
+        meta_crc: u32_at(head, 56),
+        data_crc: u32_at(head, 60),
     };
     if h.major != MAJOR {
         return Err(Error::UnsupportedVersion {
@@ -132,18 +133,17 @@ pub fn parse_header(file: &[u8]) -> Result<Header> {
             supported: MAJOR,
         });
     }
-    let header_size = u32_at(file, 12);
+    let header_size = u32_at(head, 12);
     if header_size as usize != HEADER_SIZE {
         return Err(invalid!("header_size is {header_size}, expected 64"));
     }
-    if h.file_size != file.len() as u64 {
+    if h.file_size != file_len {
         return Err(invalid!(
-            "header says the file has {} bytes but it has {} (truncated or appended to?)",
+            "header says the file has {} bytes but it has {file_len} (truncated or appended to?)",
             h.file_size,
-            file.len()
         ));
     }
-    let meta_offset = u64_at(file, 24);
+    let meta_offset = u64_at(head, 24);
     if meta_offset != HEADER_SIZE as u64 {
         return Err(invalid!("meta_offset is {meta_offset}, expected 64"));
     }
@@ -222,9 +222,23 @@ pub fn verify_data_crc(file: &[u8], h: &Header, mut progress: impl FnMut(u64, u6
 
 /// Parses the metadata and checks every file-level rule of FORMAT.md §3.
 pub fn parse(file: &[u8]) -> Result<(Header, FileMeta)> {
-    let h = parse_header(file)?;
-    verify_meta_crc(file, &h)?;
-    let meta_bytes = &file[64..64 + h.meta_size as usize];
+    parse_head(file, file.len() as u64)
+}
+
+/// As [`parse`], from the file's first bytes only: `head` runs at least to the data offset the
+/// header gives, and `file_len` is the length of the whole file. Lets a reader refuse a file
+/// before it reads the tensor data.
+pub fn parse_head(head: &[u8], file_len: u64) -> Result<(Header, FileMeta)> {
+    let h = parse_header(head, file_len)?;
+    if (head.len() as u64) < h.data_offset {
+        return Err(invalid!(
+            "only {} bytes given to the metadata parser; the metadata ends at {}",
+            head.len(),
+            h.data_offset
+        ));
+    }
+    verify_meta_crc(head, &h)?;
+    let meta_bytes = &head[64..64 + h.meta_size as usize];
     let meta = meta::parse_meta(meta_bytes, h.minor)?;
     meta::check_tensor_layout(&meta.tensors, &meta.strings, h.data_size)?;
     Ok((h, meta))

@@ -3,15 +3,17 @@
 
 pub mod graph;
 pub mod plan;
+mod storage;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::format::{self, DType, Header};
+use crate::error::{invalid, Error, Result};
+use crate::format::{self, DType, FileMeta, Header};
 use crate::kernels::{Panels, SimdLevel};
 use graph::{Feature, Graph, TensorRef};
 use plan::{GateSlot, Plan};
+use storage::{AlignedBytes, ModelFile, Origin, Storage};
 
 pub use graph::{InputKind, Pooling};
 
@@ -21,9 +23,9 @@ pub struct LoadOptions {
     /// Also verify the data checksum (reads every byte of the file; off by default so large
     /// embedding tables still open in milliseconds).
     pub verify_data: bool,
-    /// Read the file into memory instead of mapping it. Use on filesystems where the file may be
-    /// truncated or rewritten in place while it is in use (NFS, some container overlays): a
-    /// mapping would then fault (SIGBUS), an in-memory copy cannot.
+    /// Read the file into memory instead of mapping it. The model then owns a copy that writes to
+    /// the file cannot change (docs/ROBUSTNESS.md says what they do to a mapped model). The file is
+    /// read once, and only after its header and metadata have been checked.
     pub read_into_memory: bool,
     /// Force a SIMD level (must be available on this CPU); `None` = best available, lowered by the
     /// `PLE_SIMD` environment variable.
@@ -39,43 +41,12 @@ pub struct Model {
 
 pub(crate) struct Inner {
     storage: Storage,
+    /// The file the model was opened from (`None` for a model loaded from bytes).
+    origin: Option<Origin>,
     pub(crate) header: Header,
     pub(crate) graph: Graph,
     pub(crate) plan: Plan,
     pub(crate) simd: SimdLevel,
-}
-
-/// Bytes that stay put for the model's lifetime, 64-byte aligned at the start.
-enum Storage {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<Block64>),
-    Empty,
-}
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Block64([u8; 64]);
-
-impl Storage {
-    fn owned(bytes: &[u8]) -> (Storage, usize) {
-        let mut blocks = vec![Block64([0; 64]); bytes.len().div_ceil(64)];
-        for (b, chunk) in blocks.iter_mut().zip(bytes.chunks(64)) {
-            b.0[..chunk.len()].copy_from_slice(chunk);
-        }
-        (Storage::Owned(blocks), bytes.len())
-    }
-
-    fn bytes(&self, len: usize) -> &[u8] {
-        match self {
-            Storage::Mapped(m) => m,
-            Storage::Owned(blocks) => {
-                // SAFETY: `Block64` is `repr(C)` plain bytes, so the blocks are `len.div_ceil(64)·64`
-                // contiguous initialised bytes; `len` never exceeds that.
-                unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, len) }
-            }
-            Storage::Empty => &[],
-        }
-    }
 }
 
 impl Model {
@@ -84,26 +55,19 @@ impl Model {
         Self::open_with(path, &LoadOptions::default())
     }
 
+    /// Opens the regular file at `path` (devices, FIFOs, sockets and directories are refused
+    /// before anything is read), maps it or reads it into memory, then validates and plans it.
     pub fn open_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
-        let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len() as usize;
-        let storage = if opts.read_into_memory || len < format::HEADER_SIZE {
-            let bytes = std::fs::read(path).map_err(io)?;
-            Storage::owned(&bytes)
-        } else {
-            // SAFETY: the map is read-only. Its contents could still change if another process
-            // truncates or rewrites the file in place; docs/FORMAT.md and the README prescribe the
-            // write-new-then-rename deploy pattern, and `read_into_memory` for filesystems where
-            // that cannot be guaranteed.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            (Storage::Mapped(map), len)
-        };
-        Self::load(storage.0, storage.1, opts)
+        let file = ModelFile::open(path.as_ref())?;
+        // A file shorter than the header cannot be mapped (an empty map is an error); reading it
+        // gives the precise error.
+        let (storage, header, meta, origin) =
+            if opts.read_into_memory || file.len() < format::HEADER_SIZE as u64 {
+                file.read()?
+            } else {
+                file.map()?
+            };
+        Self::load(storage, header, meta, Some(origin), opts)
     }
 
     /// Loads a model from a buffer (copied into 64-byte-aligned memory the model owns).
@@ -112,15 +76,21 @@ impl Model {
     }
 
     pub fn from_bytes_with(bytes: &[u8], opts: &LoadOptions) -> Result<Model> {
-        let (storage, len) = if bytes.is_empty() {
-            (Storage::Empty, 0)
-        } else {
-            Storage::owned(bytes)
-        };
-        Self::load(storage, len, opts)
+        let (header, meta) = format::parse(bytes)?;
+        let copy = AlignedBytes::copy_of(bytes).map_err(|source| Error::Io {
+            path: "(bytes in memory)".into(),
+            source,
+        })?;
+        Self::load(Storage::Owned(copy), header, meta, None, opts)
     }
 
-    fn load(storage: Storage, len: usize, opts: &LoadOptions) -> Result<Model> {
+    fn load(
+        storage: Storage,
+        header: Header,
+        meta: FileMeta,
+        origin: Option<Origin>,
+        opts: &LoadOptions,
+    ) -> Result<Model> {
         if cfg!(target_endian = "big") {
             return Err(Error::InvalidFile(
                 "this reader runs on a big-endian CPU; .ple files are little-endian".into(),
@@ -135,16 +105,15 @@ impl Model {
             })?,
             None => SimdLevel::detect(),
         };
-        let bytes = storage.bytes(len);
-        let (header, meta) = format::parse(bytes)?;
         if opts.verify_data {
-            format::verify_data_crc(bytes, &header, |_, _| {})?;
+            format::verify_data_crc(storage.bytes(), &header, |_, _| {})?;
         }
         let graph = Graph::from_meta(&header, &meta)?;
         let plan = plan::build(&graph)?;
         Ok(Model {
             inner: Arc::new(Inner {
                 storage,
+                origin,
                 header,
                 graph,
                 plan,
@@ -153,10 +122,43 @@ impl Model {
         })
     }
 
-    /// Verifies the data checksum of an already loaded model, reporting progress as
-    /// `(bytes done, total)`.
+    /// Whether the file the model was opened from has changed since: its path now names another
+    /// file (renamed over, a symlink switched) or none, or the file's size, modification time or
+    /// status-change time differ (it was written to in place or truncated). Always false for a
+    /// model loaded from bytes. One `stat` of the path; cheap enough to call between requests.
+    ///
+    /// A server uses it to reload a model that was replaced. For a mapped model it also warns of
+    /// the danger docs/ROBUSTNESS.md describes: a file written in place changes the weights under
+    /// the running model. Changes made within the file system's timestamp granularity of the open
+    /// itself (a few milliseconds) can go unnoticed.
+    pub fn file_changed(&self) -> bool {
+        self.inner.origin.as_ref().is_some_and(Origin::changed)
+    }
+
+    /// Checks both checksums again, over the bytes the model reads now, reporting progress as
+    /// `(bytes done, total)`: for a mapped model this notices a file written to in place since it
+    /// was opened. A mapped file found shorter than at open is reported as an error before any of
+    /// it is read (reading past its new end would crash the process).
     pub fn verify_data(&self, progress: impl FnMut(u64, u64)) -> Result<()> {
-        format::verify_data_crc(self.bytes(), &self.inner.header, progress)
+        let header = &self.inner.header;
+        if let Some(len) = self.inner.storage.mapped_file_len() {
+            let len = len.map_err(|source| Error::Io {
+                path: self
+                    .inner
+                    .origin
+                    .as_ref()
+                    .map_or_else(String::new, |o| o.shown()),
+                source,
+            })?;
+            if len < header.file_size {
+                return Err(invalid!(
+                    "the mapped file was truncated to {len} bytes since it was opened ({} bytes)",
+                    header.file_size
+                ));
+            }
+        }
+        format::verify_meta_crc(self.bytes(), header)?;
+        format::verify_data_crc(self.bytes(), header, progress)
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -164,9 +166,7 @@ impl Model {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.inner
-            .storage
-            .bytes(self.inner.header.file_size as usize)
+        self.inner.storage.bytes()
     }
 
     /// `len` f32 values of tensor `t`.
