@@ -483,7 +483,7 @@ fn act_args<'m>(model: &'m Model, act: &Act, n: usize) -> ActArgs<'m> {
         Act::PRelu { param, per_channel } => {
             ActArgs::PRelu(model.f32s(&param, if per_channel { n } else { 1 }))
         }
-        Act::DiceRechub { alpha, eps } => ActArgs::DiceRechub {
+        Act::DicePerSample { alpha, eps } => ActArgs::DicePerSample {
             alpha: model.f32s(&alpha, 1)[0],
             eps,
         },

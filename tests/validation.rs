@@ -6,6 +6,7 @@ use ple_testkit as common;
 
 use common::synth::{self, Shape};
 use common::Column;
+use ple::format::codes::{Pooling, TowerInput};
 use ple::format::NONE;
 use ple::{Error, Input, Model, Session};
 use ple_testkit::writer::{fix_checksums, Writer};
@@ -125,7 +126,7 @@ fn structural_rules() {
         w
     };
     expect_invalid(
-        &mutate(&|w| w.meta.towers[0].input = 1),
+        &mutate(&|w| w.meta.towers[0].input = TowerInput::Bottom),
         "reads the bottom, but there is none",
     );
     expect_invalid(
@@ -139,10 +140,6 @@ fn structural_rules() {
     expect_invalid(
         &mutate(&|w| w.meta.levels[0].task_gates[1] = w.meta.levels[0].task_gates[0]),
         "reuses MLP",
-    );
-    expect_invalid(
-        &mutate(&|w| w.meta.mlps[0][0].act = 42),
-        "unknown activation code 42",
     );
     expect_invalid(
         &mutate(&|w| w.meta.mlps[0][0].act_scalar = 1.0),
@@ -160,10 +157,17 @@ fn structural_rules() {
         &mutate(&|w| w.meta.features[1].width += 1),
         "must be plain [vocab",
     );
-    expect_invalid(&mutate(&|w| w.meta.features[0].kind = 9), "unknown kind 9");
     expect_invalid(
-        &mutate(&|w| w.meta.features[3].pooling = 7),
-        "unknown pooling 7",
+        &mutate(&|w| w.meta.features[3].pooling = None),
+        "feature 3 'q0': a sequence feature needs a pooling",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.features[1].pooling = Some(Pooling::Sum)),
+        "feature 1 's0': a sparse feature has no pooling",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.features[0].ids_through_f32 = true),
+        "feature 0 'dense': a dense feature has no pooling, mask, flags",
     );
     expect_invalid(
         &mutate(&|w| w.meta.features[0].width = 0),
@@ -193,10 +197,6 @@ fn structural_rules() {
         "is not used",
     );
     expect_invalid(&mutate(&|w| w.meta.n_tasks = 0), "task count 0");
-    expect_invalid(
-        &mutate(&|w| w.meta.towers[0].out_act = 3),
-        "output activation code 3",
-    );
     // Gate width must equal the number of experts it mixes.
     let wider = Shape {
         shared: 2,
@@ -206,6 +206,34 @@ fn structural_rules() {
     w.meta.levels[0].shared_experts.pop();
     w.meta.levels[0].n_shared = 1;
     expect_invalid(&w, "weights, but it mixes");
+}
+
+/// Every field the file stores as a code (FORMAT.md §3), set to a byte that names no code: the
+/// error names the record, the field, the value and the codes that exist.
+#[test]
+fn unknown_codes() {
+    let w = synth::ple(&Shape::default(), 3);
+    let (good, at) = w.to_bytes_with_offsets();
+    // (record start, byte offset of the field inside the record, value, expected message)
+    let cases = [
+        (at.tensors[0], 4, 3, "tensor 0 'table.s0': unknown dtype 3 (known: 1 f32, 2 f16)"),
+        (at.tensors[0], 5, 2, "tensor 0 'table.s0': unknown layout 2 (known: 0 plain, 1 panel16)"),
+        (at.features[0], 4, 9, "feature 0 'dense': unknown kind 9 (known: 1 dense, 2 sparse, 3 sequence)"),
+        (at.features[3], 5, 7, "feature 3 'q0': unknown pooling 7 (known: 1 sum, 2 mean, 3 max)"),
+        (at.features[3], 6, 2, "feature 3 'q0': unknown mask 2 (known: 0 none, 1 pad id)"),
+        (at.features[1], 7, 2, "feature 1 's0': unknown flag bits 0x2"),
+        (at.layers[0][0], 8, 42, "MLP 0 layer 0: unknown activation code 42 (known: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 leaky_relu, 5 prelu, 6 dice, 7 dice_bn, 8 softmax)"),
+        (at.towers[1], 4, 3, "tower 1: unknown tower input code 3 (known: 0 x0, 1 bottom, 2 level)"),
+        (at.towers[0], 5, 1, "tower 0: unknown output activation code 1 (known: 0 identity, 2 sigmoid)"),
+        (at.outputs[1], 4, 2, "output 1 'task1': unknown output kind 2 (known: 0 tower, 1 product)"),
+    ];
+    for (record, field, value, expected) in cases {
+        let mut b = good.clone();
+        b[record + field] = value;
+        fix_checksums(&mut b);
+        let msg = Model::from_bytes(&b).unwrap_err().to_string();
+        assert!(msg.contains(expected), "expected '{expected}', got '{msg}'");
+    }
 }
 
 #[test]

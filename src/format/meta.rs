@@ -1,7 +1,11 @@
 //! Bounds-checked parsing of the metadata stream (FORMAT.md §3). Every count is checked against
 //! the bytes actually left before anything is reserved, so a hostile count cannot allocate.
 
-use super::{align64, limits, DType, Layout};
+use super::codes::{
+    Activation, DType, InputKind, Layout, Mask, OutputCode, Pooling, TowerActivation, TowerInput,
+    UnknownCode, FEATURE_FLAG_IDS_F32,
+};
+use super::{align64, limits};
 use crate::error::{invalid, Result};
 
 #[derive(Debug, Clone)]
@@ -29,10 +33,12 @@ impl TensorRecord {
 #[derive(Debug, Clone)]
 pub struct FeatureRecord {
     pub name: u32,
-    pub kind: u8,
-    pub pooling: u8,
-    pub mask: u8,
-    pub flags: u8,
+    pub kind: InputKind,
+    /// The file stores 0 for "no pooling".
+    pub pooling: Option<Pooling>,
+    pub mask: Mask,
+    /// Flag bit 0; the other bits must be zero.
+    pub ids_through_f32: bool,
     pub width: u32,
     pub max_len: u32,
     pub table: u32,
@@ -43,7 +49,7 @@ pub struct FeatureRecord {
 pub struct LayerRecord {
     pub weight: u32,
     pub bias: u32,
-    pub act: u8,
+    pub act: Activation,
     pub act_scalar: f32,
     pub act_param: u32,
 }
@@ -61,14 +67,14 @@ pub struct LevelRecord {
 #[derive(Debug, Clone)]
 pub struct TowerRecord {
     pub mlp: u32,
-    pub input: u8,
-    pub out_act: u8,
+    pub input: TowerInput,
+    pub out_act: TowerActivation,
 }
 
 #[derive(Debug, Clone)]
 pub struct OutputRecord {
     pub name: u32,
-    pub kind: u8,
+    pub kind: OutputCode,
     pub a: u32,
     pub b: u32,
 }
@@ -131,6 +137,10 @@ impl<'a> Cursor<'a> {
             self.take(8, what)?.try_into().expect("8"),
         ))
     }
+    /// Reads a one-byte code of the field `T`; an unknown value is an error naming `what`.
+    fn code<T: TryFrom<u8, Error = UnknownCode>>(&mut self, what: &str) -> Result<T> {
+        T::try_from(self.u8(what)?).map_err(|e| invalid!("{what}: {e}"))
+    }
     fn f32(&mut self, what: &str) -> Result<f32> {
         Ok(f32::from_bits(self.u32(what)?))
     }
@@ -180,209 +190,258 @@ fn check_string(s: &[u8], index: usize) -> Result<String> {
     Ok(text.to_owned())
 }
 
+/// Parses the metadata stream, section by section in file order (FORMAT.md §3.1–§3.7).
 pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
-    let mut c = Cursor { bytes, pos: 0 };
-
-    let n = c.count("string count", 3, limits::STRINGS)?;
-    let mut strings = Vec::with_capacity(n);
-    for i in 0..n {
-        let len = c.u16("string length")? as usize;
-        strings.push(check_string(c.take(len, "string bytes")?, i)?);
-    }
-    let string_ref = |idx: u32, what: &str| -> Result<u32> {
-        if (idx as usize) < strings.len() {
-            Ok(idx)
-        } else {
-            Err(invalid!(
-                "{what} names string {idx}, but there are {}",
-                strings.len()
-            ))
-        }
+    let mut r = MetaReader {
+        c: Cursor { bytes, pos: 0 },
+        strings: Vec::new(),
     };
-
-    let n = c.count("tensor count", 32, limits::TENSORS)?;
-    let mut tensors = Vec::with_capacity(n);
-    for i in 0..n {
-        let what = format!("tensor {i}");
-        let name = string_ref(c.u32(&what)?, &what)?;
-        let dtype = match c.u8(&what)? {
-            1 => DType::F32,
-            2 => DType::F16,
-            d => return Err(invalid!("{what}: unknown dtype code {d}")),
-        };
-        let layout = match c.u8(&what)? {
-            0 => Layout::Plain,
-            1 => Layout::Panel16,
-            l => return Err(invalid!("{what}: unknown layout code {l}")),
-        };
-        c.zero(2, &format!("{what} reserved field"))?;
-        let rows = c.u32(&what)?;
-        let cols = c.u32(&what)?;
-        let offset = c.u64(&what)?;
-        let size = c.u64(&what)?;
-        if rows == 0 || cols == 0 || rows >= limits::TENSOR_DIM || cols >= limits::TENSOR_DIM {
-            return Err(invalid!(
-                "{what} '{}': dimensions {rows}x{cols} out of range",
-                strings[name as usize]
-            ));
-        }
-        tensors.push(TensorRecord {
-            name,
-            dtype,
-            layout,
-            rows,
-            cols,
-            offset,
-            size,
-        });
-    }
-
-    let model_name = string_ref(c.u32("model name")?, "model name")?;
-    let flags = c.u32("model flags")?;
-    if flags != 0 {
-        return Err(invalid!(
-            "model flags are {flags:#x}, must be 0 in format 1.0"
-        ));
-    }
-
-    let n = c.count("feature count", 32, limits::FEATURES)?;
-    let mut features = Vec::with_capacity(n);
-    for i in 0..n {
-        let what = format!("feature {i}");
-        let name = string_ref(c.u32(&what)?, &what)?;
-        let kind = c.u8(&what)?;
-        let pooling = c.u8(&what)?;
-        let mask = c.u8(&what)?;
-        let flags = c.u8(&what)?;
-        let width = c.u32(&what)?;
-        let max_len = c.u32(&what)?;
-        let table = c.u32(&what)?;
-        c.zero(4, &format!("{what} reserved field"))?;
-        let pad_id = c.i64(&what)?;
-        features.push(FeatureRecord {
-            name,
-            kind,
-            pooling,
-            mask,
-            flags,
-            width,
-            max_len,
-            table,
-            pad_id,
-        });
-    }
-
-    let n = c.count("concatenation order count", 4, limits::FEATURES)?;
-    let x0_order = c.u32s(n, "concatenation order")?;
-
-    let n = c.count("MLP count", 24, limits::MLPS)?;
-    let mut mlps = Vec::with_capacity(n);
-    for i in 0..n {
-        let what = format!("MLP {i}");
-        let layers = c.count(&format!("{what} layer count"), 20, limits::MLP_LAYERS)?;
-        if layers == 0 {
-            return Err(invalid!("{what} has no layers"));
-        }
-        let mut v = Vec::with_capacity(layers);
-        for _ in 0..layers {
-            let weight = c.u32(&what)?;
-            let bias = c.u32(&what)?;
-            let act = c.u8(&what)?;
-            c.zero(3, &format!("{what} reserved field"))?;
-            let act_scalar = c.f32(&what)?;
-            let act_param = c.u32(&what)?;
-            v.push(LayerRecord {
-                weight,
-                bias,
-                act,
-                act_scalar,
-                act_param,
-            });
-        }
-        mlps.push(v);
-    }
-
-    let bottom = c.u32("bottom")?;
-    let n_tasks = c.u32("task count")?;
-    if n_tasks == 0 || n_tasks as usize > limits::TASKS {
-        return Err(invalid!(
-            "task count {n_tasks} must be 1..={}",
-            limits::TASKS
-        ));
-    }
-    let t = n_tasks as usize;
-    let n = c.count("level count", 12, limits::LEVELS)?;
-    let mut levels = Vec::with_capacity(n);
-    for l in 0..n {
-        let what = format!("level {l}");
-        let s = c.u32(&what)? as usize;
-        let sh = c.u32(&what)? as usize;
-        if s.saturating_mul(t).saturating_add(sh) > limits::EXPERTS {
-            return Err(invalid!("{what} has more than {} experts", limits::EXPERTS));
-        }
-        let task_experts = c.u32s(t * s, &what)?;
-        let shared_experts = c.u32s(sh, &what)?;
-        let task_gates = c.u32s(t, &what)?;
-        let shared_gate = c.u32(&what)?;
-        levels.push(LevelRecord {
-            n_task_experts: s as u32,
-            n_shared: sh as u32,
-            task_experts,
-            shared_experts,
-            task_gates,
-            shared_gate,
-        });
-    }
-
-    let mut towers = Vec::with_capacity(t);
-    for i in 0..t {
-        let what = format!("tower {i}");
-        let mlp = c.u32(&what)?;
-        let input = c.u8(&what)?;
-        let out_act = c.u8(&what)?;
-        c.zero(2, &format!("{what} reserved field"))?;
-        towers.push(TowerRecord {
-            mlp,
-            input,
-            out_act,
-        });
-    }
-
-    let n = c.count("output count", 16, limits::OUTPUTS)?;
-    if n == 0 {
-        return Err(invalid!("the model has no outputs"));
-    }
-    let mut outputs = Vec::with_capacity(n);
-    for i in 0..n {
-        let what = format!("output {i}");
-        let name = string_ref(c.u32(&what)?, &what)?;
-        let kind = c.u8(&what)?;
-        c.zero(3, &format!("{what} reserved field"))?;
-        let a = c.u32(&what)?;
-        let b = c.u32(&what)?;
-        outputs.push(OutputRecord { name, kind, a, b });
-    }
-
-    if c.left() != 0 && minor.cmp(&super::MINOR) != std::cmp::Ordering::Greater {
+    r.strings = r.read_strings()?;
+    let tensors = r.tensors()?;
+    let model_name = r.model_header()?;
+    let features = r.features()?;
+    let n =
+        r.c.count("concatenation order count", 4, limits::FEATURES)?;
+    let x0_order = r.c.u32s(n, "concatenation order")?;
+    let mlps = r.mlps()?;
+    let bottom = r.c.u32("bottom")?;
+    let n_tasks = r.task_count()?;
+    let levels = r.levels(n_tasks)?;
+    let towers = r.towers(n_tasks)?;
+    let outputs = r.outputs()?;
+    // A newer minor may append fields this reader does not know (FORMAT.md §7).
+    if r.c.left() != 0 && minor.cmp(&super::MINOR).is_le() {
         return Err(invalid!(
             "{} unexpected bytes after the end of the metadata",
-            c.left()
+            r.c.left()
         ));
     }
-
     Ok(FileMeta {
-        strings,
+        strings: r.strings,
         tensors,
         model_name,
         features,
         x0_order,
         mlps,
         bottom,
-        n_tasks,
+        n_tasks: n_tasks as u32,
         levels,
         towers,
         outputs,
     })
+}
+
+/// The cursor and the strings read so far (every later section names strings by index).
+struct MetaReader<'a> {
+    c: Cursor<'a>,
+    strings: Vec<String>,
+}
+
+impl MetaReader<'_> {
+    /// Reads a string index and checks that it is in range.
+    fn string_ref(&mut self, what: &str) -> Result<u32> {
+        let idx = self.c.u32(what)?;
+        if (idx as usize) < self.strings.len() {
+            Ok(idx)
+        } else {
+            Err(invalid!(
+                "{what} names string {idx}, but there are {}",
+                self.strings.len()
+            ))
+        }
+    }
+
+    /// Reads a record's name and returns it with the record's description for messages:
+    /// `tensor 3 'tower0.0.w'`.
+    fn named(&mut self, record: &str) -> Result<(u32, String)> {
+        let name = self.string_ref(record)?;
+        Ok((name, format!("{record} '{}'", self.strings[name as usize])))
+    }
+
+    fn read_strings(&mut self) -> Result<Vec<String>> {
+        let n = self.c.count("string count", 3, limits::STRINGS)?;
+        let mut strings = Vec::with_capacity(n);
+        for i in 0..n {
+            let len = self.c.u16("string length")? as usize;
+            strings.push(check_string(self.c.take(len, "string bytes")?, i)?);
+        }
+        Ok(strings)
+    }
+
+    fn tensors(&mut self) -> Result<Vec<TensorRecord>> {
+        let n = self.c.count("tensor count", 32, limits::TENSORS)?;
+        let mut tensors = Vec::with_capacity(n);
+        for i in 0..n {
+            let (name, what) = self.named(&format!("tensor {i}"))?;
+            let dtype = self.c.code(&what)?;
+            let layout = self.c.code(&what)?;
+            self.c.zero(2, &format!("{what} reserved field"))?;
+            let rows = self.c.u32(&what)?;
+            let cols = self.c.u32(&what)?;
+            let offset = self.c.u64(&what)?;
+            let size = self.c.u64(&what)?;
+            if rows == 0 || cols == 0 || rows >= limits::TENSOR_DIM || cols >= limits::TENSOR_DIM {
+                return Err(invalid!("{what}: dimensions {rows}x{cols} out of range"));
+            }
+            tensors.push(TensorRecord {
+                name,
+                dtype,
+                layout,
+                rows,
+                cols,
+                offset,
+                size,
+            });
+        }
+        Ok(tensors)
+    }
+
+    /// The model's name; the flags must be zero in 1.0.
+    fn model_header(&mut self) -> Result<u32> {
+        let name = self.string_ref("model name")?;
+        let flags = self.c.u32("model flags")?;
+        if flags != 0 {
+            return Err(invalid!(
+                "model flags are {flags:#x}, must be 0 in format 1.0"
+            ));
+        }
+        Ok(name)
+    }
+
+    fn features(&mut self) -> Result<Vec<FeatureRecord>> {
+        let n = self.c.count("feature count", 32, limits::FEATURES)?;
+        let mut features = Vec::with_capacity(n);
+        for i in 0..n {
+            let (name, what) = self.named(&format!("feature {i}"))?;
+            let kind = self.c.code(&what)?;
+            let pooling = match self.c.u8(&what)? {
+                0 => None,
+                code => Some(Pooling::try_from(code).map_err(|e| invalid!("{what}: {e}"))?),
+            };
+            let mask = self.c.code(&what)?;
+            let flags = self.c.u8(&what)?;
+            if flags & !FEATURE_FLAG_IDS_F32 != 0 {
+                return Err(invalid!("{what}: unknown flag bits {flags:#x}"));
+            }
+            let width = self.c.u32(&what)?;
+            let max_len = self.c.u32(&what)?;
+            let table = self.c.u32(&what)?;
+            self.c.zero(4, &format!("{what} reserved field"))?;
+            let pad_id = self.c.i64(&what)?;
+            features.push(FeatureRecord {
+                name,
+                kind,
+                pooling,
+                mask,
+                ids_through_f32: flags & FEATURE_FLAG_IDS_F32 != 0,
+                width,
+                max_len,
+                table,
+                pad_id,
+            });
+        }
+        Ok(features)
+    }
+
+    fn mlps(&mut self) -> Result<Vec<Vec<LayerRecord>>> {
+        let n = self.c.count("MLP count", 24, limits::MLPS)?;
+        let mut mlps = Vec::with_capacity(n);
+        for i in 0..n {
+            let what = format!("MLP {i}");
+            let n_layers = self
+                .c
+                .count(&format!("{what} layer count"), 20, limits::MLP_LAYERS)?;
+            if n_layers == 0 {
+                return Err(invalid!("{what} has no layers"));
+            }
+            let mut layers = Vec::with_capacity(n_layers);
+            for j in 0..n_layers {
+                let what = format!("{what} layer {j}");
+                let weight = self.c.u32(&what)?;
+                let bias = self.c.u32(&what)?;
+                let act = self.c.code(&what)?;
+                self.c.zero(3, &format!("{what} reserved field"))?;
+                let act_scalar = self.c.f32(&what)?;
+                let act_param = self.c.u32(&what)?;
+                layers.push(LayerRecord {
+                    weight,
+                    bias,
+                    act,
+                    act_scalar,
+                    act_param,
+                });
+            }
+            mlps.push(layers);
+        }
+        Ok(mlps)
+    }
+
+    fn task_count(&mut self) -> Result<usize> {
+        let n_tasks = self.c.u32("task count")?;
+        if n_tasks == 0 || n_tasks as usize > limits::TASKS {
+            return Err(invalid!(
+                "task count {n_tasks} must be 1..={}",
+                limits::TASKS
+            ));
+        }
+        Ok(n_tasks as usize)
+    }
+
+    fn levels(&mut self, t: usize) -> Result<Vec<LevelRecord>> {
+        let n = self.c.count("level count", 12, limits::LEVELS)?;
+        let mut levels = Vec::with_capacity(n);
+        for l in 0..n {
+            let what = format!("level {l}");
+            let s = self.c.u32(&what)? as usize;
+            let sh = self.c.u32(&what)? as usize;
+            if s.saturating_mul(t).saturating_add(sh) > limits::EXPERTS {
+                return Err(invalid!("{what} has more than {} experts", limits::EXPERTS));
+            }
+            levels.push(LevelRecord {
+                n_task_experts: s as u32,
+                n_shared: sh as u32,
+                task_experts: self.c.u32s(t * s, &what)?,
+                shared_experts: self.c.u32s(sh, &what)?,
+                task_gates: self.c.u32s(t, &what)?,
+                shared_gate: self.c.u32(&what)?,
+            });
+        }
+        Ok(levels)
+    }
+
+    fn towers(&mut self, t: usize) -> Result<Vec<TowerRecord>> {
+        let mut towers = Vec::with_capacity(t);
+        for i in 0..t {
+            let what = format!("tower {i}");
+            let mlp = self.c.u32(&what)?;
+            let input = self.c.code(&what)?;
+            let out_act = self.c.code(&what)?;
+            self.c.zero(2, &format!("{what} reserved field"))?;
+            towers.push(TowerRecord {
+                mlp,
+                input,
+                out_act,
+            });
+        }
+        Ok(towers)
+    }
+
+    fn outputs(&mut self) -> Result<Vec<OutputRecord>> {
+        let n = self.c.count("output count", 16, limits::OUTPUTS)?;
+        if n == 0 {
+            return Err(invalid!("the model has no outputs"));
+        }
+        let mut outputs = Vec::with_capacity(n);
+        for i in 0..n {
+            let (name, what) = self.named(&format!("output {i}"))?;
+            let kind = self.c.code(&what)?;
+            self.c.zero(3, &format!("{what} reserved field"))?;
+            let a = self.c.u32(&what)?;
+            let b = self.c.u32(&what)?;
+            outputs.push(OutputRecord { name, kind, a, b });
+        }
+        Ok(outputs)
+    }
 }
 
 /// Checks sizes, canonical offsets and name uniqueness of the tensor table (FORMAT.md §3.2).

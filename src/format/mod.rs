@@ -3,9 +3,11 @@
 //! This module only parses and checks file-level rules (sizes, offsets, checksums, codes, limits).
 //! Whether the graph makes sense (widths, references) is checked in `model::graph`.
 
+pub mod codes;
 mod crc32;
 mod meta;
 
+pub use codes::{DType, Layout};
 pub use crc32::{crc32, Crc32};
 pub use meta::{
     FeatureRecord, FileMeta, LayerRecord, LevelRecord, OutputRecord, TensorRecord, TowerRecord,
@@ -38,46 +40,6 @@ pub mod limits {
     pub const OUTPUTS: usize = 256;
     /// Floats of working memory per sample (the session arena width).
     pub const SCRATCH_PER_SAMPLE: usize = 1 << 20;
-}
-
-/// Element type of a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DType {
-    F32,
-    F16,
-}
-
-impl DType {
-    pub fn size(self) -> u64 {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-        }
-    }
-}
-
-/// Storage order of a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// Row-major `[rows, cols]`.
-    Plain,
-    /// Dense-layer weight `[k, n]` stored as `ceil(n/16)` panels of `k × 16`.
-    Panel16,
-}
-
-impl Layout {
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::Plain => "plain",
-            Layout::Panel16 => "panel16",
-        }
-    }
 }
 
 /// The fixed 64-byte header.

@@ -13,7 +13,8 @@ pub enum ActArgs<'a> {
     LeakyRelu(f32),
     /// One slope (`len 1`) or one per channel.
     PRelu(&'a [f32]),
-    DiceRechub {
+    /// Dice normalised over the sample's row (FORMAT.md §3.6 code 6).
+    DicePerSample {
         alpha: f32,
         eps: f32,
     },
@@ -52,7 +53,7 @@ pub fn apply_row(act: &ActArgs, row: &mut [f32]) {
             .iter_mut()
             .zip(a)
             .for_each(|(x, &a)| *x = if *x < 0.0 { *x * a } else { *x }),
-        ActArgs::DiceRechub { alpha, eps } => {
+        ActArgs::DicePerSample { alpha, eps } => {
             let n = row.len() as f32;
             let avg = row.iter().sum::<f32>() / n;
             let var: f32 = row.iter().map(|&x| (x - avg) * (x - avg) + eps).sum();

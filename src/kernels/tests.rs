@@ -308,7 +308,7 @@ fn activations_propagate_nan_like_torch() {
         ActArgs::LeakyRelu(0.01),
         ActArgs::PRelu(&alpha[..1]),
         ActArgs::Softmax,
-        ActArgs::DiceRechub {
+        ActArgs::DicePerSample {
             alpha: 0.3,
             eps: 1e-3,
         },

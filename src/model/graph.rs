@@ -1,49 +1,17 @@
 //! The model graph, resolved from the metadata and checked for consistency (FORMAT.md §3.4–§3.7):
 //! every reference in range, every width agreeing with the next, every parameter of the right shape.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::{invalid, Result};
-use crate::format::{limits, DType, FileMeta, Header, Layout, TensorRecord, NONE};
-
-/// What a caller passes for one input feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputKind {
-    /// `width` floats per sample.
-    Dense,
-    /// One id per sample, looked up in an embedding table.
-    Sparse,
-    /// `max_len` ids per sample, looked up and pooled.
-    Sequence,
-}
-
-impl InputKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            InputKind::Dense => "dense",
-            InputKind::Sparse => "sparse",
-            InputKind::Sequence => "sequence",
-        }
-    }
-}
-
-/// How a sequence feature's embeddings are reduced to one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pooling {
-    Sum,
-    Mean,
-    Max,
-}
-
-impl Pooling {
-    pub fn name(self) -> &'static str {
-        match self {
-            Pooling::Sum => "sum",
-            Pooling::Mean => "mean",
-            Pooling::Max => "max",
-        }
-    }
-}
+use crate::format::codes::{Activation, Mask, OutputCode, TowerActivation};
+pub use crate::format::codes::{InputKind, Pooling, TowerInput};
+use crate::format::{
+    limits, DType, FeatureRecord, FileMeta, Header, LayerRecord, Layout, LevelRecord, TensorRecord,
+    TowerRecord, NONE,
+};
 
 /// A tensor's place in the file, resolved to an absolute byte offset.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +64,8 @@ pub enum Act {
         param: TensorRef,
         per_channel: bool,
     },
-    DiceRechub {
+    /// Dice normalised per sample over the layer's outputs.
+    DicePerSample {
         alpha: TensorRef,
         eps: f32,
     },
@@ -108,18 +77,22 @@ pub enum Act {
 }
 
 impl Act {
-    pub fn name(&self) -> &'static str {
+    /// The activation's code in the file.
+    pub fn code(&self) -> Activation {
         match self {
-            Act::Identity => "identity",
-            Act::Relu => "relu",
-            Act::Sigmoid => "sigmoid",
-            Act::Tanh => "tanh",
-            Act::LeakyRelu(_) => "leaky_relu",
-            Act::PRelu { .. } => "prelu",
-            Act::DiceRechub { .. } => "dice",
-            Act::DiceBn { .. } => "dice_bn",
-            Act::Softmax => "softmax",
+            Act::Identity => Activation::Identity,
+            Act::Relu => Activation::Relu,
+            Act::Sigmoid => Activation::Sigmoid,
+            Act::Tanh => Activation::Tanh,
+            Act::LeakyRelu(_) => Activation::LeakyRelu,
+            Act::PRelu { .. } => Activation::PRelu,
+            Act::DicePerSample { .. } => Activation::DicePerSample,
+            Act::DiceBn { .. } => Activation::DiceBn,
+            Act::Softmax => Activation::Softmax,
         }
+    }
+    pub fn name(&self) -> &'static str {
+        self.code().name()
     }
 }
 
@@ -157,13 +130,6 @@ pub struct Level {
     pub shared_gate: Option<usize>,
     /// Output width of every expert of this level.
     pub width: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TowerInput {
-    X0,
-    Bottom,
-    LastLevel,
 }
 
 #[derive(Debug, Clone)]
@@ -205,31 +171,103 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Resolves and checks the graph, section by section: features and their concatenation
+    /// order, MLPs, then the structure (bottom, levels, towers) and the outputs.
     pub fn from_meta(h: &Header, m: &FileMeta) -> Result<Graph> {
-        Resolver {
+        let r = Resolver {
             h,
             m,
-            referenced: std::cell::RefCell::new(vec![false; m.tensors.len()]),
+            referenced: RefCell::new(vec![false; m.tensors.len()]),
+        };
+        let features = r.features()?;
+        let (x0_order, x0_width) = x0_order(&m.x0_order, &features)?;
+        let mlps = (m.mlps.iter().enumerate())
+            .map(|(i, layers)| r.mlp(i, layers))
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut s = Structure {
+            mlps: &mlps,
+            used: vec![false; mlps.len()],
+        };
+        let bottom = opt(m.bottom)
+            .map(|b| s.claim_reading(b, "the bottom MLP", x0_width))
+            .transpose()?;
+        let trunk = bottom.map_or(x0_width, |b| mlps[b].out_width());
+        let n_tasks = m.n_tasks as usize;
+        let levels = s.levels(&m.levels, n_tasks, trunk)?;
+        let tower_inputs = TowerInputs {
+            x0: x0_width,
+            bottom: bottom.map(|_| trunk),
+            last_level: levels.last().map(|l| l.width),
+        };
+        let towers = (m.towers.iter().enumerate())
+            .map(|(i, rec)| s.tower(i, rec, &tower_inputs))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(unused) = s.used.iter().position(|u| !u) {
+            return Err(invalid!("MLP {unused} is not used by the structure"));
         }
-        .resolve()
-    }
+        r.all_referenced()?;
+        let outputs = r.outputs(&towers, &mlps)?;
 
-    /// The width of the vector the levels (or towers) start from.
-    pub fn trunk_width(&self) -> usize {
-        self.bottom
-            .map_or(self.x0_width, |b| self.mlps[b].out_width())
+        Ok(Graph {
+            name: r.name(m.model_name).into(),
+            features,
+            x0_order,
+            x0_width,
+            weight_dtype: common_weight_dtype(&mlps),
+            mlps,
+            bottom,
+            n_tasks,
+            levels,
+            towers,
+            outputs,
+        })
     }
-}
-
-struct Resolver<'a> {
-    h: &'a Header,
-    m: &'a FileMeta,
-    /// Which tensors something refers to; a tensor nothing uses is hidden data and an error.
-    referenced: std::cell::RefCell<Vec<bool>>,
 }
 
 fn opt(idx: u32) -> Option<u32> {
     (idx != NONE).then_some(idx)
+}
+
+/// The concatenation order (a permutation of the features) and x0's width.
+fn x0_order(order: &[u32], features: &[Feature]) -> Result<(Vec<usize>, usize)> {
+    if order.len() != features.len() {
+        return Err(invalid!(
+            "the concatenation order lists {} features, the model has {}",
+            order.len(),
+            features.len()
+        ));
+    }
+    let mut seen = vec![false; features.len()];
+    let mut x0_width = 0usize;
+    let order = (order.iter())
+        .map(|&f| {
+            let f = f as usize;
+            if f >= features.len() || std::mem::replace(&mut seen[f], true) {
+                return Err(invalid!(
+                    "the concatenation order is not a permutation of the features (entry {f})"
+                ));
+            }
+            x0_width += features[f].width;
+            Ok(f)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((order, x0_width))
+}
+
+/// The dtype of every dense-layer weight, or `None` if they differ.
+fn common_weight_dtype(mlps: &[Mlp]) -> Option<DType> {
+    let mut dtypes = mlps.iter().flat_map(|m| &m.layers).map(|l| l.weight.dtype);
+    let first = dtypes.next()?;
+    dtypes.all(|d| d == first).then_some(first)
+}
+
+/// Resolves records to tensors and names, remembering which tensors something refers to.
+struct Resolver<'a> {
+    h: &'a Header,
+    m: &'a FileMeta,
+    /// A tensor nothing uses is hidden data and an error.
+    referenced: RefCell<Vec<bool>>,
 }
 
 impl Resolver<'_> {
@@ -237,11 +275,10 @@ impl Resolver<'_> {
         &self.m.strings[idx as usize]
     }
 
-    fn tensor(&self, idx: u32, what: &dyn Fn() -> String) -> Result<(&TensorRecord, TensorRef)> {
+    fn tensor(&self, idx: u32, what: &str) -> Result<(&TensorRecord, TensorRef)> {
         let t = self.m.tensors.get(idx as usize).ok_or_else(|| {
             invalid!(
-                "{} names tensor {idx}, but the file has {} tensors",
-                what(),
+                "{what} names tensor {idx}, but the file has {} tensors",
                 self.m.tensors.len()
             )
         })?;
@@ -256,18 +293,11 @@ impl Resolver<'_> {
     }
 
     /// A plain f32 tensor of exactly `rows × cols`.
-    fn f32_plain(
-        &self,
-        idx: u32,
-        rows: usize,
-        cols: usize,
-        what: &dyn Fn() -> String,
-    ) -> Result<TensorRef> {
+    fn f32_plain(&self, idx: u32, rows: usize, cols: usize, what: &str) -> Result<TensorRef> {
         let (t, r) = self.tensor(idx, what)?;
         if t.dtype != DType::F32 || t.layout != Layout::Plain || r.rows != rows || r.cols != cols {
             return Err(invalid!(
-                "{}: tensor '{}' is {}x{} {} {}, expected plain f32 {rows}x{cols}",
-                what(),
+                "{what}: tensor '{}' is {}x{} {} {}, expected plain f32 {rows}x{cols}",
                 self.name(t.name),
                 r.rows,
                 r.cols,
@@ -278,490 +308,411 @@ impl Resolver<'_> {
         Ok(r)
     }
 
-    fn resolve(&self) -> Result<Graph> {
-        let m = self.m;
-        let features = self.features()?;
-
-        // x0 order: a permutation of the features.
-        if m.x0_order.len() != features.len() {
-            return Err(invalid!(
-                "the concatenation order lists {} features, the model has {}",
-                m.x0_order.len(),
-                features.len()
-            ));
-        }
-        let mut seen = vec![false; features.len()];
-        let mut x0_order = Vec::with_capacity(features.len());
-        let mut x0_width = 0usize;
-        for &f in &m.x0_order {
-            let f = f as usize;
-            if f >= features.len() || std::mem::replace(&mut seen[f], true) {
-                return Err(invalid!(
-                    "the concatenation order is not a permutation of the features (entry {f})"
-                ));
-            }
-            x0_order.push(f);
-            x0_width += features[f].width;
-        }
-
-        let mut weight_dtypes = (false, false);
-        let mut mlps = Vec::with_capacity(m.mlps.len());
-        for (i, layers) in m.mlps.iter().enumerate() {
-            mlps.push(self.mlp(i, layers, &mut weight_dtypes)?);
-        }
-        let weight_dtype = match weight_dtypes {
-            (true, false) => Some(DType::F32),
-            (false, true) => Some(DType::F16),
-            _ => None,
-        };
-
-        // Each MLP belongs to exactly one place in the structure.
-        let mut used = vec![false; mlps.len()];
-        let mut claim = |idx: u32, what: &dyn Fn() -> String| -> Result<usize> {
-            let i = idx as usize;
-            if i >= used.len() {
-                return Err(invalid!(
-                    "{} names MLP {idx}, but there are {}",
-                    what(),
-                    used.len()
-                ));
-            }
-            if std::mem::replace(&mut used[i], true) {
-                return Err(invalid!(
-                    "{} reuses MLP {idx}, which is used elsewhere",
-                    what()
-                ));
-            }
-            Ok(i)
-        };
-
-        let bottom = match opt(m.bottom) {
-            Some(b) => {
-                let b = claim(b, &|| "the bottom".into())?;
-                if mlps[b].in_width() != x0_width {
-                    return Err(invalid!(
-                        "the bottom MLP reads {} values, but x0 has {x0_width}",
-                        mlps[b].in_width()
-                    ));
-                }
-                Some(b)
-            }
-            None => None,
-        };
-        let trunk = bottom.map_or(x0_width, |b| mlps[b].out_width());
-
-        let t = m.n_tasks as usize;
-        let mut levels = Vec::with_capacity(m.levels.len());
-        let mut in_width = trunk;
-        for (l, rec) in m.levels.iter().enumerate() {
-            let last = l + 1 == m.levels.len();
-            let s = rec.n_task_experts as usize;
-            let sh = rec.n_shared as usize;
-            if s + sh == 0 {
-                return Err(invalid!("level {l} has no experts"));
-            }
-            let mut width = None;
-            let mut check_expert = |e: usize, what: &str| -> Result<()> {
-                let mlp = &mlps[e];
-                if mlp.in_width() != in_width {
-                    return Err(invalid!(
-                        "{what} reads {} values, but its input has {in_width}",
-                        mlp.in_width()
-                    ));
-                }
-                match width {
-                    None => width = Some(mlp.out_width()),
-                    Some(w) if w != mlp.out_width() => {
-                        return Err(invalid!(
-                            "{what} outputs {} values, but the level's other experts output {w}",
-                            mlp.out_width()
-                        ))
-                    }
-                    _ => {}
-                }
-                Ok(())
-            };
-            let mut task_experts = Vec::with_capacity(t);
-            for task in 0..t {
-                let mut v = Vec::with_capacity(s);
-                for j in 0..s {
-                    let what = format!("level {l} task {task} expert {j}");
-                    let e = claim(rec.task_experts[task * s + j], &|| what.clone())?;
-                    check_expert(e, &what)?;
-                    v.push(e);
-                }
-                task_experts.push(v);
-            }
-            let mut shared_experts = Vec::with_capacity(sh);
-            for (j, &idx) in rec.shared_experts.iter().enumerate() {
-                let what = format!("level {l} shared expert {j}");
-                let e = claim(idx, &|| what.clone())?;
-                check_expert(e, &what)?;
-                shared_experts.push(e);
-            }
-            let width = width.expect("at least one expert");
-
-            let mut gate = |idx: u32, what: String, n: usize| -> Result<usize> {
-                let g = claim(idx, &|| what.clone())?;
-                let mlp = &mlps[g];
-                if mlp.in_width() != in_width {
-                    return Err(invalid!(
-                        "{what} reads {} values, but its input has {in_width}",
-                        mlp.in_width()
-                    ));
-                }
-                if mlp.out_width() != n {
-                    return Err(invalid!(
-                        "{what} outputs {} weights, but it mixes {n} experts",
-                        mlp.out_width()
-                    ));
-                }
-                if !matches!(mlp.layers.last().expect("non-empty").act, Act::Identity) {
-                    return Err(invalid!("{what} must end in logits (identity activation); the softmax is part of the gate"));
-                }
-                Ok(g)
-            };
-            let mut task_gates = Vec::with_capacity(t);
-            for (task, &idx) in rec.task_gates.iter().enumerate() {
-                task_gates.push(gate(idx, format!("level {l} gate of task {task}"), s + sh)?);
-            }
-            let shared_gate = match (opt(rec.shared_gate), last) {
-                (Some(g), false) => Some(gate(g, format!("level {l} shared gate"), t * s + sh)?),
-                (None, false) => {
-                    return Err(invalid!(
-                        "level {l} is not the last level but has no shared gate"
-                    ))
-                }
-                (Some(_), true) => {
-                    return Err(invalid!(
-                    "the last level ({l}) has a shared gate; nothing reads it (exporters drop it)"
-                ))
-                }
-                (None, true) => None,
-            };
-            levels.push(Level {
-                n_task_experts: s,
-                task_experts,
-                shared_experts,
-                task_gates,
-                shared_gate,
-                width,
-            });
-            in_width = width;
-        }
-
-        let mut towers = Vec::with_capacity(t);
-        for (i, rec) in m.towers.iter().enumerate() {
-            let what = format!("tower {i}");
-            let mlp = claim(rec.mlp, &|| what.clone())?;
-            let (input, width) = match rec.input {
-                0 => (TowerInput::X0, x0_width),
-                1 if bottom.is_some() => (TowerInput::Bottom, trunk),
-                2 if !levels.is_empty() => (TowerInput::LastLevel, in_width),
-                1 => return Err(invalid!("{what} reads the bottom, but there is none")),
-                2 => {
-                    return Err(invalid!(
-                        "{what} reads the last level, but there are no levels"
-                    ))
-                }
-                c => return Err(invalid!("{what}: unknown input code {c}")),
-            };
-            if mlps[mlp].in_width() != width {
-                return Err(invalid!(
-                    "{what} reads {} values, but its input has {width}",
-                    mlps[mlp].in_width()
-                ));
-            }
-            let sigmoid = match rec.out_act {
-                0 => false,
-                2 => true,
-                c => {
-                    return Err(invalid!(
-                        "{what}: output activation code {c} (must be 0 identity or 2 sigmoid)"
-                    ))
-                }
-            };
-            towers.push(Tower {
-                mlp,
-                input,
-                sigmoid,
-            });
-        }
-        if let Some(unused) = used.iter().position(|u| !u) {
-            return Err(invalid!("MLP {unused} is not used by the structure"));
-        }
-        if let Some(t) = self.referenced.borrow().iter().position(|r| !r) {
-            return Err(invalid!(
+    fn all_referenced(&self) -> Result<()> {
+        match self.referenced.borrow().iter().position(|r| !r) {
+            Some(t) => Err(invalid!(
                 "tensor {t} '{}' is not used by the graph (no unreferenced data is allowed)",
                 self.name(self.m.tensors[t].name)
-            ));
+            )),
+            None => Ok(()),
         }
-
-        let mut outputs = Vec::with_capacity(m.outputs.len());
-        let mut out_names = std::collections::HashSet::new();
-        for (i, rec) in m.outputs.iter().enumerate() {
-            let name: Arc<str> = self.name(rec.name).into();
-            if !out_names.insert(name.clone()) {
-                return Err(invalid!("output {i}: duplicate output name '{name}'"));
-            }
-            let tower = |idx: u32| -> Result<usize> {
-                if (idx as usize) < towers.len() {
-                    Ok(idx as usize)
-                } else {
-                    Err(invalid!(
-                        "output {i} '{name}' names tower {idx}, but there are {t}"
-                    ))
-                }
-            };
-            let width_of = |tw: usize| mlps[towers[tw].mlp].out_width();
-            let (kind, width) = match rec.kind {
-                0 if rec.b == NONE => {
-                    let a = tower(rec.a)?;
-                    (OutputKind::Tower(a), width_of(a))
-                }
-                1 => {
-                    let (a, b) = (tower(rec.a)?, tower(rec.b)?);
-                    if width_of(a) != width_of(b) {
-                        return Err(invalid!(
-                            "output {i} '{name}' multiplies towers of different widths"
-                        ));
-                    }
-                    (OutputKind::Product(a, b), width_of(a))
-                }
-                0 => {
-                    return Err(invalid!(
-                        "output {i} '{name}': a tower output must have b = NONE"
-                    ))
-                }
-                k => return Err(invalid!("output {i} '{name}': unknown output kind {k}")),
-            };
-            outputs.push(Output { name, kind, width });
-        }
-
-        Ok(Graph {
-            name: self.name(m.model_name).into(),
-            features,
-            x0_order,
-            x0_width,
-            mlps,
-            bottom,
-            n_tasks: t,
-            levels,
-            towers,
-            outputs,
-            weight_dtype,
-        })
     }
 
     fn features(&self) -> Result<Vec<Feature>> {
-        let mut out = Vec::with_capacity(self.m.features.len());
-        let mut names = std::collections::HashSet::new();
         if self.m.features.is_empty() {
             return Err(invalid!("the model has no input features"));
         }
-        for (i, f) in self.m.features.iter().enumerate() {
-            let name: Arc<str> = self.name(f.name).into();
-            let what = || format!("feature {i} '{name}'");
-            if !names.insert(name.clone()) {
-                return Err(invalid!("{}: duplicate feature name", what()));
-            }
-            if f.flags & !1 != 0 {
-                return Err(invalid!("{}: unknown flag bits {:#x}", what(), f.flags));
-            }
-            let kind = match f.kind {
-                1 => InputKind::Dense,
-                2 => InputKind::Sparse,
-                3 => InputKind::Sequence,
-                k => return Err(invalid!("{}: unknown kind {k}", what())),
-            };
-            if f.width == 0 || f.width > limits::DENSE_WIDTH {
-                return Err(invalid!("{}: width {} out of range", what(), f.width));
-            }
-            let mut feature = Feature {
-                name: name.clone(),
-                kind,
-                width: f.width as usize,
-                max_len: 0,
-                table: None,
-                pooling: None,
-                pad_id: None,
-                ids_through_f32: f.flags & 1 != 0,
-            };
-            match kind {
-                InputKind::Dense => {
-                    if f.pooling != 0
-                        || f.mask != 0
-                        || f.flags != 0
-                        || f.max_len != 0
-                        || f.table != NONE
-                        || f.pad_id != 0
-                    {
-                        return Err(invalid!("{}: a dense feature has no pooling, mask, flags, max_len, table or pad id", what()));
-                    }
+        let mut names = HashSet::new();
+        (self.m.features.iter().enumerate())
+            .map(|(i, f)| {
+                let name: Arc<str> = self.name(f.name).into();
+                let what = format!("feature {i} '{name}'");
+                if !names.insert(name.clone()) {
+                    return Err(invalid!("{what}: duplicate feature name"));
                 }
-                InputKind::Sparse | InputKind::Sequence => {
-                    let (t, r) = self.tensor(f.table, &|| what())?;
-                    if t.layout != Layout::Plain || r.cols != feature.width {
-                        return Err(invalid!(
-                            "{}: table '{}' must be plain [vocab, {}], it is {}x{} {}",
-                            what(),
-                            self.name(t.name),
-                            feature.width,
-                            r.rows,
-                            r.cols,
-                            t.layout.name()
-                        ));
-                    }
-                    feature.table = Some(r);
-                    if kind == InputKind::Sparse {
-                        if f.pooling != 0 || f.mask != 0 || f.max_len != 0 || f.pad_id != 0 {
-                            return Err(invalid!(
-                                "{}: a sparse feature has no pooling, mask, max_len or pad id",
-                                what()
-                            ));
-                        }
-                        feature.max_len = 1;
-                    } else {
-                        if f.max_len == 0 || f.max_len > limits::MAX_LEN {
-                            return Err(invalid!(
-                                "{}: max_len {} out of range 1..={}",
-                                what(),
-                                f.max_len,
-                                limits::MAX_LEN
-                            ));
-                        }
-                        feature.max_len = f.max_len as usize;
-                        feature.pooling = Some(match f.pooling {
-                            1 => Pooling::Sum,
-                            2 => Pooling::Mean,
-                            3 => Pooling::Max,
-                            p => return Err(invalid!("{}: unknown pooling {p}", what())),
-                        });
-                        feature.pad_id = match f.mask {
-                            0 if f.pad_id == 0 => None,
-                            0 => return Err(invalid!("{}: pad id without a pad-id mask", what())),
-                            1 => Some(f.pad_id),
-                            k => return Err(invalid!("{}: unknown mask kind {k}", what())),
-                        };
-                    }
-                }
-            }
-            out.push(feature);
-        }
-        Ok(out)
+                self.feature(f, name, &what)
+            })
+            .collect()
     }
 
-    fn mlp(
-        &self,
-        i: usize,
-        layers: &[crate::format::LayerRecord],
-        dtypes: &mut (bool, bool),
-    ) -> Result<Mlp> {
-        let mut out = Vec::with_capacity(layers.len());
-        let mut prev: Option<usize> = None;
-        for (j, l) in layers.iter().enumerate() {
-            let what = || format!("MLP {i} layer {j}");
-            let (t, weight) = self.tensor(l.weight, &what)?;
-            if t.layout != Layout::Panel16 {
+    fn feature(&self, f: &FeatureRecord, name: Arc<str>, what: &str) -> Result<Feature> {
+        if f.width == 0 || f.width > limits::DENSE_WIDTH {
+            return Err(invalid!("{what}: width {} out of range", f.width));
+        }
+        let mut feature = Feature {
+            name,
+            kind: f.kind,
+            width: f.width as usize,
+            max_len: 0,
+            table: None,
+            pooling: None,
+            pad_id: None,
+            ids_through_f32: f.ids_through_f32,
+        };
+        let no_sequence_fields =
+            f.pooling.is_none() && f.mask == Mask::None && f.max_len == 0 && f.pad_id == 0;
+        match f.kind {
+            InputKind::Dense => {
+                if !no_sequence_fields || f.ids_through_f32 || f.table != NONE {
+                    return Err(invalid!("{what}: a dense feature has no pooling, mask, flags, max_len, table or pad id"));
+                }
+            }
+            InputKind::Sparse => {
+                feature.table = Some(self.table(f, what)?);
+                if !no_sequence_fields {
+                    return Err(invalid!(
+                        "{what}: a sparse feature has no pooling, mask, max_len or pad id"
+                    ));
+                }
+                feature.max_len = 1;
+            }
+            InputKind::Sequence => {
+                feature.table = Some(self.table(f, what)?);
+                if f.max_len == 0 || f.max_len > limits::MAX_LEN {
+                    return Err(invalid!(
+                        "{what}: max_len {} out of range 1..={}",
+                        f.max_len,
+                        limits::MAX_LEN
+                    ));
+                }
+                feature.max_len = f.max_len as usize;
+                feature.pooling = Some(f.pooling.ok_or_else(|| {
+                    invalid!("{what}: a sequence feature needs a pooling, the file stores 0 (none)")
+                })?);
+                feature.pad_id = match f.mask {
+                    Mask::None if f.pad_id != 0 => {
+                        return Err(invalid!("{what}: pad id without a pad-id mask"))
+                    }
+                    Mask::None => None,
+                    Mask::PadId => Some(f.pad_id),
+                };
+            }
+        }
+        Ok(feature)
+    }
+
+    /// The embedding table of a sparse or sequence feature: plain `[vocab, width]`.
+    fn table(&self, f: &FeatureRecord, what: &str) -> Result<TensorRef> {
+        let (t, r) = self.tensor(f.table, what)?;
+        if t.layout != Layout::Plain || r.cols != f.width as usize {
+            return Err(invalid!(
+                "{what}: table '{}' must be plain [vocab, {}], it is {}x{} {}",
+                self.name(t.name),
+                f.width,
+                r.rows,
+                r.cols,
+                t.layout.name()
+            ));
+        }
+        Ok(r)
+    }
+
+    fn mlp(&self, i: usize, records: &[LayerRecord]) -> Result<Mlp> {
+        let mut layers: Vec<Layer> = Vec::with_capacity(records.len());
+        for (j, l) in records.iter().enumerate() {
+            let prev = layers.last().map(|p| p.n);
+            layers.push(self.layer(l, &format!("MLP {i} layer {j}"), prev)?);
+        }
+        Ok(Mlp { layers })
+    }
+
+    /// One layer; `prev` is the previous layer's output width, which must be this one's input.
+    fn layer(&self, l: &LayerRecord, what: &str, prev: Option<usize>) -> Result<Layer> {
+        let (t, weight) = self.tensor(l.weight, what)?;
+        if t.layout != Layout::Panel16 {
+            return Err(invalid!(
+                "{what}: weight '{}' must use the panel16 layout",
+                self.name(t.name)
+            ));
+        }
+        let (k, n) = (weight.rows, weight.cols);
+        if let Some(p) = prev.filter(|&p| p != k) {
+            return Err(invalid!(
+                "{what}: weight '{}' has {k} inputs, but the previous layer outputs {p}",
+                self.name(t.name)
+            ));
+        }
+        let bias = opt(l.bias)
+            .map(|b| self.f32_plain(b, 1, n, what))
+            .transpose()?;
+        Ok(Layer {
+            k,
+            n,
+            weight,
+            bias,
+            act: self.act(l, what, n)?,
+        })
+    }
+
+    /// A layer's activation with its parameters checked (FORMAT.md §3.6).
+    fn act(&self, l: &LayerRecord, what: &str, n: usize) -> Result<Act> {
+        let no_param = |act: Act| -> Result<Act> {
+            if l.act_param != NONE || l.act_scalar != 0.0 {
                 return Err(invalid!(
-                    "{}: weight '{}' must use the panel16 layout",
-                    what(),
-                    self.name(t.name)
+                    "{what}: activation {} takes no parameters",
+                    act.name()
                 ));
             }
-            match t.dtype {
-                DType::F32 => dtypes.0 = true,
-                DType::F16 => dtypes.1 = true,
-            }
-            let (k, n) = (weight.rows, weight.cols);
-            if let Some(p) = prev {
-                if p != k {
+            Ok(act)
+        };
+        Ok(match l.act {
+            Activation::Identity => no_param(Act::Identity)?,
+            Activation::Relu => no_param(Act::Relu)?,
+            Activation::Sigmoid => no_param(Act::Sigmoid)?,
+            Activation::Tanh => no_param(Act::Tanh)?,
+            Activation::Softmax => no_param(Act::Softmax)?,
+            Activation::LeakyRelu => {
+                if l.act_param != NONE || !l.act_scalar.is_finite() {
                     return Err(invalid!(
-                        "{}: weight '{}' has {k} inputs, but the previous layer outputs {p}",
-                        what(),
-                        self.name(t.name)
+                        "{what}: leaky relu needs a finite slope and no tensor"
                     ));
                 }
+                Act::LeakyRelu(l.act_scalar)
             }
-            let bias = opt(l.bias)
-                .map(|b| self.f32_plain(b, 1, n, &what))
-                .transpose()?;
-            let no_param = |act: Act| -> Result<Act> {
-                if l.act_param != NONE || l.act_scalar != 0.0 {
+            Activation::PRelu => {
+                let (t, r) = self.tensor(l.act_param, what)?;
+                if t.dtype != DType::F32
+                    || t.layout != Layout::Plain
+                    || r.rows != 1
+                    || !(r.cols == 1 || r.cols == n)
+                    || l.act_scalar != 0.0
+                {
                     return Err(invalid!(
-                        "{}: activation {} takes no parameters",
-                        what(),
-                        act.name()
+                        "{what}: PReLU weight must be plain f32 [1,1] or [1,{n}]"
                     ));
                 }
-                Ok(act)
-            };
-            let act = match l.act {
-                0 => no_param(Act::Identity)?,
-                1 => no_param(Act::Relu)?,
-                2 => no_param(Act::Sigmoid)?,
-                3 => no_param(Act::Tanh)?,
-                8 => no_param(Act::Softmax)?,
-                4 => {
-                    if l.act_param != NONE || !l.act_scalar.is_finite() {
-                        return Err(invalid!(
-                            "{}: leaky relu needs a finite slope and no tensor",
-                            what()
-                        ));
-                    }
-                    Act::LeakyRelu(l.act_scalar)
+                Act::PRelu {
+                    param: r,
+                    per_channel: r.cols == n && n != 1,
                 }
-                5 => {
-                    let (t, r) = self.tensor(l.act_param, &what)?;
-                    let per_channel = r.cols == n && n != 1;
-                    if t.dtype != DType::F32
-                        || t.layout != Layout::Plain
-                        || r.rows != 1
-                        || !(r.cols == 1 || r.cols == n)
-                        || l.act_scalar != 0.0
-                    {
-                        return Err(invalid!(
-                            "{}: PReLU weight must be plain f32 [1,1] or [1,{n}]",
-                            what()
-                        ));
-                    }
-                    Act::PRelu {
-                        param: r,
-                        per_channel,
-                    }
+            }
+            Activation::DicePerSample => {
+                let alpha = self.f32_plain(l.act_param, 1, 1, what)?;
+                if !(l.act_scalar.is_finite() && l.act_scalar > 0.0) {
+                    return Err(invalid!("{what}: Dice eps must be positive and finite"));
                 }
-                6 => {
-                    let alpha = self.f32_plain(l.act_param, 1, 1, &what)?;
-                    if !(l.act_scalar.is_finite() && l.act_scalar > 0.0) {
-                        return Err(invalid!("{}: Dice eps must be positive and finite", what()));
-                    }
-                    Act::DiceRechub {
-                        alpha,
-                        eps: l.act_scalar,
-                    }
+                Act::DicePerSample {
+                    alpha,
+                    eps: l.act_scalar,
                 }
-                7 => {
-                    if l.act_scalar != 0.0 {
-                        return Err(invalid!(
-                            "{}: Dice (BatchNorm form) takes no scalar",
-                            what()
-                        ));
-                    }
-                    Act::DiceBn {
-                        param: self.f32_plain(l.act_param, 3, n, &what)?,
-                    }
+            }
+            Activation::DiceBn => {
+                if l.act_scalar != 0.0 {
+                    return Err(invalid!("{what}: Dice (BatchNorm form) takes no scalar"));
                 }
-                c => return Err(invalid!("{}: unknown activation code {c}", what())),
-            };
-            out.push(Layer {
-                k,
-                n,
-                weight,
-                bias,
-                act,
-            });
-            prev = Some(n);
+                Act::DiceBn {
+                    param: self.f32_plain(l.act_param, 3, n, what)?,
+                }
+            }
+        })
+    }
+
+    fn outputs(&self, towers: &[Tower], mlps: &[Mlp]) -> Result<Vec<Output>> {
+        let mut names = HashSet::new();
+        let width_of = |tower: usize| mlps[towers[tower].mlp].out_width();
+        (self.m.outputs.iter().enumerate())
+            .map(|(i, rec)| {
+                let name: Arc<str> = self.name(rec.name).into();
+                if !names.insert(name.clone()) {
+                    return Err(invalid!("output {i}: duplicate output name '{name}'"));
+                }
+                let what = format!("output {i} '{name}'");
+                let tower = |idx: u32| -> Result<usize> {
+                    if (idx as usize) < towers.len() {
+                        Ok(idx as usize)
+                    } else {
+                        Err(invalid!(
+                            "{what} names tower {idx}, but there are {}",
+                            towers.len()
+                        ))
+                    }
+                };
+                let (kind, width) = match (rec.kind, opt(rec.b)) {
+                    (OutputCode::Tower, None) => {
+                        let a = tower(rec.a)?;
+                        (OutputKind::Tower(a), width_of(a))
+                    }
+                    (OutputCode::Tower, Some(_)) => {
+                        return Err(invalid!("{what}: a tower output must have b = NONE"))
+                    }
+                    (OutputCode::Product, _) => {
+                        let (a, b) = (tower(rec.a)?, tower(rec.b)?);
+                        if width_of(a) != width_of(b) {
+                            return Err(invalid!("{what} multiplies towers of different widths"));
+                        }
+                        (OutputKind::Product(a, b), width_of(a))
+                    }
+                };
+                Ok(Output { name, kind, width })
+            })
+            .collect()
+    }
+}
+
+/// Hands the MLPs out to their places in the structure, each exactly once (no parameters
+/// aliased by accident), checking that each reads the width its input has.
+struct Structure<'g> {
+    mlps: &'g [Mlp],
+    used: Vec<bool>,
+}
+
+/// The widths a tower may read: x0, the bottom's output, the last level's output.
+struct TowerInputs {
+    x0: usize,
+    bottom: Option<usize>,
+    last_level: Option<usize>,
+}
+
+impl Structure<'_> {
+    fn claim_reading(&mut self, idx: u32, what: &str, in_width: usize) -> Result<usize> {
+        let i = idx as usize;
+        let Some(used) = self.used.get_mut(i) else {
+            return Err(invalid!(
+                "{what} names MLP {idx}, but there are {}",
+                self.used.len()
+            ));
+        };
+        if std::mem::replace(used, true) {
+            return Err(invalid!("{what} reuses MLP {idx}, which is used elsewhere"));
         }
-        Ok(Mlp { layers: out })
+        let reads = self.mlps[i].in_width();
+        if reads != in_width {
+            return Err(invalid!(
+                "{what} reads {reads} values, but its input has {in_width}"
+            ));
+        }
+        Ok(i)
+    }
+
+    fn levels(&mut self, recs: &[LevelRecord], t: usize, trunk: usize) -> Result<Vec<Level>> {
+        let mut levels: Vec<Level> = Vec::with_capacity(recs.len());
+        for (l, rec) in recs.iter().enumerate() {
+            let in_width = levels.last().map_or(trunk, |prev| prev.width);
+            let last = l + 1 == recs.len();
+            levels.push(self.level(l, rec, t, in_width, last)?);
+        }
+        Ok(levels)
+    }
+
+    fn level(
+        &mut self,
+        l: usize,
+        rec: &LevelRecord,
+        t: usize,
+        in_width: usize,
+        last: bool,
+    ) -> Result<Level> {
+        let (s, sh) = (rec.n_task_experts as usize, rec.n_shared as usize);
+        if s + sh == 0 {
+            return Err(invalid!("level {l} has no experts"));
+        }
+        let mut width = None;
+        let task_experts = (0..t)
+            .map(|task| {
+                (0..s)
+                    .map(|j| {
+                        let what = format!("level {l} task {task} expert {j}");
+                        self.expert(rec.task_experts[task * s + j], &what, in_width, &mut width)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shared_experts = (rec.shared_experts.iter().enumerate())
+            .map(|(j, &idx)| {
+                let what = format!("level {l} shared expert {j}");
+                self.expert(idx, &what, in_width, &mut width)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let task_gates = (rec.task_gates.iter().enumerate())
+            .map(|(task, &idx)| {
+                self.gate(
+                    idx,
+                    &format!("level {l} gate of task {task}"),
+                    in_width,
+                    s + sh,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shared_gate = match (opt(rec.shared_gate), last) {
+            (Some(g), false) => {
+                Some(self.gate(g, &format!("level {l} shared gate"), in_width, t * s + sh)?)
+            }
+            (None, false) => {
+                return Err(invalid!(
+                    "level {l} is not the last level but has no shared gate"
+                ))
+            }
+            (Some(_), true) => {
+                return Err(invalid!(
+                    "the last level ({l}) has a shared gate; nothing reads it (exporters drop it)"
+                ))
+            }
+            (None, true) => None,
+        };
+        Ok(Level {
+            n_task_experts: s,
+            task_experts,
+            shared_experts,
+            task_gates,
+            shared_gate,
+            width: width.expect("at least one expert"),
+        })
+    }
+
+    /// An expert; every expert of a level has the level's output `width` (the first one sets it).
+    fn expert(
+        &mut self,
+        idx: u32,
+        what: &str,
+        in_width: usize,
+        width: &mut Option<usize>,
+    ) -> Result<usize> {
+        let e = self.claim_reading(idx, what, in_width)?;
+        let out = self.mlps[e].out_width();
+        match *width {
+            Some(w) if w != out => Err(invalid!(
+                "{what} outputs {out} values, but the level's other experts output {w}"
+            )),
+            _ => {
+                *width = Some(out);
+                Ok(e)
+            }
+        }
+    }
+
+    /// A gate: logits (its last activation identity) over the `n` experts it mixes.
+    fn gate(&mut self, idx: u32, what: &str, in_width: usize, n: usize) -> Result<usize> {
+        let g = self.claim_reading(idx, what, in_width)?;
+        let mlp = &self.mlps[g];
+        if mlp.out_width() != n {
+            return Err(invalid!(
+                "{what} outputs {} weights, but it mixes {n} experts",
+                mlp.out_width()
+            ));
+        }
+        if !matches!(mlp.layers.last().expect("non-empty").act, Act::Identity) {
+            return Err(invalid!(
+                "{what} must end in logits (identity activation); the softmax is part of the gate"
+            ));
+        }
+        Ok(g)
+    }
+
+    fn tower(&mut self, i: usize, rec: &TowerRecord, inputs: &TowerInputs) -> Result<Tower> {
+        let what = format!("tower {i}");
+        let width = match rec.input {
+            TowerInput::X0 => inputs.x0,
+            TowerInput::Bottom => inputs
+                .bottom
+                .ok_or_else(|| invalid!("{what} reads the bottom, but there is none"))?,
+            TowerInput::LastLevel => inputs
+                .last_level
+                .ok_or_else(|| invalid!("{what} reads the last level, but there are no levels"))?,
+        };
+        Ok(Tower {
+            mlp: self.claim_reading(rec.mlp, &what, width)?,
+            input: rec.input,
+            sigmoid: rec.out_act == TowerActivation::Sigmoid,
+        })
     }
 }

@@ -282,7 +282,7 @@ impl Model {
             n += (l.k * l.n) as u64 + l.bias.map_or(0, |b| b.cols as u64);
             n += match l.act {
                 graph::Act::PRelu { param, .. } => param.cols as u64,
-                graph::Act::DiceRechub { .. } => 1,
+                graph::Act::DicePerSample { .. } => 1,
                 graph::Act::DiceBn { param } => 3 * param.cols as u64,
                 _ => 0,
             };

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use crate::writer::Writer;
+use ple::format::codes::{
+    Activation, InputKind, Mask, OutputCode, Pooling, TowerActivation, TowerInput,
+};
 use ple::format::{FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TowerRecord, NONE};
 use ple::DType;
 
@@ -73,7 +76,7 @@ fn mlp(
     dtype: DType,
     input: usize,
     dims: &[usize],
-    last_act: u8,
+    last_act: Activation,
 ) -> u32 {
     let mut layers = Vec::new();
     let mut k = input;
@@ -87,7 +90,11 @@ fn mlp(
             &rng.vec(n * k, scale),
         );
         let bias = w.plain(&format!("{name}.{i}.b"), DType::F32, 1, n, &rng.vec(n, 0.1));
-        let act = if i + 1 == dims.len() { last_act } else { 1 };
+        let act = if i + 1 == dims.len() {
+            last_act
+        } else {
+            Activation::Relu
+        };
         layers.push(LayerRecord {
             weight,
             bias,
@@ -111,10 +118,10 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         let name = w.string("dense");
         w.meta.features.push(FeatureRecord {
             name,
-            kind: 1,
-            pooling: 0,
-            mask: 0,
-            flags: 0,
+            kind: InputKind::Dense,
+            pooling: None,
+            mask: Mask::None,
+            ids_through_f32: false,
             width: shape.dense_width as u32,
             max_len: 0,
             table: NONE,
@@ -122,46 +129,35 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         });
         x0 += shape.dense_width;
     }
-    for i in 0..shape.sparse {
+    // Sparse features s0.., then sequences q0.. pooled by sum, mean, max in turn (pad id 0).
+    for i in 0..shape.sparse + shape.sequences {
+        let (name, sequence) = match i.checked_sub(shape.sparse) {
+            None => (format!("s{i}"), None),
+            Some(q) => (
+                format!("q{q}"),
+                Some([Pooling::Sum, Pooling::Mean, Pooling::Max][q % 3]),
+            ),
+        };
+        let values = rng.vec(shape.vocab * shape.dim, 0.5);
         let table = w.plain(
-            &format!("table.s{i}"),
+            &format!("table.{name}"),
             dt,
             shape.vocab,
             shape.dim,
-            &rng.vec(shape.vocab * shape.dim, 0.5),
+            &values,
         );
-        let name = w.string(&format!("s{i}"));
+        let name = w.string(&name);
         w.meta.features.push(FeatureRecord {
             name,
-            kind: 2,
-            pooling: 0,
-            mask: 0,
-            flags: 0,
+            kind: match sequence {
+                None => InputKind::Sparse,
+                Some(_) => InputKind::Sequence,
+            },
+            pooling: sequence,
+            mask: sequence.map_or(Mask::None, |_| Mask::PadId),
+            ids_through_f32: false,
             width: shape.dim as u32,
-            max_len: 0,
-            table,
-            pad_id: 0,
-        });
-        x0 += shape.dim;
-    }
-    for i in 0..shape.sequences {
-        let table = w.plain(
-            &format!("table.q{i}"),
-            dt,
-            shape.vocab,
-            shape.dim,
-            &rng.vec(shape.vocab * shape.dim, 0.5),
-        );
-        let name = w.string(&format!("q{i}"));
-        let pooling = 1 + (i % 3) as u8;
-        w.meta.features.push(FeatureRecord {
-            name,
-            kind: 3,
-            pooling,
-            mask: 1,
-            flags: 0,
-            width: shape.dim as u32,
-            max_len: shape.max_len as u32,
+            max_len: sequence.map_or(0, |_| shape.max_len as u32),
             table,
             pad_id: 0,
         });
@@ -170,25 +166,27 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
     // Embeddings first, dense last (torch-rechub's order).
     let n = w.meta.features.len() as u32;
     w.meta.x0_order = (0..n)
-        .filter(|&i| w.meta.features[i as usize].kind != 1)
-        .chain((0..n).filter(|&i| w.meta.features[i as usize].kind == 1))
+        .filter(|&i| w.meta.features[i as usize].kind != InputKind::Dense)
+        .chain((0..n).filter(|&i| w.meta.features[i as usize].kind == InputKind::Dense))
         .collect();
 
     let t = shape.tasks;
     let d = *shape.expert_dims.last().unwrap();
     let mut input = x0;
+    let mut mlp = |w: &mut Writer, name: String, input: usize, dims: &[usize], last_act| {
+        mlp(w, &mut rng, &name, dt, input, dims, last_act)
+    };
+    let (experts, gate) = (&shape.expert_dims, Activation::Identity);
     for l in 0..shape.levels {
         let last = l + 1 == shape.levels;
         let task_experts: Vec<u32> = (0..t * shape.specific)
             .map(|e| {
                 mlp(
                     &mut w,
-                    &mut rng,
-                    &format!("l{l}.te{e}"),
-                    dt,
+                    format!("l{l}.te{e}"),
                     input,
-                    &shape.expert_dims,
-                    1,
+                    experts,
+                    Activation::Relu,
                 )
             })
             .collect();
@@ -196,12 +194,10 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
             .map(|e| {
                 mlp(
                     &mut w,
-                    &mut rng,
-                    &format!("l{l}.se{e}"),
-                    dt,
+                    format!("l{l}.se{e}"),
                     input,
-                    &shape.expert_dims,
-                    1,
+                    experts,
+                    Activation::Relu,
                 )
             })
             .collect();
@@ -209,27 +205,18 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
             .map(|g| {
                 mlp(
                     &mut w,
-                    &mut rng,
-                    &format!("l{l}.g{g}"),
-                    dt,
+                    format!("l{l}.g{g}"),
                     input,
                     &[shape.specific + shape.shared],
-                    0,
+                    gate,
                 )
             })
             .collect();
         let shared_gate = if last {
             NONE
         } else {
-            mlp(
-                &mut w,
-                &mut rng,
-                &format!("l{l}.sg"),
-                dt,
-                input,
-                &[t * shape.specific + shape.shared],
-                0,
-            )
+            let n = t * shape.specific + shape.shared;
+            mlp(&mut w, format!("l{l}.sg"), input, &[n], gate)
         };
         w.meta.levels.push(LevelRecord {
             n_task_experts: shape.specific as u32,
@@ -245,16 +232,26 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
     for i in 0..t {
         let mut dims = shape.tower_dims.clone();
         dims.push(1);
-        let m = mlp(&mut w, &mut rng, &format!("tower{i}"), dt, input, &dims, 0);
+        let m = mlp(
+            &mut w,
+            format!("tower{i}"),
+            input,
+            &dims,
+            Activation::Identity,
+        );
         w.meta.towers.push(TowerRecord {
             mlp: m,
-            input: if shape.levels > 0 { 2 } else { 0 },
-            out_act: 2,
+            input: if shape.levels > 0 {
+                TowerInput::LastLevel
+            } else {
+                TowerInput::X0
+            },
+            out_act: TowerActivation::Sigmoid,
         });
         let name = w.string(&format!("task{i}"));
         w.meta.outputs.push(OutputRecord {
             name,
-            kind: 0,
+            kind: OutputCode::Tower,
             a: i as u32,
             b: NONE,
         });

@@ -2,6 +2,7 @@
 //! benchmarks, to craft invalid files for the validation tests, and to cross-check the spec (both
 //! writers must produce identical bytes for the same model).
 
+use ple::format::codes::FEATURE_FLAG_IDS_F32;
 use ple::format::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
 use ple::format::{FileMeta, TensorRecord};
 
@@ -89,7 +90,16 @@ impl Writer {
 
     /// Serialises the file.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_with_offsets().0
+    }
+
+    /// Serialises the file and says where each record starts in it, for tests that corrupt one
+    /// field (a code the typed records cannot hold, say).
+    pub fn to_bytes_with_offsets(&self) -> (Vec<u8>, RecordOffsets) {
+        let mut at = RecordOffsets::default();
         let mut m = Vec::new();
+        // Offsets are recorded inside the metadata and moved past the header at the end.
+        let here = |m: &Vec<u8>| m.len() + 64;
         let u32s = |m: &mut Vec<u8>, v: &[u32]| {
             v.iter().for_each(|x| m.extend_from_slice(&x.to_le_bytes()))
         };
@@ -100,16 +110,9 @@ impl Writer {
         }
         m.extend_from_slice(&(self.meta.tensors.len() as u32).to_le_bytes());
         for t in &self.meta.tensors {
+            at.tensors.push(here(&m));
             m.extend_from_slice(&t.name.to_le_bytes());
-            m.push(match t.dtype {
-                DType::F32 => 1,
-                DType::F16 => 2,
-            });
-            m.push(match t.layout {
-                Layout::Plain => 0,
-                Layout::Panel16 => 1,
-            });
-            m.extend_from_slice(&[0, 0]);
+            m.extend_from_slice(&[t.dtype.into(), t.layout.into(), 0, 0]);
             u32s(&mut m, &[t.rows, t.cols]);
             m.extend_from_slice(&t.offset.to_le_bytes());
             m.extend_from_slice(&t.size.to_le_bytes());
@@ -117,8 +120,15 @@ impl Writer {
         u32s(&mut m, &[self.meta.model_name, 0]);
         m.extend_from_slice(&(self.meta.features.len() as u32).to_le_bytes());
         for f in &self.meta.features {
+            at.features.push(here(&m));
             m.extend_from_slice(&f.name.to_le_bytes());
-            m.extend_from_slice(&[f.kind, f.pooling, f.mask, f.flags]);
+            let flags = if f.ids_through_f32 {
+                FEATURE_FLAG_IDS_F32
+            } else {
+                0
+            };
+            let pooling = f.pooling.map_or(0, u8::from);
+            m.extend_from_slice(&[f.kind.into(), pooling, f.mask.into(), flags]);
             u32s(&mut m, &[f.width, f.max_len, f.table, 0]);
             m.extend_from_slice(&f.pad_id.to_le_bytes());
         }
@@ -127,9 +137,11 @@ impl Writer {
         m.extend_from_slice(&(self.meta.mlps.len() as u32).to_le_bytes());
         for layers in &self.meta.mlps {
             m.extend_from_slice(&(layers.len() as u32).to_le_bytes());
+            at.layers.push(Vec::new());
             for l in layers {
+                at.layers.last_mut().unwrap().push(here(&m));
                 u32s(&mut m, &[l.weight, l.bias]);
-                m.extend_from_slice(&[l.act, 0, 0, 0]);
+                m.extend_from_slice(&[l.act.into(), 0, 0, 0]);
                 m.extend_from_slice(&l.act_scalar.to_le_bytes());
                 m.extend_from_slice(&l.act_param.to_le_bytes());
             }
@@ -150,13 +162,15 @@ impl Writer {
             u32s(&mut m, &[l.shared_gate]);
         }
         for t in &self.meta.towers {
+            at.towers.push(here(&m));
             m.extend_from_slice(&t.mlp.to_le_bytes());
-            m.extend_from_slice(&[t.input, t.out_act, 0, 0]);
+            m.extend_from_slice(&[t.input.into(), t.out_act.into(), 0, 0]);
         }
         m.extend_from_slice(&(self.meta.outputs.len() as u32).to_le_bytes());
         for o in &self.meta.outputs {
+            at.outputs.push(here(&m));
             m.extend_from_slice(&o.name.to_le_bytes());
-            m.extend_from_slice(&[o.kind, 0, 0, 0]);
+            m.extend_from_slice(&[o.kind.into(), 0, 0, 0]);
             u32s(&mut m, &[o.a, o.b]);
         }
 
@@ -186,8 +200,19 @@ impl Writer {
         f.extend_from_slice(&m);
         f.resize(data_offset as usize, 0);
         f.extend_from_slice(&data);
-        f
+        (f, at)
     }
+}
+
+/// Byte offsets in the file of every record `to_bytes_with_offsets` wrote (FORMAT.md §3): the
+/// start of each tensor, feature, layer (per MLP), tower and output record.
+#[derive(Debug, Default)]
+pub struct RecordOffsets {
+    pub tensors: Vec<usize>,
+    pub features: Vec<usize>,
+    pub layers: Vec<Vec<usize>>,
+    pub towers: Vec<usize>,
+    pub outputs: Vec<usize>,
 }
 
 fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
