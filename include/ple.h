@@ -11,7 +11,9 @@
  * - Thread safety. A `ple_model` is immutable: every function taking `const ple_model *` may be
  *   called from any number of threads at once, and the handle may be shared freely. A
  *   `ple_session` belongs to one thread at a time: never call two functions on the same session
- *   concurrently (it may move between threads). Give each scoring thread its own session.
+ *   concurrently (it may move between threads). Give each scoring thread its own session. A
+ *   scoring call that finds another thread inside a call on its session is refused with
+ *   `PLE_STATUS_SESSION_BUSY` and writes nothing (one atomic operation per call detects it).
  * - Ownership. Handles are opaque. `ple_model_open*` and `ple_model_clone` each return one
  *   reference, released by one `ple_model_free`. `ple_session_new` returns a session released by
  *   `ple_session_free`; a session holds its own reference to its model, so models and sessions
@@ -175,6 +177,12 @@ enum ple_status
      * No input of the model has the given name.
      */
     PLE_STATUS_UNKNOWN_INPUT = 26,
+    /**
+     * Another thread was inside a call on the same session: a session must be used by one thread
+     * at a time. The call did nothing and wrote nothing; its message is in `ple_last_error` (the
+     * session's own message belongs to the other thread's call).
+     */
+    PLE_STATUS_SESSION_BUSY = 27,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -259,7 +267,8 @@ typedef struct ple_model ple_model;
 /**
  * One thread's scoring state for one model: working memory sized for `max_batch` samples, and the
  * message of its last failure. Use a session from one thread at a time (it may move between
- * threads); give each thread its own. Opaque.
+ * threads); give each thread its own. A call made while another thread is inside a call on the
+ * same session is refused with `PLE_STATUS_SESSION_BUSY`. Opaque.
  */
 typedef struct ple_session ple_session;
 
@@ -624,10 +633,12 @@ ple_status ple_session_new(const struct ple_model *model,
                            struct ple_session **out_session);
 
 /**
- * Frees a session (and its reference to the model). NULL is accepted and ignored.
+ * Frees a session (and its reference to the model). NULL is accepted and ignored. A session that
+ * another thread is scoring with at that moment is not freed (it leaks, and `ple_last_error`
+ * says so): freeing it would crash the other thread.
  *
  * # Safety
- * `session` is NULL or a live session not in use by another thread, and is not used again.
+ * `session` is NULL or a live session, and is not used again.
  */
 void ple_session_free(struct ple_session *session);
 
@@ -651,7 +662,10 @@ const struct ple_model *ple_session_model(const struct ple_session *session);
 /**
  * The detailed message of this session's most recent failed call ("" if none failed yet), e.g.
  * "input 'user_id', sample 3, position 0: id 1000 is out of range (the table has 1000 rows)".
- * Never NULL. Valid until the next scoring call on this session or its free.
+ * Never NULL. Valid until the next scoring call on this session or its free. A call refused with
+ * `PLE_STATUS_SESSION_BUSY` leaves the session's message alone (its message is in
+ * `ple_last_error`), and while another thread is inside a call on the session this returns a
+ * fixed text saying so.
  *
  * # Safety
  * `session` is NULL or a live session.

@@ -155,8 +155,10 @@ public:
     }
 
 private:
+    // The thread's last error: it holds the session's message too, and, unlike the session's, the
+    // message of PLE_STATUS_SESSION_BUSY.
     void check(ple_status st) {
-        if (st != PLE_STATUS_OK) throw error(st, s_ ? ple_session_last_error(s_) : ple_last_error());
+        if (st != PLE_STATUS_OK) throw error(st, ple_last_error());
     }
     ple_session *s_ = nullptr;
 };

@@ -291,7 +291,7 @@ fn c_status_walks_every_status() {
     let out = run(&exe, &[&quickstart(), &dense, &tmp]);
     print!("{out}");
     assert!(out.contains(", 0 failures"), "{out}");
-    assert!(out.contains("statuses walked: 15 of 16"), "{out}");
+    assert!(out.contains("statuses walked: 15 of 17"), "{out}");
     assert!(
         out.contains(&format!(
             "version {} number {}",
@@ -775,6 +775,7 @@ fn status_codes_are_stable() {
         (ple_status::WrongLength, 24),
         (ple_status::IdOutOfRange, 25),
         (ple_status::UnknownInput, 26),
+        (ple_status::SessionBusy, 27),
     ];
     let mut seen = std::collections::HashSet::new();
     for (s, code) in expected {

@@ -1,7 +1,9 @@
 //! The session handle: per-thread working memory, scoring, and the last detailed message.
 
+use std::cell::UnsafeCell;
 use std::ffi::{c_char, CStr};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::{
@@ -34,15 +36,65 @@ pub struct ple_column {
 
 /// One thread's scoring state for one model: working memory sized for `max_batch` samples, and the
 /// message of its last failure. Use a session from one thread at a time (it may move between
-/// threads); give each thread its own. Opaque.
+/// threads); give each thread its own. A call made while another thread is inside a call on the
+/// same session is refused with `PLE_STATUS_SESSION_BUSY`. Opaque.
 pub struct ple_session {
-    session: Session,
+    /// Set while a call uses `state`. Claimed with one compare-and-swap per call: a call from a
+    /// second thread finds it set and is refused instead of racing the first.
+    in_use: AtomicBool,
     model: Arc<ple_model>,
+    max_batch: usize,
+    /// Everything a call changes; touched only by the thread that holds `in_use`.
+    state: UnsafeCell<State>,
+}
+
+struct State {
+    session: Session,
     /// Column views for the current call; empty between calls, with room for every input.
     columns: Vec<Input<'static>>,
     /// Which inputs a by-name call has filled; `len == inputs`.
     seen: Vec<bool>,
     message: Message,
+}
+
+/// The right to use a session's state, held for one call; dropping it (also while unwinding
+/// from a panic) releases the session.
+struct Claim<'a>(&'a ple_session);
+
+impl ple_session {
+    /// Claims the session for one call, or `None` if another thread is inside a call on it.
+    fn claim(&self) -> Option<Claim<'_>> {
+        self.in_use
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Claim(self))
+    }
+}
+
+impl Claim<'_> {
+    fn state(&mut self) -> &mut State {
+        // SAFETY: `in_use` was set by this claim and is cleared only when it is dropped, so no
+        // other claim, hence no other reference to the state, exists meanwhile; `&mut self`
+        // makes this one exclusive.
+        unsafe { &mut *self.0.state.get() }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.in_use.store(false, Ordering::Release);
+    }
+}
+
+/// The message of `PLE_STATUS_SESSION_BUSY`.
+fn busy(fn_name: &str) -> ple_status {
+    fail(
+        ple_status::SessionBusy,
+        format_args!(
+            "{fn_name}: the session is in use by another thread (a session must be used by one \
+             thread at a time: give each thread its own)"
+        ),
+    )
 }
 
 /// Creates a session over `model` for batches of 1 to `max_batch` samples. This allocates the
@@ -79,11 +131,15 @@ pub unsafe extern "C" fn ple_session_new(
         };
         let n = model.model.inputs().len();
         let handle = Box::new(ple_session {
-            session,
-            columns: Vec::with_capacity(n),
-            seen: vec![false; n],
+            in_use: AtomicBool::new(false),
+            max_batch: session.max_batch(),
+            state: UnsafeCell::new(State {
+                session,
+                columns: Vec::with_capacity(n),
+                seen: vec![false; n],
+                message: Message::new(),
+            }),
             model,
-            message: Message::new(),
         });
         // SAFETY: non-NULL (checked) and writable per the contract.
         unsafe { *out_session = Box::into_raw(handle) };
@@ -91,17 +147,28 @@ pub unsafe extern "C" fn ple_session_new(
     })
 }
 
-/// Frees a session (and its reference to the model). NULL is accepted and ignored.
+/// Frees a session (and its reference to the model). NULL is accepted and ignored. A session that
+/// another thread is scoring with at that moment is not freed (it leaks, and `ple_last_error`
+/// says so): freeing it would crash the other thread.
 ///
 /// # Safety
-/// `session` is NULL or a live session not in use by another thread, and is not used again.
+/// `session` is NULL or a live session, and is not used again.
 #[no_mangle]
 pub unsafe extern "C" fn ple_session_free(session: *mut ple_session) {
     guard("ple_session_free", (), || {
-        if !session.is_null() {
-            // SAFETY: a live session is a `Box::into_raw` pointer, released here exactly once.
-            drop(unsafe { Box::from_raw(session) });
-        }
+        // SAFETY: NULL or a live session per the contract.
+        let Some(s) = (unsafe { session.as_ref() }) else {
+            return;
+        };
+        let Some(claim) = s.claim() else {
+            busy("ple_session_free");
+            return;
+        };
+        // Hold the claim to the end: a call another thread starts meanwhile is refused.
+        std::mem::forget(claim);
+        // SAFETY: a live session is a `Box::into_raw` pointer, released here exactly once; the
+        // shared reference `s` is not used again.
+        drop(unsafe { Box::from_raw(session) });
     })
 }
 
@@ -114,7 +181,7 @@ pub unsafe extern "C" fn ple_session_max_batch(session: *const ple_session) -> u
     guard("ple_session_max_batch", 0, || {
         // SAFETY: NULL or a live session per the contract.
         match unsafe { session.as_ref() } {
-            Some(s) => s.session.max_batch(),
+            Some(s) => s.max_batch,
             None => {
                 fail(
                     ple_status::NullArgument,
@@ -150,7 +217,10 @@ pub unsafe extern "C" fn ple_session_model(session: *const ple_session) -> *cons
 
 /// The detailed message of this session's most recent failed call ("" if none failed yet), e.g.
 /// "input 'user_id', sample 3, position 0: id 1000 is out of range (the table has 1000 rows)".
-/// Never NULL. Valid until the next scoring call on this session or its free.
+/// Never NULL. Valid until the next scoring call on this session or its free. A call refused with
+/// `PLE_STATUS_SESSION_BUSY` leaves the session's message alone (its message is in
+/// `ple_last_error`), and while another thread is inside a call on the session this returns a
+/// fixed text saying so.
 ///
 /// # Safety
 /// `session` is NULL or a live session.
@@ -158,9 +228,12 @@ pub unsafe extern "C" fn ple_session_model(session: *const ple_session) -> *cons
 pub unsafe extern "C" fn ple_session_last_error(session: *const ple_session) -> *const c_char {
     guard("ple_session_last_error", c"".as_ptr(), || {
         // SAFETY: NULL or a live session per the contract.
-        match unsafe { session.as_ref() } {
-            Some(s) => s.message.as_ptr(),
-            None => c"ple_session_last_error: session is NULL".as_ptr(),
+        let Some(s) = (unsafe { session.as_ref() }) else {
+            return c"ple_session_last_error: session is NULL".as_ptr();
+        };
+        match s.claim() {
+            Some(mut claim) => claim.state().message.as_ptr(),
+            None => c"ple_session_last_error: the session is in use by another thread".as_ptr(),
         }
     })
 }
@@ -252,7 +325,7 @@ pub unsafe extern "C" fn ple_session_run(
 /// A failure of a scoring call: the status, with its message already in the session's buffer.
 struct Failed(ple_status);
 
-impl ple_session {
+impl State {
     fn fail(&mut self, status: ple_status, args: fmt::Arguments<'_>) -> Failed {
         self.message.set(args);
         Failed(status)
@@ -362,13 +435,19 @@ unsafe fn run(
             )
         });
     }
+    // SAFETY: non-NULL and live per the contract. Only a shared reference is made: another thread
+    // may be inside a call on this session (a contract violation, detected just below).
+    let handle = unsafe { &*session };
+    let Some(mut claim) = handle.claim() else {
+        return guard(fn_name, ple_status::Panic, || busy(fn_name));
+    };
+    let model = &*handle.model;
+    let s = claim.state();
     let status = guard(fn_name, ple_status::Panic, || {
-        // SAFETY: non-NULL, live and not shared during the call, per the contract.
-        let s = unsafe { &mut *session };
         // SAFETY: forwarded contract.
         let result = unsafe {
             run_checked(
-                s, fn_name, batch, columns, n_columns, out, out_len, gates, gates_len,
+                s, model, fn_name, batch, columns, n_columns, out, out_len, gates, gates_len,
             )
         };
         match result {
@@ -380,8 +459,6 @@ unsafe fn run(
         }
     });
     if status == ple_status::Panic {
-        // SAFETY: as above; the closure's borrow has ended.
-        let s = unsafe { &mut *session };
         get_thread_error(&mut s.message);
     }
     status
@@ -391,7 +468,8 @@ unsafe fn run(
 /// As `ple_session_run`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_checked(
-    s: &mut ple_session,
+    s: &mut State,
+    model: &ple_model,
     fn_name: &'static str,
     batch: usize,
     columns: *const ple_column,
@@ -443,7 +521,8 @@ unsafe fn run_checked(
     // Build the column views in the model's order, in storage reused from call to call.
     let mut views: Vec<Input<'_>> = std::mem::take(&mut s.columns);
     // SAFETY: forwarded contract (column data valid for the call).
-    let filled = unsafe { fill_views(s, fn_name, columns, &mut views, out_span, gates_span) };
+    let filled =
+        unsafe { fill_views(s, model, fn_name, columns, &mut views, out_span, gates_span) };
     let result = match filled {
         Ok(()) => {
             // SAFETY: checked (non-NULL or empty, aligned, sized) above; valid for writes and
@@ -479,14 +558,14 @@ fn recycle(mut v: Vec<Input<'_>>) -> Vec<Input<'static>> {
 /// Each column's name is NULL or NUL-terminated and its data pointer NULL or valid for `len`
 /// reads for `'a`.
 unsafe fn fill_views<'a>(
-    s: &mut ple_session,
+    s: &mut State,
+    model: &ple_model,
     fn_name: &'static str,
     columns: &[ple_column],
     views: &mut Vec<Input<'a>>,
     out_span: (usize, usize),
     gates_span: (usize, usize),
 ) -> Result<(), Failed> {
-    let model = Arc::clone(&s.model);
     let features = model.model.inputs();
     let n = features.len();
     if columns.len() != n {
@@ -618,4 +697,87 @@ unsafe fn fill_views<'a>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::{ple_model_free, ple_model_open_memory};
+
+    fn text(p: *const c_char) -> String {
+        // SAFETY: the API returns NUL-terminated strings.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    /// A call that finds the session claimed by another thread is refused, writes nothing and
+    /// leaves the session's message alone; free refuses too; once released, all works. (The
+    /// claim is taken by hand here, as another thread inside a call would hold it;
+    /// tests/c/hardening.c does it with real threads.)
+    #[test]
+    fn a_busy_session_refuses_calls_and_free() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dense_ple/model.ple"
+        ))
+        .unwrap();
+        let mut m = std::ptr::null();
+        let mut s = std::ptr::null_mut();
+        // SAFETY: valid buffers and out pointers.
+        unsafe {
+            assert_eq!(
+                ple_model_open_memory(bytes.as_ptr().cast(), bytes.len(), 0, &mut m),
+                ple_status::Ok
+            );
+            assert_eq!(ple_session_new(m, 2, &mut s), ple_status::Ok);
+        }
+        let x = [0.25f32; 2 * 8];
+        let mut out = [-7.0f32; 4];
+        // SAFETY: a live session; valid buffers.
+        let run = |out: &mut [f32; 4]| unsafe {
+            ple_session_run_dense(
+                s,
+                2,
+                x.as_ptr(),
+                x.len(),
+                out.as_mut_ptr(),
+                out.len(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        // SAFETY: a live session.
+        let handle = unsafe { &*s };
+        let claim = handle.claim().expect("a new session is free");
+        assert!(
+            handle.claim().is_none(),
+            "a claimed session cannot be claimed again"
+        );
+        assert_eq!(run(&mut out), ple_status::SessionBusy);
+        assert_eq!(out, [-7.0; 4], "a refused call writes nothing");
+        assert!(
+            text(crate::ffi::ple_last_error())
+                .starts_with("ple_session_run_dense: the session is in use by another thread"),
+            "{}",
+            text(crate::ffi::ple_last_error())
+        );
+        // SAFETY: a live session.
+        let own = text(unsafe { ple_session_last_error(s) });
+        assert_eq!(
+            own,
+            "ple_session_last_error: the session is in use by another thread"
+        );
+        // SAFETY: a live session; refused while claimed, so it stays live.
+        unsafe { ple_session_free(s) };
+        assert!(text(crate::ffi::ple_last_error())
+            .starts_with("ple_session_free: the session is in use"));
+        drop(claim);
+
+        assert_eq!(run(&mut out), ple_status::Ok);
+        assert!(out.iter().all(|v| v.is_finite() && *v != -7.0));
+        // SAFETY: live handles, freed once.
+        unsafe {
+            ple_session_free(s);
+            ple_model_free(m);
+        }
+    }
 }

@@ -49,11 +49,15 @@ pub enum ple_status {
     IdOutOfRange = 25,
     /// No input of the model has the given name.
     UnknownInput = 26,
+    /// Another thread was inside a call on the same session: a session must be used by one thread
+    /// at a time. The call did nothing and wrote nothing; its message is in `ple_last_error` (the
+    /// session's own message belongs to the other thread's call).
+    SessionBusy = 27,
 }
 
 impl ple_status {
     /// Every status, in numeric order.
-    pub fn all() -> [ple_status; 16] {
+    pub fn all() -> [ple_status; 17] {
         [
             ple_status::Ok,
             ple_status::NullArgument,
@@ -71,6 +75,7 @@ impl ple_status {
             ple_status::WrongLength,
             ple_status::IdOutOfRange,
             ple_status::UnknownInput,
+            ple_status::SessionBusy,
         ]
     }
 
@@ -114,6 +119,7 @@ impl ple_status {
             ple_status::WrongLength => c"buffer length does not match the batch",
             ple_status::IdOutOfRange => c"id out of range of its embedding table",
             ple_status::UnknownInput => c"the model has no input of that name",
+            ple_status::SessionBusy => c"the session is in use by another thread",
         }
     }
 

@@ -13,12 +13,16 @@
  * - A model file overwritten in place: ple_model_file_changed notices; ple_model_verify_data
  *   notices that a mapped model's bytes changed and that its file was truncated, while a model
  *   read into memory keeps its own copy and its scores.
+ * - One session used by two threads at once (a contract violation that is easy to make): the
+ *   call that finds the session busy fails with PLE_STATUS_SESSION_BUSY and writes nothing, and
+ *   every call that succeeds gives exactly the single-threaded scores.
  *
  * An alarm ends the program if any call blocks. Prints "N checks, M failures" and exits 1 on any.
  */
 #define _XOPEN_SOURCE 700
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,16 +254,118 @@ static void in_place_writes(const char *quickstart, const char *dir) {
     free(orig);
 }
 
+enum { SHARED_BATCH = 64, SHARED_OUT = 2 * SHARED_BATCH };
+
+/* One thread's side of the shared-session test: its own inputs, expected scores and counts. */
+typedef struct {
+    ple_session *session; /* shared by both threads */
+    int64_t ids[4][SHARED_BATCH * 6];
+    float price[SHARED_BATCH];
+    ple_column cols[5];
+    float expected[SHARED_OUT];
+    long ok, busy, wrong, other, touched;
+    volatile int *stop;
+} sharer;
+
+static void sharer_init(sharer *t, int seed) {
+    /* user_id, item_id, category (16 rows), recent_items (6 per sample) */
+    for (int i = 0; i < SHARED_BATCH * 6; i++)
+        for (int j = 0; j < 4; j++) t->ids[j][i] = (seed * 7 + i * (j + 3)) % (j == 2 ? 16 : 64);
+    for (int i = 0; i < SHARED_BATCH; i++) t->price[i] = (float)((seed + i) % 9) / 8.0f - 0.5f;
+    const ple_column cols[5] = {
+        {NULL, t->ids[0], NULL, SHARED_BATCH},     {NULL, t->ids[1], NULL, SHARED_BATCH},
+        {NULL, t->ids[2], NULL, SHARED_BATCH},     {NULL, t->ids[3], NULL, SHARED_BATCH * 6},
+        {NULL, NULL, t->price, SHARED_BATCH},
+    };
+    memcpy(t->cols, cols, sizeof cols);
+}
+
+static void *sharer_run(void *arg) {
+    sharer *t = arg;
+    float out[SHARED_OUT];
+    while (!*t->stop) {
+        for (int i = 0; i < SHARED_OUT; i++) out[i] = -7.0f;
+        ple_status st =
+            ple_session_run(t->session, SHARED_BATCH, t->cols, 5, out, SHARED_OUT, NULL, 0);
+        if (st == PLE_STATUS_OK) {
+            t->ok++;
+            if (memcmp(out, t->expected, sizeof out) != 0) t->wrong++;
+        } else if (st == PLE_STATUS_SESSION_BUSY &&
+                   strstr(ple_last_error(), "in use by another thread")) {
+            t->busy++;
+            for (int i = 0; i < SHARED_OUT; i++) t->touched += out[i] != -7.0f;
+        } else {
+            t->other++;
+        }
+        /* A pause of 20-120 us between calls, as a server has between requests, lets each
+         * thread find the session free (and the other inside a call) often, even on one core. */
+        struct timespec pause = {0, 20000 + 1000 * ((t->ok + t->busy) * 37 % 101)};
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+static void two_threads_one_session(const char *quickstart) {
+    const ple_model *m = NULL;
+    STATUS(ple_model_open(quickstart, 0, &m), PLE_STATUS_OK);
+    if (!m) return;
+    static sharer t[2];
+    volatile int stop = 0;
+    ple_session *shared = NULL;
+    STATUS(ple_session_new(m, SHARED_BATCH, &shared), PLE_STATUS_OK);
+    for (int k = 0; k < 2; k++) {
+        sharer_init(&t[k], k + 1);
+        t[k].session = shared;
+        t[k].stop = &stop;
+        /* The expected scores, from a session of its own. */
+        ple_session *own = NULL;
+        STATUS(ple_session_new(m, SHARED_BATCH, &own), PLE_STATUS_OK);
+        STATUS(ple_session_run(own, SHARED_BATCH, t[k].cols, 5, t[k].expected, SHARED_OUT, NULL,
+                               0),
+               PLE_STATUS_OK);
+        ple_session_free(own);
+    }
+    CHECK(memcmp(t[0].expected, t[1].expected, sizeof t[0].expected) != 0);
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) CHECK(pthread_create(&th[k], NULL, sharer_run, &t[k]) == 0);
+    /* Until the threads have met each other inside a call 20 times and each has scored 20
+     * times (well under a second), 60 s at most. */
+    double t0 = now();
+    while (now() - t0 < 60.0 && !(t[0].busy + t[1].busy >= 20 && t[0].ok >= 20 && t[1].ok >= 20)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    stop = 1;
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+    printf("two threads on one session, %.2f s: %ld + %ld calls scored, %ld + %ld found it busy, "
+           "%ld wrong results, %ld other errors, %ld output floats written by refused calls\n",
+           now() - t0, t[0].ok, t[1].ok, t[0].busy, t[1].busy, t[0].wrong + t[1].wrong,
+           t[0].other + t[1].other, t[0].touched + t[1].touched);
+    CHECK(t[0].busy + t[1].busy >= 20);
+    CHECK(t[0].ok >= 20 && t[1].ok >= 20);
+    CHECK(t[0].wrong + t[1].wrong == 0);
+    CHECK(t[0].other + t[1].other == 0);
+    CHECK(t[0].touched + t[1].touched == 0);
+    /* The session is fine afterwards. */
+    float out[SHARED_OUT];
+    STATUS(ple_session_run(shared, SHARED_BATCH, t[0].cols, 5, out, SHARED_OUT, NULL, 0),
+           PLE_STATUS_OK);
+    CHECK(memcmp(out, t[0].expected, sizeof out) == 0);
+    ple_session_free(shared);
+    ple_model_free(m);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: hardening QUICKSTART.ple TMP_DIR\n");
         return 2;
     }
     /* Whatever blocks (a FIFO opened for reading), this ends it with a failure. */
-    alarm(60);
+    alarm(120);
     special_files(argv[2]);
     large_files(argv[1], argv[2]);
     in_place_writes(argv[1], argv[2]);
+    two_threads_one_session(argv[1]);
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }
