@@ -17,7 +17,14 @@ use ple::{Input, InputKind, Model};
 
 /// The repository's root (this crate lives in crates/testkit).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // Lexically, not through "..": the AVX-512 emulator's guest has tests/fixtures at the
+    // checkout's path but not this crate's directory.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(Path::parent)
+        .expect("crates/testkit has a grandparent")
+        .to_path_buf()
 }
 
 pub fn fixtures_dir() -> PathBuf {
