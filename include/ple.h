@@ -28,8 +28,9 @@
  *   buffers must not overlap any other buffer of the call.
  * - Results. Fallible functions return a `ple_status`; `PLE_STATUS_OK` is 0. Outputs (the
  *   `out_*` parameters and output buffers) are written only on success: a failed call leaves
- *   them untouched. Getters that cannot fail return their value directly, or NULL / 0 for a NULL
- *   handle or an index out of range.
+ *   them untouched. Getters (functions that cannot fail) return their value directly, or NULL /
+ *   0 / false for a NULL handle or an index out of range, and record why in `ple_last_error`;
+ *   they never return a status.
  * - Errors. `ple_status_str` gives each status's fixed description. The detailed message of the
  *   last failure ("input 'user_id', sample 3, ...") is kept per session
  *   (`ple_session_last_error`) and per thread (`ple_last_error`, for every function).
@@ -47,10 +48,24 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
-#if defined(__GNUC__) || defined(__clang__)
+/*
+ * PLE_MUST_USE marks the functions that return a ple_status: a call whose status is ignored gets
+ * a warning. To ignore one on purpose, cast the call to void: `(void)ple_model_verify_data(m);`.
+ * That silences the marker used here: `[[nodiscard]]` in C++17 and C23, clang's
+ * `warn_unused_result` otherwise. (GCC's `warn_unused_result` ignores a cast to void, so with GCC
+ * in C before C23 nothing is marked.) Define PLE_MUST_USE before including ple.h to choose
+ * another marker, or none.
+ */
+#ifndef PLE_MUST_USE
+#if defined(__cplusplus) && __cplusplus >= 201703L
+#define PLE_MUST_USE [[nodiscard]]
+#elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ > 201710L
+#define PLE_MUST_USE [[nodiscard]]
+#elif defined(__clang__)
 #define PLE_MUST_USE __attribute__((warn_unused_result))
 #else
 #define PLE_MUST_USE
+#endif
 #endif
 
 #define PLE_STRINGIFY_(x) #x
@@ -118,8 +133,7 @@ enum ple_status
     PLE_STATUS_NULL_ARGUMENT = 1,
     /**
      * An argument is invalid in a way no other status describes (unknown flag bits, a misaligned
-     * or overlapping buffer, an index out of range, a malformed column list); the message says
-     * which.
+     * or overlapping buffer, a malformed column list); the message says which.
      */
     PLE_STATUS_INVALID_ARGUMENT = 2,
     /**
@@ -618,11 +632,12 @@ bool ple_model_file_changed(const struct ple_model *model);
 PLE_MUST_USE ple_status ple_model_verify_data(const struct ple_model *model);
 
 /**
- * Creates a session over `model` for batches of 1 to `max_batch` samples. This allocates the
- * working memory (for min(max_batch, 64) samples at a time); scoring then allocates nothing. The
- * session holds its own reference to the model, so the caller may free its model handle at any
- * time. On success writes the new session to `*out_session`; free it with
- * `ple_session_free`.
+ * Creates a session over `model` for batches of 0 to `max_batch` samples (`max_batch` from 1 to
+ * 2^24). This allocates the working memory, for min(max_batch, tile) samples at a time, where a
+ * tile is 64 samples, or 128 samples for models with over 8 MiB of dense-layer weights; scoring
+ * then allocates nothing. The session holds its own reference to the model, so the caller may
+ * free its model handle at any time. On success writes the new session to `*out_session`; free
+ * it with `ple_session_free`.
  *
  * # Safety
  * `model` is NULL or a live handle; `out_session` is NULL or valid for a write.
@@ -692,7 +707,8 @@ ple_status ple_session_run_dense(struct ple_session *session,
                                  size_t gates_len);
 
 /**
- * Scores `batch` samples (1 to the session's `max_batch`). `columns` holds `n_columns` input
+ * Scores `batch` samples, 0 to the session's `max_batch` (batch 0 is a no-op that succeeds and
+ * writes nothing; every buffer length is then 0). `columns` holds `n_columns` input
  * columns (see `ple_column`: by position or by name). Writes `batch * ple_model_output_width`
  * floats to `out` (`out_len` must equal that), sample after sample, each sample's outputs in
  * `ple_model_output_*` order. If `gates` is not NULL it receives `batch * ple_model_gate_width`

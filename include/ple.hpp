@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -35,7 +36,8 @@ inline void check(ple_status st) {
 inline std::string str(const char *s) { return s ? s : ""; }
 }  // namespace detail
 
-/// Column helpers: by position (`name` = nullptr) or by name.
+/// Column helpers: by position (`name` = nullptr) or by name. A column only points at the data:
+/// the vector must outlive the scoring call, so a temporary vector is refused at compile time.
 inline ple_column ids(const int64_t *data, size_t len, const char *name = nullptr) {
     return ple_column{name, data, nullptr, len};
 }
@@ -48,6 +50,10 @@ inline ple_column ids(const std::vector<int64_t> &v, const char *name = nullptr)
 inline ple_column floats(const std::vector<float> &v, const char *name = nullptr) {
     return floats(v.data(), v.size(), name);
 }
+ple_column ids(std::vector<int64_t> &&, const char * = nullptr) = delete;
+ple_column ids(const std::vector<int64_t> &&, const char * = nullptr) = delete;
+ple_column floats(std::vector<float> &&, const char * = nullptr) = delete;
+ple_column floats(const std::vector<float> &&, const char * = nullptr) = delete;
 
 /// An immutable, reference-counted model. Copies share it; use it from any thread. A
 /// default-constructed (or moved-from, or reset) model is empty: `bool(m)` is false, and its
@@ -91,6 +97,7 @@ public:
     std::string name() const { return detail::str(ple_model_name(m_)); }
     std::string simd_level() const { return detail::str(ple_model_simd_level(m_)); }
     ple_dtype dtype() const { return ple_model_dtype(m_); }
+    size_t task_count() const { return ple_model_task_count(m_); }
 
     size_t input_count() const { return ple_model_input_count(m_); }
     std::string input_name(size_t i) const { return detail::str(ple_model_input_name(m_, i)); }
@@ -100,6 +107,18 @@ public:
         return ple_model_input_values_per_sample(m_, i);
     }
     size_t input_vocab_size(size_t i) const { return ple_model_input_vocab_size(m_, i); }
+    size_t input_max_len(size_t i) const { return ple_model_input_max_len(m_, i); }
+    /// "sum", "mean" or "max" for a sequence input, "" for others.
+    std::string input_pooling(size_t i) const {
+        return detail::str(ple_model_input_pooling(m_, i));
+    }
+    /// The padding id of a sequence input, if it has one.
+    std::optional<int64_t> input_pad_id(size_t i) const {
+        int64_t pad = 0;
+        if (ple_model_input_pad_id(m_, i, &pad)) return pad;
+        return std::nullopt;
+    }
+    bool input_ids_through_f32(size_t i) const { return ple_model_input_ids_through_f32(m_, i); }
     size_t input_index(const std::string &name) const {
         size_t i = 0;
         detail::check(ple_model_input_index(m_, name.c_str(), &i));
@@ -111,16 +130,23 @@ public:
     std::string output_name(size_t k) const { return detail::str(ple_model_output_name(m_, k)); }
     size_t output_offset(size_t k) const { return ple_model_output_offset(m_, k); }
     size_t output_len(size_t k) const { return ple_model_output_len(m_, k); }
+
     size_t gate_width() const { return ple_model_gate_width(m_); }
+    size_t gate_count() const { return ple_model_gate_count(m_); }
+    std::string gate_name(size_t g) const { return detail::str(ple_model_gate_name(m_, g)); }
+    size_t gate_offset(size_t g) const { return ple_model_gate_offset(m_, g); }
+    size_t gate_len(size_t g) const { return ple_model_gate_len(m_, g); }
 
 private:
     explicit model(const ple_model *m) : m_(m) {}
     const ple_model *m_ = nullptr;
 };
 
-/// One thread's scoring state over a model (which it keeps alive). Move-only.
+/// One thread's scoring state over a model (which it keeps alive). Move-only. A
+/// default-constructed (or moved-from) session is empty: `bool(s)` is false and `run` throws.
 class session {
 public:
+    session() noexcept = default;
     session(const model &m, size_t max_batch) {
         detail::check(ple_session_new(m.get(), max_batch, &s_));
     }
@@ -137,6 +163,7 @@ public:
     ~session() { ple_session_free(s_); }
 
     ple_session *get() const noexcept { return s_; }
+    explicit operator bool() const noexcept { return s_ != nullptr; }
     size_t max_batch() const { return ple_session_max_batch(s_); }
     /// A new reference to the session's model.
     model get_model() const { return model::adopt(ple_model_clone(ple_session_model(s_))); }
@@ -148,6 +175,12 @@ public:
     }
     void run(size_t batch, const std::vector<ple_column> &columns, std::vector<float> &out) {
         run(batch, columns.data(), columns.size(), out.data(), out.size());
+    }
+    /// Also writes every gate's weights to `gates` (`batch * gate_width` floats).
+    void run(size_t batch, const std::vector<ple_column> &columns, std::vector<float> &out,
+             std::vector<float> &gates) {
+        run(batch, columns.data(), columns.size(), out.data(), out.size(), gates.data(),
+            gates.size());
     }
     void run_dense(size_t batch, const float *x, size_t x_len, float *out, size_t out_len,
                    float *gates = nullptr, size_t gates_len = 0) {

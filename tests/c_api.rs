@@ -419,6 +419,160 @@ fn cpp_wrapper_errors_and_lifetimes() {
     assert!(out.contains(", 0 failures"), "{out}");
 }
 
+/// Compiles `source` (C or C++ of the given standard) against the headers into an object file
+/// (not `-fsyntax-only`: GCC reports `warn_unused_result` after the front end): the compiler's
+/// output and whether it succeeded.
+fn compile_only(name: &str, lang: Lang, std: &str, source: &str, extra: &[&str]) -> Output {
+    let t = toolchain();
+    let (compiler, ext) = match lang {
+        Lang::C => (&t.cc, "c"),
+        Lang::Cxx => (&t.cxx, "cpp"),
+    };
+    let src = t.out_dir.join(format!("{name}.{ext}"));
+    std::fs::write(&src, source).unwrap();
+    Command::new(compiler)
+        .arg(format!("-std={std}"))
+        .args(["-c", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+        .args(extra)
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(t.out_dir.join(format!("{name}.o")))
+        .output()
+        .expect("run the compiler")
+}
+
+/// `ple::ids` / `ple::floats` of a temporary vector would leave the column dangling: it must not
+/// compile, and fail for the right reason (the deleted overload); the same call on a named vector
+/// compiles.
+#[test]
+fn cpp_wrapper_refuses_a_temporary_vector() {
+    let program = |arg: &str| {
+        format!(
+            "#include \"ple.hpp\"\n\
+             int main() {{\n\
+                 std::vector<int64_t> named{{1, 2}};\n\
+                 std::vector<float> prices{{0.5f}};\n\
+                 (void)named; (void)prices;\n\
+                 ple_column c = {arg};\n\
+                 return c.len == 2 ? 0 : 1;\n\
+             }}\n"
+        )
+    };
+    for (name, call) in [
+        ("ids_named", "ple::ids(named, \"user_id\")"),
+        ("floats_named", "ple::floats(prices)"),
+    ] {
+        let out = compile_only(name, Lang::Cxx, "c++17", &program(call), &[]);
+        assert!(
+            out.status.success(),
+            "{call} must compile:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (name, call, function) in [
+        (
+            "ids_temporary",
+            "ple::ids(std::vector<int64_t>{1, 2}, \"user_id\")",
+            "ids",
+        ),
+        (
+            "floats_temporary",
+            "ple::floats(std::vector<float>{0.5f})",
+            "floats",
+        ),
+        ("ids_moved", "ple::ids(std::move(named))", "ids"),
+    ] {
+        let out = compile_only(name, Lang::Cxx, "c++17", &program(call), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{call} compiled, but must not");
+        // GCC: "use of deleted function", clang: "call to deleted function".
+        assert!(
+            err.contains("deleted function") && err.contains(function),
+            "{call} failed for another reason than the deleted overload:\n{err}"
+        );
+    }
+}
+
+/// `PLE_MUST_USE` warns of an ignored status where the compiler can mark it (C++17, C23), and a
+/// cast to void silences it there and everywhere else, as ple.h documents; defining
+/// `PLE_MUST_USE` before the include overrides it.
+#[test]
+fn must_use_is_silenced_by_a_void_cast() {
+    let program = |call: &str| {
+        format!(
+            "#include \"ple.h\"\n\
+             int main(void) {{\n\
+                 const ple_model *m = 0;\n\
+                 {call};\n\
+                 return 0;\n\
+             }}\n"
+        )
+    };
+    // Clang's warn_unused_result is silenced by a cast, so clang marks every standard.
+    let clang = |lang: &Lang| {
+        let t = toolchain();
+        let cc = if matches!(lang, Lang::C) {
+            &t.cc
+        } else {
+            &t.cxx
+        };
+        Command::new(cc)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("clang"))
+    };
+    let ignored = "ple_model_open(\"x.ple\", 0, &m)";
+    let cast = "(void)ple_model_open(\"x.ple\", 0, &m)";
+    for (lang, std, warns) in [
+        (Lang::Cxx, "c++17", true),
+        (Lang::C, "c2x", true),
+        (Lang::C, "c11", false),
+        (Lang::Cxx, "c++14", false),
+    ] {
+        let name = format!("must_use_{std}");
+        let is_c = matches!(lang, Lang::C);
+        let again = || if is_c { Lang::C } else { Lang::Cxx };
+        let out = compile_only(&format!("{name}_cast"), again(), std, &program(cast), &[]);
+        assert!(
+            out.status.success(),
+            "{std}: a (void) cast must silence PLE_MUST_USE:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = compile_only(
+            &format!("{name}_ignored"),
+            again(),
+            std,
+            &program(ignored),
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        if warns || clang(&lang) {
+            assert!(
+                !out.status.success()
+                    && err.contains("ple_model_open")
+                    && (err.contains("nodiscard") || err.contains("unused")),
+                "{std}: an ignored status must warn:\n{err}"
+            );
+            let out = compile_only(
+                &format!("{name}_off"),
+                again(),
+                std,
+                &program(ignored),
+                &["-DPLE_MUST_USE="],
+            );
+            assert!(
+                out.status.success(),
+                "{std}: -DPLE_MUST_USE= must turn the marker off:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            assert!(out.status.success(), "{std}: {err}");
+        }
+    }
+}
+
 /// Every C/C++ source under tests/c and examples is built by one of the tests above.
 #[test]
 fn every_c_source_is_tested() {

@@ -217,3 +217,110 @@ fn every_exported_name_is_prefixed() {
     }
     assert!(h.contains("PLE_STATUS_OK = 0,"), "PLE_STATUS_OK must be 0");
 }
+
+/// The doc comment above the declaration of `name` (the first line outside a comment that holds
+/// it), as one line of text.
+fn doc_above(h: &str, name: &str) -> String {
+    let lines: Vec<&str> = h.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| {
+            let l = l.trim_start();
+            !l.starts_with('*') && !l.starts_with("/*") && l.contains(name)
+        })
+        .unwrap_or_else(|| panic!("`{name}` is not in the header"));
+    let start = lines[..at]
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("/**"))
+        .expect("a doc comment");
+    // One line of text: comment markers and line breaks removed.
+    lines[start..at]
+        .iter()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("/**")
+                .trim_start_matches('*')
+                .trim()
+        })
+        .filter(|l| !l.is_empty() && *l != "/")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the header says about batches, working memory and statuses holds for the library.
+#[test]
+fn header_statements_are_true() {
+    use ple::ffi::*;
+    use ple::model::plan::{STREAMING_WEIGHT_BYTES, TILE_ROWS, TILE_ROWS_STREAMING};
+
+    let h = generate();
+    // Working memory: one tile of samples, whose size depends on the weights.
+    let new = doc_above(&h, "ple_session_new(");
+    for says in [
+        format!("a tile is {TILE_ROWS} samples"),
+        format!("{TILE_ROWS_STREAMING} samples for models with over"),
+        format!(
+            "{} MiB of dense-layer weights",
+            STREAMING_WEIGHT_BYTES >> 20
+        ),
+        format!("2^{}", ple::session::MAX_BATCH_LIMIT.trailing_zeros()),
+    ] {
+        assert!(
+            new.contains(&says),
+            "ple_session_new's doc lacks \"{says}\":\n{new}"
+        );
+    }
+
+    // Batch 0 succeeds and writes nothing, so no text may say a batch starts at 1.
+    let path = root().join("examples/models/quickstart.ple");
+    let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null();
+    let mut s = std::ptr::null_mut();
+    // SAFETY: valid C string and out pointers; NULL buffers of length 0 are empty buffers.
+    let batch0 = unsafe {
+        assert_eq!(ple_model_open(path.as_ptr(), 0, &mut m), ple_status::Ok);
+        assert_eq!(ple_session_new(m, 4, &mut s), ple_status::Ok);
+        let empty = ple_column {
+            name: std::ptr::null(),
+            ids: std::ptr::null(),
+            floats: std::ptr::null(),
+            len: 0,
+        };
+        let cols = [empty; 5];
+        let st = ple_session_run(
+            s,
+            0,
+            cols.as_ptr(),
+            5,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            0,
+        );
+        ple_session_free(s);
+        ple_model_free(m);
+        st
+    };
+    assert_eq!(batch0, ple_status::Ok);
+    let run = doc_above(&h, "ple_session_run(");
+    assert!(run.contains("0 to the session's `max_batch`"), "{run}");
+    assert!(run.contains("batch 0 is a no-op"), "{run}");
+    let status_text = ple_status::BatchOutOfRange.message().to_str().unwrap();
+    for text in [&h[..], status_text] {
+        for claim in [
+            "between 1 and",
+            "1 to the session",
+            "1 to `max_batch`",
+            "1..max_batch",
+        ] {
+            assert!(
+                !text.contains(claim),
+                "\"{claim}\" is false: batch 0 succeeds"
+            );
+        }
+    }
+
+    // Getters never return a status: an index out of range is not a status's business.
+    let invalid = doc_above(&h, "PLE_STATUS_INVALID_ARGUMENT = 2");
+    assert!(!invalid.contains("index"), "{invalid}");
+}

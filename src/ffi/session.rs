@@ -97,11 +97,12 @@ fn busy(fn_name: &str) -> ple_status {
     )
 }
 
-/// Creates a session over `model` for batches of 1 to `max_batch` samples. This allocates the
-/// working memory (for min(max_batch, 64) samples at a time); scoring then allocates nothing. The
-/// session holds its own reference to the model, so the caller may free its model handle at any
-/// time. On success writes the new session to `*out_session`; free it with
-/// `ple_session_free`.
+/// Creates a session over `model` for batches of 0 to `max_batch` samples (`max_batch` from 1 to
+/// 2^24). This allocates the working memory, for min(max_batch, tile) samples at a time, where a
+/// tile is 64 samples, or 128 samples for models with over 8 MiB of dense-layer weights; scoring
+/// then allocates nothing. The session holds its own reference to the model, so the caller may
+/// free its model handle at any time. On success writes the new session to `*out_session`; free
+/// it with `ple_session_free`.
 ///
 /// # Safety
 /// `model` is NULL or a live handle; `out_session` is NULL or valid for a write.
@@ -279,7 +280,8 @@ pub unsafe extern "C" fn ple_session_run_dense(
     }
 }
 
-/// Scores `batch` samples (1 to the session's `max_batch`). `columns` holds `n_columns` input
+/// Scores `batch` samples, 0 to the session's `max_batch` (batch 0 is a no-op that succeeds and
+/// writes nothing; every buffer length is then 0). `columns` holds `n_columns` input
 /// columns (see `ple_column`: by position or by name). Writes `batch * ple_model_output_width`
 /// floats to `out` (`out_len` must equal that), sample after sample, each sample's outputs in
 /// `ple_model_output_*` order. If `gates` is not NULL it receives `batch * ple_model_gate_width`

@@ -17,8 +17,7 @@ pub enum ple_status {
     /// A required pointer argument was NULL (or a buffer pointer was NULL with a nonzero length).
     NullArgument = 1,
     /// An argument is invalid in a way no other status describes (unknown flag bits, a misaligned
-    /// or overlapping buffer, an index out of range, a malformed column list); the message says
-    /// which.
+    /// or overlapping buffer, a malformed column list); the message says which.
     InvalidArgument = 2,
     /// An internal error (a Rust panic) was caught at the API boundary. The handles involved are
     /// still safe to free; please report the message.
@@ -113,7 +112,7 @@ impl ple_status {
             ple_status::Checksum => c"checksum mismatch (the file is corrupt)",
             ple_status::InvalidFile => c"invalid .ple file",
             ple_status::InvalidMaxBatch => c"invalid max_batch",
-            ple_status::BatchOutOfRange => c"batch must be between 1 and the session's max_batch",
+            ple_status::BatchOutOfRange => c"batch is larger than the session's max_batch",
             ple_status::WrongInputCount => c"wrong number of input columns",
             ple_status::WrongInputKind => c"input column of the wrong kind (ids vs floats)",
             ple_status::WrongLength => c"buffer length does not match the batch",

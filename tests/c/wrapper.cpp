@@ -4,6 +4,7 @@
 //     wrapper QUICKSTART.ple
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -24,6 +25,8 @@ static int checks = 0, failures = 0;
 static_assert(!std::is_copy_constructible<ple::session>::value, "session is move-only");
 static_assert(std::is_nothrow_move_constructible<ple::session>::value, "session moves");
 static_assert(std::is_copy_constructible<ple::model>::value, "model is shared by copy");
+static_assert(std::is_nothrow_default_constructible<ple::model>::value, "a model can be empty");
+static_assert(std::is_nothrow_default_constructible<ple::session>::value, "a session can be empty");
 
 // Expects `f` to throw ple::error with `status` and a message containing `needle`.
 template <class F>
@@ -92,6 +95,52 @@ int main(int argc, char **argv) {
     }
     s.run(2, cols, again);
     CHECK(again == keep);
+
+    // Every introspection getter of the C API, through the wrapper.
+    CHECK(m.task_count() == 2);
+    const size_t seq_i = m.input_index("recent_items"), user = m.input_index("user_id");
+    CHECK(m.input_max_len(seq_i) == 6 && m.input_max_len(user) == 1);
+    CHECK(m.input_pooling(seq_i) == "mean" && m.input_pooling(user).empty());
+    CHECK(m.input_pad_id(seq_i) == std::optional<int64_t>(0));
+    CHECK(!m.input_pad_id(user).has_value());
+    CHECK(!m.input_ids_through_f32(user));
+    CHECK(m.gate_count() > 0);
+    size_t gate_floats = 0;
+    for (size_t g = 0; g < m.gate_count(); g++) {
+        CHECK(!m.gate_name(g).empty());
+        CHECK(m.gate_offset(g) == gate_floats);
+        gate_floats += m.gate_len(g);
+    }
+    CHECK(gate_floats == m.gate_width());
+    CHECK(m.gate_name(m.gate_count()).empty());  // out of range: "" (C: NULL)
+
+    // Scores with gate weights, into vectors.
+    std::vector<float> with_gates(4), gates(2 * m.gate_width(), -1.0f);
+    s.run(2, cols, with_gates, gates);
+    CHECK(with_gates == keep);
+    for (float g : gates) CHECK(g >= 0.0f && g <= 1.0f);
+    std::vector<float> short_gates(1);
+    expect_error([&] { s.run(2, cols, with_gates, short_gates); }, PLE_STATUS_WRONG_LENGTH, "gate");
+
+    // The file has not changed; its checksums hold.
+    CHECK(!m.file_changed());
+    m.verify_data();
+
+    // Empty handles: a model member can wait for its first load (hot reload), and reset.
+    ple::model empty;
+    CHECK(!empty && empty.get() == nullptr);
+    CHECK(empty.input_count() == 0 && empty.name().empty() && !empty.file_changed());
+    ple::model copy_of_empty = empty;
+    CHECK(!copy_of_empty);
+    expect_error([&] { ple::session(empty, 4); }, PLE_STATUS_NULL_ARGUMENT, "model");
+    expect_error([&] { empty.verify_data(); }, PLE_STATUS_NULL_ARGUMENT, "model is NULL");
+    empty = m;
+    CHECK(empty && empty.get() == m.get());
+    empty.reset();
+    CHECK(!empty && m.name() == "quickstart");
+    ple::session none;
+    CHECK(!none);
+    expect_error([&] { none.run(2, cols, out); }, PLE_STATUS_NULL_ARGUMENT, "session is NULL");
 
     std::printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
