@@ -1,7 +1,7 @@
 //! Tests of the `ple` binary: every command, `--help`, `--json`, exit codes, one-line errors,
 //! and `ple score` against `Session::run` on the same inputs (bit for bit).
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -35,13 +35,18 @@ fn ple_stdin(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run ple");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    // Written from another thread while this one collects the output, and a closed pipe is not an
+    // error: ple may stop reading early (an error on the first row ends it before it reads the
+    // rest), and a large input must not wait on ple's full stdout pipe.
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_string();
+    let writer = std::thread::spawn(move || match pipe.write_all(input.as_bytes()) {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => panic!("writing ple's stdin: {e}"),
+        _ => {}
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
 }
 
 fn stdout(o: &Output) -> String {
