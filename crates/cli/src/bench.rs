@@ -1,136 +1,77 @@
 //! `ple bench MODEL`: latency percentiles and throughput on random valid inputs.
 
-use std::io::Write as _;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use super::args::{list_of_positive, Opt};
-use super::json::Json;
-use super::progress::Progress;
-use super::rand::{random_columns, Column, Rng};
-use super::{fmt, CliError};
+use serde::Serialize;
+
+use crate::args::BenchArgs;
+use crate::column::InputColumn;
+use crate::error::CliError;
+use crate::fmt;
+use crate::progress::Progress;
+use crate::rand::{random_columns, Rng};
 use ple::{Model, Session};
-
-pub const HELP: &str = "\
-ple bench — measure scoring latency and throughput
-
-usage: ple bench MODEL [--batch 1,16,256] [--threads N] [--seconds S] [--json]
-
-For every batch size (and thread count), scores random valid inputs (dense values in [-1, 1),
-ids uniform over each table, sequences of random length padded with the pad id when the model
-has one) for a warm-up and then --seconds, timing every call. Reports the p50, p90, p99 and
-max latency of one call and the throughput in samples per second. Inputs rotate through a pool
-of up to 4096 distinct samples so embedding lookups are not all cache hits.
-
-With --threads N, N threads each run their own Session over one shared Model at the same time;
-latencies are pooled over all threads and samples/s is the aggregate.
-
-options:
-  --batch LIST             batch sizes, comma-separated (default 1,16,256)
-  --threads LIST           thread counts, comma-separated (default 1)
-  --seconds S              measured time per configuration (default 2)
-  --warmup S               unmeasured time before it (default: a tenth of --seconds, at most 0.5)
-  --json                   print JSON instead of a table (fields: docs/CLI.md)
-  --seed N                 random input seed (default 1)
-  --simd LEVEL             use this kernel level (scalar, avx2, avx512, neon)
-  --no-mmap                read the model into memory instead of mapping it
-  -h, --help               this help
-
-A progress display is shown on stderr when it is a terminal.";
-
-const OPTS: &[Opt] = &[
-    Opt::value("batch"),
-    Opt::value("threads"),
-    Opt::value("seconds"),
-    Opt::value("warmup"),
-    Opt::flag("json"),
-    Opt::value("seed"),
-    super::MODEL_OPTS[0],
-    super::MODEL_OPTS[1],
-];
 
 /// Samples of random inputs each thread cycles through (fewer for very wide models).
 const POOL_SAMPLES: usize = 4096;
 /// Cap on the input values held by all threads together (beyond one batch each).
 const POOL_VALUES: usize = 1 << 23;
 
-struct Result1 {
+/// The timings of one (batch size, thread count) configuration.
+struct Measurement {
     batch: usize,
     threads: usize,
     calls: usize,
+    /// Seconds from the common start to the last thread's last call.
     wall: f64,
     /// Per-call latency in seconds, sorted.
-    lat: Vec<f64>,
+    latencies: Vec<f64>,
 }
 
-impl Result1 {
-    fn pct(&self, q: f64) -> f64 {
-        let n = self.lat.len();
+impl Measurement {
+    /// Nearest-rank percentile (`q` in 0..=1).
+    fn percentile(&self, q: f64) -> f64 {
+        let n = self.latencies.len();
         let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.lat[rank - 1]
+        self.latencies[rank - 1]
     }
+
     fn samples_per_sec(&self) -> f64 {
         (self.calls * self.batch) as f64 / self.wall
     }
 }
 
-pub fn run(args: &[String]) -> Result<(), CliError> {
-    let Some(p) = super::parse_or_help("bench", args, OPTS, HELP)? else {
-        return Ok(());
-    };
-    let path = super::one_model("bench", &p)?;
-    let batches = list_of_positive("batch", p.value("batch").unwrap_or("1,16,256"))?;
-    let threads = list_of_positive("threads", p.value("threads").unwrap_or("1"))?;
-    let seconds = p
-        .parse::<f64>("seconds", "a number of seconds")?
-        .unwrap_or(2.0);
-    if !(seconds > 0.0 && seconds <= 86_400.0) {
-        return Err(CliError::usage(
-            "--seconds: must be more than 0 (and at most a day)",
-        ));
-    }
-    let warmup = p
-        .parse::<f64>("warmup", "a number of seconds")?
-        .unwrap_or((seconds / 10.0).min(0.5));
-    if !(0.0..=3600.0).contains(&warmup) {
-        return Err(CliError::usage(
-            "--warmup: must be between 0 and 3600 seconds",
-        ));
-    }
-    let seed = p
-        .parse::<u64>("seed", "a non-negative integer")?
-        .unwrap_or(1);
-    if let Some(&b) = batches.iter().find(|&&b| b > ple::session::MAX_BATCH_LIMIT) {
-        return Err(CliError::usage(format!(
-            "--batch: {b} is over the limit of {}",
-            ple::session::MAX_BATCH_LIMIT
-        )));
-    }
-    if let Some(&t) = threads.iter().find(|&&t| t > 1024) {
-        return Err(CliError::usage(format!(
-            "--threads: {t} is over the limit of 1024"
-        )));
-    }
-    let model = super::open_model(&path, &super::load_options(&p)?)?;
+pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+    let path = &args.model;
+    let warmup = args.warmup.unwrap_or((args.seconds / 10.0).min(0.5));
+    let model = crate::open_model(path, &crate::load_options(&args.load)?)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Some(&t) = threads.iter().find(|&&t| t > cpus) {
+    if let Some(&t) = args.threads.0.iter().find(|&&t| t > cpus) {
         eprintln!("ple: note: {t} threads on {cpus} CPUs: threads will share cores");
     }
 
     let mut results = Vec::new();
-    for &t in &threads {
-        for &b in &batches {
-            results.push(measure(&model, b, t, seconds, warmup, seed)?);
+    for &threads in &args.threads.0 {
+        for &batch in &args.batches.0 {
+            results.push(measure(
+                &model,
+                batch,
+                threads,
+                args.seconds,
+                warmup,
+                args.seed,
+            )?);
         }
     }
 
-    let text = if p.flag("json") {
-        to_json(&model, &path, seconds, &results).pretty()
+    let text = if args.json {
+        let report = BenchReport::new(&model, path, args.seconds, &results);
+        serde_json::to_string_pretty(&report).expect("the report serializes")
     } else {
-        to_text(&model, seconds, &results)
+        to_text(&model, args.seconds, &results)
     };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").map_err(|e| CliError::write("stdout", e))
+    crate::print_stdout(&text)
 }
 
 fn measure(
@@ -140,7 +81,7 @@ fn measure(
     seconds: f64,
     warmup: f64,
     seed: u64,
-) -> Result<Result1, CliError> {
+) -> Result<Measurement, CliError> {
     let values_per_sample: usize = model
         .inputs()
         .iter()
@@ -164,7 +105,7 @@ fn measure(
                 // Everything allocated before the barrier: the timed loop only scores.
                 let setup = || -> Result<_, String> {
                     let mut rng = Rng::new(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let pool: Vec<Vec<Column>> = (0..pool_batches)
+                    let pool: Vec<Vec<InputColumn>> = (0..pool_batches)
                         .map(|_| random_columns(&model, batch, &mut rng))
                         .collect();
                     let session = Session::new(&model, batch).map_err(|e| e.to_string())?;
@@ -181,7 +122,7 @@ fn measure(
                 };
                 let pool: Vec<Vec<ple::Input>> = pool
                     .iter()
-                    .map(|cols| cols.iter().map(Column::as_input).collect())
+                    .map(|cols| cols.iter().map(InputColumn::as_input).collect())
                     .collect();
                 let mut out = vec![0f32; batch * model.output_width()];
                 let mut lat = Vec::with_capacity(1 << 16);
@@ -254,22 +195,22 @@ fn measure(
             end = end.max(e);
         }
         lat.sort_by(f64::total_cmp);
-        Ok(Result1 {
+        Ok(Measurement {
             batch,
             threads,
             calls: lat.len(),
             wall: (end - begin).as_secs_f64(),
-            lat,
+            latencies: lat,
         })
     })
 }
 
-fn to_text(model: &Model, seconds: f64, results: &[Result1]) -> String {
+fn to_text(model: &Model, seconds: f64, results: &[Measurement]) -> String {
     let g = model.graph();
     let mut s = format!(
         "model {}: {}, {} weights, {} kernels, {} s per configuration\n",
         model.name(),
-        super::inspect::architecture(g),
+        crate::inspect::architecture(g),
         model.weight_dtype().map_or("mixed", |d| d.name()),
         model.simd_level().name(),
         seconds
@@ -284,10 +225,10 @@ fn to_text(model: &Model, seconds: f64, results: &[Result1]) -> String {
             r.batch,
             r.threads,
             fmt::thousands(r.calls as u64),
-            fmt::duration(r.pct(0.50)),
-            fmt::duration(r.pct(0.90)),
-            fmt::duration(r.pct(0.99)),
-            fmt::duration(r.pct(1.0)),
+            fmt::duration(r.percentile(0.50)),
+            fmt::duration(r.percentile(0.90)),
+            fmt::duration(r.percentile(0.99)),
+            fmt::duration(r.percentile(1.0)),
             fmt::rate(r.samples_per_sec())
         );
     }
@@ -295,33 +236,55 @@ fn to_text(model: &Model, seconds: f64, results: &[Result1]) -> String {
     s
 }
 
-fn to_json(model: &Model, path: &str, seconds: f64, results: &[Result1]) -> Json {
-    let us = |x: f64| Json::float((x * 1e9).round() / 1e3);
-    let rows = results
-        .iter()
-        .map(|r| {
-            Json::obj([
-                ("batch", Json::int(r.batch as u64)),
-                ("threads", Json::int(r.threads as u64)),
-                ("calls", Json::int(r.calls as u64)),
-                ("seconds", Json::float(r.wall)),
-                ("p50_us", us(r.pct(0.50))),
-                ("p90_us", us(r.pct(0.90))),
-                ("p99_us", us(r.pct(0.99))),
-                ("max_us", us(r.pct(1.0))),
-                ("samples_per_sec", Json::float(r.samples_per_sec().round())),
-            ])
-        })
-        .collect();
-    Json::obj([
-        ("path", Json::str(path)),
-        ("name", Json::str(model.name())),
-        ("simd", Json::str(model.simd_level().name())),
-        (
-            "weight_dtype",
-            Json::str(model.weight_dtype().map_or("mixed", |d| d.name())),
-        ),
-        ("seconds_per_configuration", Json::float(seconds)),
-        ("results", Json::Arr(rows)),
-    ])
+/// `--json`: the fields docs/CLI.md lists.
+#[derive(Serialize)]
+struct BenchReport<'a> {
+    path: &'a str,
+    name: &'a str,
+    simd: &'static str,
+    weight_dtype: &'static str,
+    seconds_per_configuration: f64,
+    results: Vec<MeasurementReport>,
+}
+
+#[derive(Serialize)]
+struct MeasurementReport {
+    batch: usize,
+    threads: usize,
+    calls: usize,
+    seconds: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    samples_per_sec: u64,
+}
+
+impl<'a> BenchReport<'a> {
+    fn new(model: &'a Model, path: &'a str, seconds: f64, results: &[Measurement]) -> Self {
+        // Microseconds to the nanosecond.
+        let us = |secs: f64| (secs * 1e9).round() / 1e3;
+        let results = results
+            .iter()
+            .map(|r| MeasurementReport {
+                batch: r.batch,
+                threads: r.threads,
+                calls: r.calls,
+                seconds: r.wall,
+                p50_us: us(r.percentile(0.50)),
+                p90_us: us(r.percentile(0.90)),
+                p99_us: us(r.percentile(0.99)),
+                max_us: us(r.percentile(1.0)),
+                samples_per_sec: r.samples_per_sec().round() as u64,
+            })
+            .collect();
+        BenchReport {
+            path,
+            name: model.name(),
+            simd: model.simd_level().name(),
+            weight_dtype: model.weight_dtype().map_or("mixed", |d| d.name()),
+            seconds_per_configuration: seconds,
+            results,
+        }
+    }
 }

@@ -1,58 +1,21 @@
 //! `ple check MODEL...`: complete validation for pipelines.
 
-use std::io::Write as _;
-
-use super::args::Opt;
-use super::rand::{random_columns, Rng};
-use super::{fmt, CliError};
+use crate::args::CheckArgs;
+use crate::error::CliError;
+use crate::rand::{random_columns, Rng};
 use ple::{Model, Session};
 
-pub const HELP: &str = "\
-ple check — validate .ple files completely
-
-usage: ple check MODEL... [--quiet]
-
-For each file: the header and metadata checksum, every rule of docs/FORMAT.md (offsets,
-shapes, graph consistency), the data checksum (reads every byte; a progress bar is shown on
-stderr for large files when it is a terminal), and a smoke test that scores 64 random valid
-samples and requires every score to be finite (catches NaN/Inf weights).
-
-Prints one 'ok' line per good file on stdout and one error line per bad file on stderr.
-Exit code 0 if every file passed, 1 if any failed, 2 on a usage error.
-
-options:
-  -q, --quiet              print nothing on success
-  --simd LEVEL             run the smoke test with this kernel level
-  --no-mmap                read the file into memory instead of mapping it
-  -h, --help               this help";
-
-const OPTS: &[Opt] = &[
-    Opt::flag("quiet").short('q'),
-    super::MODEL_OPTS[0],
-    super::MODEL_OPTS[1],
-];
-
-pub fn run(args: &[String]) -> Result<(), CliError> {
-    let Some(p) = super::parse_or_help("check", args, OPTS, HELP)? else {
-        return Ok(());
-    };
-    if p.positionals.is_empty() {
-        return Err(CliError::usage(
-            "missing MODEL (usage: ple check MODEL...; run 'ple check --help')",
-        ));
-    }
-    let opts = super::load_options(&p)?;
+pub fn run(args: &CheckArgs) -> Result<(), CliError> {
+    let opts = crate::load_options(&args.load)?;
     let mut failed = 0;
-    for path in &p.positionals {
+    for path in &args.models {
         match check_one(path, &opts) {
             Ok(summary) => {
-                if !p.flag("quiet") {
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "ok  {path}  ({summary})")
-                        .map_err(|e| CliError::write("stdout", e))?;
+                if !args.quiet {
+                    crate::print_stdout(&format!("ok  {path}  ({summary})"))?;
                 }
             }
-            Err(e) if p.positionals.len() == 1 => return Err(e),
+            Err(e) if args.models.len() == 1 => return Err(e),
             Err(e) => {
                 failed += 1;
                 eprintln!("ple: error: {e}");
@@ -62,20 +25,20 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
     if failed > 0 {
         return Err(CliError::failed(format!(
             "{failed} of {} files failed the check",
-            p.positionals.len()
+            args.models.len()
         )));
     }
     Ok(())
 }
 
 fn check_one(path: &str, opts: &ple::LoadOptions) -> Result<String, CliError> {
-    let model = super::open_model(path, opts)?;
-    super::inspect::verify_with_progress(&model).map_err(|e| super::model_error(path, e))?;
+    let model = crate::open_model(path, opts)?;
+    crate::inspect::verify_with_progress(&model).map_err(|e| crate::model_error(path, e))?;
     smoke_test(&model).map_err(|e| CliError::failed(format!("{path}: {e}")))?;
     let (major, minor) = model.format_version();
     Ok(format!(
         ".ple {major}.{minor}, {}, {} weights, checksums ok, graph ok, 64 random samples scored",
-        fmt::bytes(model.file_size()),
+        crate::fmt::bytes(model.file_size()),
         model.weight_dtype().map_or("mixed", |d| d.name()),
     ))
 }

@@ -1,40 +1,15 @@
 //! `ple inspect MODEL`: what the file holds and what scoring it costs.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
-use super::args::Opt;
-use super::json::Json;
-use super::progress::Progress;
-use super::{fmt, CliError};
+use serde::Serialize;
+
+use crate::args::InspectArgs;
+use crate::error::CliError;
+use crate::fmt;
+use crate::progress::Progress;
 use ple::model::graph::{Act, Graph, Mlp, OutputKind, TowerInput};
 use ple::{InputKind, Model, SimdLevel};
-
-pub const HELP: &str = "\
-ple inspect — describe a .ple model
-
-usage: ple inspect MODEL [--json] [--no-verify-data]
-
-Prints the format version, weight dtype, file size, checksum status, the SIMD level scoring
-would use, the inputs (name, kind, width, vocabulary, max_len, pooling, pad id), the outputs,
-the graph (bottom, levels with their experts and gates, towers with widths and activations),
-the parameter count, FLOPs per sample and session scratch memory per sample.
-
-options:
-  --json                   print one JSON object instead of text (fields: docs/CLI.md)
-  --no-verify-data         skip the data checksum (it reads every byte of the file)
-  --simd LEVEL             report this kernel level instead of the best available
-  --no-mmap                read the file into memory instead of mapping it
-  -h, --help               this help
-
-Exit code 1 if the file cannot be read, is invalid, or its data checksum does not match.";
-
-const OPTS: &[Opt] = &[
-    Opt::flag("json"),
-    Opt::flag("no-verify-data"),
-    super::MODEL_OPTS[0],
-    super::MODEL_OPTS[1],
-];
 
 /// Data checksum status.
 enum DataCrc {
@@ -43,29 +18,25 @@ enum DataCrc {
     Mismatch(String),
 }
 
-pub fn run(args: &[String]) -> Result<(), CliError> {
-    let Some(p) = super::parse_or_help("inspect", args, OPTS, HELP)? else {
-        return Ok(());
-    };
-    let path = super::one_model("inspect", &p)?;
-    let model = super::open_model(&path, &super::load_options(&p)?)?;
-    let crc = if p.flag("no-verify-data") {
+pub fn run(args: &InspectArgs) -> Result<(), CliError> {
+    let path = &args.model;
+    let model = crate::open_model(path, &crate::load_options(&args.load)?)?;
+    let crc = if args.no_verify_data {
         DataCrc::Skipped
     } else {
         match verify_with_progress(&model) {
             Ok(()) => DataCrc::Ok,
             Err(e @ ple::Error::Checksum { .. }) => DataCrc::Mismatch(e.to_string()),
-            Err(e) => return Err(super::model_error(&path, e)),
+            Err(e) => return Err(crate::model_error(path, e)),
         }
     };
-    let text = if p.flag("json") {
-        to_json(&model, &path, &crc).pretty()
+    let text = if args.json {
+        let report = InspectReport::new(&model, path, &crc);
+        serde_json::to_string_pretty(&report).expect("the report serializes")
     } else {
-        to_text(&model, &path, &crc)
+        to_text(&model, path, &crc)
     };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").map_err(|e| CliError::write("stdout", e))?;
-    drop(out);
+    crate::print_stdout(&text)?;
     match crc {
         DataCrc::Mismatch(msg) => Err(CliError::failed(format!("{path}: {msg}"))),
         _ => Ok(()),
@@ -171,7 +142,7 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
         s,
         "simd        {} (available: {})",
         model.simd_level().name(),
-        super::available_levels()
+        crate::available_levels()
     );
     let _ = writeln!(s, "parameters  {}", fmt::thousands(model.parameter_count()));
     let _ = writeln!(
@@ -341,183 +312,239 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
     s
 }
 
-fn mlp_json(m: &Mlp) -> Json {
-    let layers = m
-        .layers
-        .iter()
-        .map(|l| {
-            let mut members = vec![
-                ("in", Json::int(l.k as u64)),
-                ("out", Json::int(l.n as u64)),
-                ("activation", Json::str(l.act.name())),
-                ("bias", Json::Bool(l.bias.is_some())),
-                ("dtype", Json::str(l.weight.dtype.name())),
-            ];
-            if let Act::LeakyRelu(slope) = l.act {
-                members.push(("slope", Json::float32(slope)));
-            }
-            Json::obj(members)
-        })
-        .collect();
-    Json::obj([("layers", Json::Arr(layers))])
+// ---- `--json`: the fields docs/CLI.md lists, in that order ---------------------------------
+
+#[derive(Serialize)]
+struct InspectReport<'a> {
+    path: &'a str,
+    name: &'a str,
+    format_version: String,
+    file_size: u64,
+    weight_dtype: &'static str,
+    checksums: Checksums,
+    simd: &'static str,
+    simd_available: Vec<&'static str>,
+    parameters: u64,
+    flops_per_sample: u64,
+    scratch_bytes_per_sample: usize,
+    tile_rows: usize,
+    architecture: String,
+    inputs: Vec<InputReport<'a>>,
+    x0_order: Vec<&'a str>,
+    x0_width: usize,
+    outputs: Vec<OutputReport<'a>>,
+    output_width: usize,
+    n_tasks: usize,
+    bottom: Option<MlpReport>,
+    levels: Vec<LevelReport>,
+    towers: Vec<TowerReport>,
+    gates: Vec<GateReport<'a>>,
+    gate_width: usize,
 }
 
-fn to_json(model: &Model, path: &str, crc: &DataCrc) -> Json {
-    let g = model.graph();
-    let (major, minor) = model.format_version();
-    let inputs = g
-        .features
-        .iter()
-        .map(|f| {
-            Json::obj([
-                ("name", Json::str(&*f.name)),
-                ("kind", Json::str(f.kind.name())),
-                ("width", Json::int(f.width as u64)),
-                ("values_per_sample", Json::int(f.values_per_sample() as u64)),
-                (
-                    "max_len",
-                    Json::opt((f.kind == InputKind::Sequence).then(|| Json::int(f.max_len as u64))),
-                ),
-                (
-                    "vocab",
-                    Json::opt((f.kind != InputKind::Dense).then(|| Json::int(f.vocab() as u64))),
-                ),
-                ("pooling", Json::opt(f.pooling.map(|p| Json::str(p.name())))),
-                ("pad_id", Json::opt(f.pad_id.map(Json::int))),
-                (
-                    "table_dtype",
-                    Json::opt(f.table.map(|t| Json::str(t.dtype.name()))),
-                ),
-                ("ids_through_f32", Json::Bool(f.ids_through_f32)),
-            ])
-        })
-        .collect();
-    let outputs = g
-        .outputs
-        .iter()
-        .map(|o| {
-            let (kind, towers) = match o.kind {
-                OutputKind::Tower(t) => ("tower", vec![Json::int(t as u64)]),
-                OutputKind::Product(a, b) => {
-                    ("product", vec![Json::int(a as u64), Json::int(b as u64)])
+#[derive(Serialize)]
+struct Checksums {
+    metadata: &'static str,
+    /// `ok`, `not_verified` or `mismatch`.
+    data: &'static str,
+}
+
+#[derive(Serialize)]
+struct InputReport<'a> {
+    name: &'a str,
+    kind: &'static str,
+    width: usize,
+    values_per_sample: usize,
+    max_len: Option<usize>,
+    vocab: Option<usize>,
+    pooling: Option<&'static str>,
+    pad_id: Option<i64>,
+    table_dtype: Option<&'static str>,
+    ids_through_f32: bool,
+}
+
+#[derive(Serialize)]
+struct OutputReport<'a> {
+    name: &'a str,
+    width: usize,
+    /// `tower` or `product`.
+    kind: &'static str,
+    towers: Vec<usize>,
+}
+
+#[derive(Serialize)]
+struct MlpReport {
+    layers: Vec<LayerReport>,
+}
+
+#[derive(Serialize)]
+struct LayerReport {
+    #[serde(rename = "in")]
+    inputs: usize,
+    out: usize,
+    activation: &'static str,
+    bias: bool,
+    dtype: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slope: Option<f32>,
+}
+
+#[derive(Serialize)]
+struct LevelReport {
+    experts_per_task: usize,
+    shared_experts_count: usize,
+    expert_width: usize,
+    task_experts: Vec<Vec<MlpReport>>,
+    shared_experts: Vec<MlpReport>,
+    task_gates: Vec<MlpReport>,
+    shared_gate: Option<MlpReport>,
+}
+
+#[derive(Serialize)]
+struct TowerReport {
+    /// `x0`, `bottom` or `last_level`.
+    input: &'static str,
+    width: usize,
+    sigmoid: bool,
+    mlp: MlpReport,
+}
+
+#[derive(Serialize)]
+struct GateReport<'a> {
+    name: &'a str,
+    level: usize,
+    task: Option<usize>,
+    width: usize,
+}
+
+impl MlpReport {
+    fn new(m: &Mlp) -> MlpReport {
+        let layers = m
+            .layers
+            .iter()
+            .map(|l| LayerReport {
+                inputs: l.k,
+                out: l.n,
+                activation: l.act.name(),
+                bias: l.bias.is_some(),
+                dtype: l.weight.dtype.name(),
+                slope: match l.act {
+                    Act::LeakyRelu(slope) => Some(slope),
+                    _ => None,
+                },
+            })
+            .collect();
+        MlpReport { layers }
+    }
+}
+
+impl<'a> InspectReport<'a> {
+    fn new(model: &'a Model, path: &'a str, crc: &DataCrc) -> InspectReport<'a> {
+        let g = model.graph();
+        let (major, minor) = model.format_version();
+        let mlp = |m: usize| MlpReport::new(&g.mlps[m]);
+        let mlps = |ids: &[usize]| ids.iter().map(|&m| mlp(m)).collect::<Vec<_>>();
+        let inputs = g
+            .features
+            .iter()
+            .map(|f| InputReport {
+                name: &f.name,
+                kind: f.kind.name(),
+                width: f.width,
+                values_per_sample: f.values_per_sample(),
+                max_len: (f.kind == InputKind::Sequence).then_some(f.max_len),
+                vocab: (f.kind != InputKind::Dense).then(|| f.vocab()),
+                pooling: f.pooling.map(|p| p.name()),
+                pad_id: f.pad_id,
+                table_dtype: f.table.map(|t| t.dtype.name()),
+                ids_through_f32: f.ids_through_f32,
+            })
+            .collect();
+        let outputs = g
+            .outputs
+            .iter()
+            .map(|o| {
+                let (kind, towers) = match o.kind {
+                    OutputKind::Tower(t) => ("tower", vec![t]),
+                    OutputKind::Product(a, b) => ("product", vec![a, b]),
+                };
+                OutputReport {
+                    name: &o.name,
+                    width: o.width,
+                    kind,
+                    towers,
                 }
-            };
-            Json::obj([
-                ("name", Json::str(&*o.name)),
-                ("width", Json::int(o.width as u64)),
-                ("kind", Json::str(kind)),
-                ("towers", Json::Arr(towers)),
-            ])
-        })
-        .collect();
-    let mlps = |ids: &[usize]| Json::Arr(ids.iter().map(|&m| mlp_json(&g.mlps[m])).collect());
-    let levels = g
-        .levels
-        .iter()
-        .map(|l| {
-            Json::obj([
-                ("experts_per_task", Json::int(l.n_task_experts as u64)),
-                (
-                    "shared_experts_count",
-                    Json::int(l.shared_experts.len() as u64),
-                ),
-                ("expert_width", Json::int(l.width as u64)),
-                (
-                    "task_experts",
-                    Json::Arr(l.task_experts.iter().map(|es| mlps(es)).collect()),
-                ),
-                ("shared_experts", mlps(&l.shared_experts)),
-                ("task_gates", mlps(&l.task_gates)),
-                (
-                    "shared_gate",
-                    Json::opt(l.shared_gate.map(|m| mlp_json(&g.mlps[m]))),
-                ),
-            ])
-        })
-        .collect();
-    let towers = g
-        .towers
-        .iter()
-        .map(|t| {
-            let input = match t.input {
-                TowerInput::X0 => "x0",
-                TowerInput::Bottom => "bottom",
-                TowerInput::LastLevel => "last_level",
-            };
-            Json::obj([
-                ("input", Json::str(input)),
-                ("width", Json::int(g.mlps[t.mlp].out_width() as u64)),
-                ("sigmoid", Json::Bool(t.sigmoid)),
-                ("mlp", mlp_json(&g.mlps[t.mlp])),
-            ])
-        })
-        .collect();
-    let gates = model
-        .gates()
-        .iter()
-        .map(|gs| {
-            Json::obj([
-                ("name", Json::str(&gs.name)),
-                ("level", Json::int(gs.level as u64)),
-                ("task", Json::opt(gs.task.map(|t| Json::int(t as u64)))),
-                ("width", Json::int(gs.width as u64)),
-            ])
-        })
-        .collect();
-    let data = match crc {
-        DataCrc::Ok => "ok",
-        DataCrc::Skipped => "not_verified",
-        DataCrc::Mismatch(_) => "mismatch",
-    };
-    Json::obj([
-        ("path", Json::str(path)),
-        ("name", Json::str(model.name())),
-        ("format_version", Json::str(format!("{major}.{minor}"))),
-        ("file_size", Json::int(model.file_size())),
-        (
-            "weight_dtype",
-            Json::str(model.weight_dtype().map_or("mixed", |d| d.name())),
-        ),
-        (
-            "checksums",
-            Json::obj([("metadata", Json::str("ok")), ("data", Json::str(data))]),
-        ),
-        ("simd", Json::str(model.simd_level().name())),
-        (
-            "simd_available",
-            Json::Arr(
-                SimdLevel::available()
-                    .iter()
-                    .map(|l| Json::str(l.name()))
-                    .collect(),
-            ),
-        ),
-        ("parameters", Json::int(model.parameter_count())),
-        ("flops_per_sample", Json::int(model.flops_per_sample())),
-        (
-            "scratch_bytes_per_sample",
-            Json::int(model.scratch_floats_per_sample() as u64 * 4),
-        ),
-        ("tile_rows", Json::int(model.tile_rows() as u64)),
-        ("architecture", Json::str(architecture(g))),
-        ("inputs", Json::Arr(inputs)),
-        (
-            "x0_order",
-            Json::Arr(
-                g.x0_order
-                    .iter()
-                    .map(|&f| Json::str(&*g.features[f].name))
-                    .collect(),
-            ),
-        ),
-        ("x0_width", Json::int(g.x0_width as u64)),
-        ("outputs", Json::Arr(outputs)),
-        ("output_width", Json::int(model.output_width() as u64)),
-        ("n_tasks", Json::int(g.n_tasks as u64)),
-        ("bottom", Json::opt(g.bottom.map(|m| mlp_json(&g.mlps[m])))),
-        ("levels", Json::Arr(levels)),
-        ("towers", Json::Arr(towers)),
-        ("gates", Json::Arr(gates)),
-        ("gate_width", Json::int(model.gate_width() as u64)),
-    ])
+            })
+            .collect();
+        let levels = g
+            .levels
+            .iter()
+            .map(|l| LevelReport {
+                experts_per_task: l.n_task_experts,
+                shared_experts_count: l.shared_experts.len(),
+                expert_width: l.width,
+                task_experts: l.task_experts.iter().map(|es| mlps(es)).collect(),
+                shared_experts: mlps(&l.shared_experts),
+                task_gates: mlps(&l.task_gates),
+                shared_gate: l.shared_gate.map(mlp),
+            })
+            .collect();
+        let towers = g
+            .towers
+            .iter()
+            .map(|t| TowerReport {
+                input: match t.input {
+                    TowerInput::X0 => "x0",
+                    TowerInput::Bottom => "bottom",
+                    TowerInput::LastLevel => "last_level",
+                },
+                width: g.mlps[t.mlp].out_width(),
+                sigmoid: t.sigmoid,
+                mlp: mlp(t.mlp),
+            })
+            .collect();
+        let gates = model
+            .gates()
+            .iter()
+            .map(|gs| GateReport {
+                name: &gs.name,
+                level: gs.level,
+                task: gs.task,
+                width: gs.width,
+            })
+            .collect();
+        InspectReport {
+            path,
+            name: model.name(),
+            format_version: format!("{major}.{minor}"),
+            file_size: model.file_size(),
+            weight_dtype: model.weight_dtype().map_or("mixed", |d| d.name()),
+            checksums: Checksums {
+                metadata: "ok",
+                data: match crc {
+                    DataCrc::Ok => "ok",
+                    DataCrc::Skipped => "not_verified",
+                    DataCrc::Mismatch(_) => "mismatch",
+                },
+            },
+            simd: model.simd_level().name(),
+            simd_available: SimdLevel::available().iter().map(|l| l.name()).collect(),
+            parameters: model.parameter_count(),
+            flops_per_sample: model.flops_per_sample(),
+            scratch_bytes_per_sample: model.scratch_floats_per_sample() * 4,
+            tile_rows: model.tile_rows(),
+            architecture: architecture(g),
+            inputs,
+            x0_order: g.x0_order.iter().map(|&f| &*g.features[f].name).collect(),
+            x0_width: g.x0_width,
+            outputs,
+            output_width: model.output_width(),
+            n_tasks: g.n_tasks,
+            bottom: g.bottom.map(mlp),
+            levels,
+            towers,
+            gates,
+            gate_width: model.gate_width(),
+        }
+    }
 }

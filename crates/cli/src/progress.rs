@@ -1,68 +1,61 @@
-//! A one-line progress display on stderr, shown only when stderr is a terminal (never in pipes,
-//! logs or tests), first drawn after 300 ms (quick jobs show nothing), redrawn at most ten times
-//! a second and erased when done.
+//! A one-line progress bar on stderr (indicatif), shown only when stderr is a terminal (never in
+//! pipes, logs or tests), first drawn after 300 ms (quick jobs show nothing), redrawn at most ten
+//! times a second and erased when done.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Resolution of the bar's position.
+const STEPS: u64 = 1000;
+
 pub struct Progress {
-    enabled: bool,
-    label: String,
+    /// `None` when disabled or stderr is not a terminal.
+    bar: Option<ProgressBar>,
     start: Instant,
-    last: Option<Instant>,
-    drawn: bool,
+    drawing: bool,
 }
 
 impl Progress {
-    /// A display titled `label`; `enabled` is ANDed with "stderr is a terminal".
+    /// A bar titled `label`; `enabled` is ANDed with "stderr is a terminal".
     pub fn new(label: impl Into<String>, enabled: bool) -> Progress {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(STEPS), ProgressDrawTarget::hidden());
+            let style = ProgressStyle::with_template("{prefix} [{bar:30}] {percent:>3}% {msg}")
+                .expect("a valid template")
+                .progress_chars("#>-");
+            bar.set_style(style);
+            bar.set_prefix(label.into());
+            bar
+        });
         Progress {
-            enabled: enabled && std::io::stderr().is_terminal(),
-            label: label.into(),
+            bar,
             start: Instant::now(),
-            last: None,
-            drawn: false,
+            drawing: false,
         }
     }
 
-    /// Shows `fraction` (0..=1) done with an optional note after the bar.
+    /// Shows `fraction` (0..=1) done, with a note after the bar.
     pub fn update(&mut self, fraction: f64, note: &str) {
-        if !self.enabled {
+        let Some(bar) = &self.bar else {
             return;
-        }
-        let now = Instant::now();
-        // Nothing for quick jobs: the first draw waits 300 ms.
-        if now.duration_since(self.start) < Duration::from_millis(300) {
-            return;
-        }
-        if let Some(last) = self.last {
-            if now.duration_since(last) < Duration::from_millis(100) && fraction < 1.0 {
+        };
+        if !self.drawing {
+            if self.start.elapsed() < Duration::from_millis(300) {
                 return;
             }
+            bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            self.drawing = true;
         }
-        self.last = Some(now);
-        const WIDTH: usize = 30;
-        let f = fraction.clamp(0.0, 1.0);
-        let filled = (f * WIDTH as f64).round() as usize;
-        let bar: String = "#".repeat(filled) + &"-".repeat(WIDTH - filled);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2K{} [{bar}] {:3.0}% {note}",
-            self.label,
-            f * 100.0
-        );
-        let _ = err.flush();
-        self.drawn = true;
+        bar.set_message(note.to_string());
+        bar.set_position((fraction.clamp(0.0, 1.0) * STEPS as f64) as u64);
     }
 
-    /// Erases the line.
+    /// Erases the bar.
     pub fn finish(&mut self) {
-        if self.drawn {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-            self.drawn = false;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use ple::{InputKind, Model};
 
+use crate::column::InputColumn;
+
 pub struct Rng(u64);
 
 impl Rng {
@@ -26,31 +28,17 @@ impl Rng {
     }
 }
 
-/// One owned input column.
-#[derive(Debug, Clone)]
-pub enum Column {
-    Ids(Vec<i64>),
-    Floats(Vec<f32>),
-}
-
-impl Column {
-    pub fn as_input(&self) -> ple::Input<'_> {
-        match self {
-            Column::Ids(v) => ple::Input::Ids(v),
-            Column::Floats(v) => ple::Input::Floats(v),
-        }
-    }
-}
-
 /// Random valid columns for `batch` samples: dense values in [-1, 1), ids uniform over the table,
 /// sequences of random length padded with the pad id when the feature has one (full length
 /// otherwise).
-pub fn random_columns(model: &Model, batch: usize, rng: &mut Rng) -> Vec<Column> {
+pub fn random_columns(model: &Model, batch: usize, rng: &mut Rng) -> Vec<InputColumn> {
     model
         .inputs()
         .iter()
         .map(|f| match f.kind {
-            InputKind::Dense => Column::Floats((0..batch * f.width).map(|_| rng.unit()).collect()),
+            InputKind::Dense => {
+                InputColumn::Floats((0..batch * f.width).map(|_| rng.unit()).collect())
+            }
             InputKind::Sparse | InputKind::Sequence => {
                 let vocab = f.vocab().max(1) as u64;
                 let l = f.values_per_sample();
@@ -75,7 +63,7 @@ pub fn random_columns(model: &Model, batch: usize, rng: &mut Rng) -> Vec<Column>
                         });
                     }
                 }
-                Column::Ids(ids)
+                InputColumn::Ids(ids)
             }
         })
         .collect()

@@ -7,9 +7,9 @@ use std::process::{Command, Output, Stdio};
 
 use ple::{Input, InputKind, Model, Session};
 use ple_testkit::npy::{self, NpyArray};
-
-// The tool's own JSON reader, to check `--json` output.
-use ple_cli::json::{self, Json};
+// Built with `arbitrary_precision` (a number keeps its text, so scores compare bit for bit) and
+// `preserve_order` (objects keep the tool's key order).
+use serde_json::Value;
 
 const QUICKSTART: &str = "examples/models/quickstart.ple";
 const QUICKSTART_INPUTS: &str = "examples/models/quickstart_inputs";
@@ -47,6 +47,15 @@ fn ple_stdin(args: &[&str], stdin: &str) -> Output {
     let output = child.wait_with_output().unwrap();
     writer.join().unwrap();
     output
+}
+
+/// A JSON number as f32, parsed from its text (exact for the shortest round-trip text).
+#[track_caller]
+fn f32_of(v: &Value) -> f32 {
+    match v {
+        Value::Number(n) => n.as_str().parse().unwrap(),
+        other => panic!("not a number: {other}"),
+    }
 }
 
 fn stdout(o: &Output) -> String {
@@ -335,22 +344,12 @@ fn inspect_json_matches_the_api() {
     for path in paths {
         let p = rel(&path);
         let text = ok(&ple(&["inspect", "--json", &p]));
-        let v = json::parse(&text).unwrap_or_else(|e| panic!("{p}: {e}\n{text}"));
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{p}: {e}\n{text}"));
         let model = Model::open(&path).unwrap();
-        let get = |k: &str| match &v {
-            Json::Obj(m) => m
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("{k}")),
-            _ => panic!("not an object"),
-        };
-        let num = |k: &str| match get(k) {
-            Json::Num(n) => n.parse::<u64>().unwrap(),
-            other => panic!("{k}: {other:?}"),
-        };
-        assert_eq!(get("name"), Json::Str(model.name().into()), "{p}");
-        assert_eq!(get("format_version"), Json::Str("1.0".into()));
+        let get = |k: &str| v.get(k).unwrap_or_else(|| panic!("{k}")).clone();
+        let num = |k: &str| get(k).as_u64().unwrap_or_else(|| panic!("{k}"));
+        assert_eq!(get("name"), model.name(), "{p}");
+        assert_eq!(get("format_version"), "1.0");
         assert_eq!(num("file_size"), model.file_size());
         assert_eq!(num("parameters"), model.parameter_count(), "{p}");
         assert_eq!(num("flops_per_sample"), model.flops_per_sample(), "{p}");
@@ -361,34 +360,28 @@ fn inspect_json_matches_the_api() {
         assert_eq!(num("tile_rows"), model.tile_rows() as u64);
         assert_eq!(num("output_width"), model.output_width() as u64);
         assert_eq!(num("gate_width"), model.gate_width() as u64);
-        assert_eq!(get("simd"), Json::Str(model.simd_level().name().into()));
+        assert_eq!(get("simd"), model.simd_level().name());
         let dtype = model.weight_dtype().map_or("mixed", |d| d.name());
-        assert_eq!(get("weight_dtype"), Json::Str(dtype.into()), "{p}");
-        let Json::Arr(inputs) = get("inputs") else {
-            panic!()
-        };
+        assert_eq!(get("weight_dtype"), dtype, "{p}");
+        let inputs = get("inputs");
+        let inputs = inputs.as_array().unwrap();
         assert_eq!(inputs.len(), model.inputs().len());
         for (j, f) in inputs.iter().zip(model.inputs()) {
-            let Json::Obj(m) = j else { panic!() };
-            assert_eq!(m[0], ("name".to_string(), Json::Str(f.name.to_string())));
-            assert_eq!(m[1], ("kind".to_string(), Json::Str(f.kind.name().into())));
+            let keys: Vec<&String> = j.as_object().unwrap().keys().take(2).collect();
+            assert_eq!(keys, ["name", "kind"]);
+            assert_eq!(j["name"], *f.name);
+            assert_eq!(j["kind"], f.kind.name());
         }
-        let Json::Arr(outputs) = get("outputs") else {
-            panic!()
-        };
-        assert_eq!(outputs.len(), model.outputs().len());
-        let Json::Arr(levels) = get("levels") else {
-            panic!()
-        };
-        assert_eq!(levels.len(), model.graph().levels.len());
-        let Json::Arr(towers) = get("towers") else {
-            panic!()
-        };
-        assert_eq!(towers.len(), model.n_tasks());
-        let Json::Obj(crc) = get("checksums") else {
-            panic!()
-        };
-        assert_eq!(crc[1], ("data".to_string(), Json::Str("ok".into())));
+        assert_eq!(
+            get("outputs").as_array().unwrap().len(),
+            model.outputs().len()
+        );
+        assert_eq!(
+            get("levels").as_array().unwrap().len(),
+            model.graph().levels.len()
+        );
+        assert_eq!(get("towers").as_array().unwrap().len(), model.n_tasks());
+        assert_eq!(get("checksums")["data"], "ok");
     }
 }
 
@@ -609,18 +602,15 @@ fn score_csv_and_jsonl_match_session_run() {
         ));
         let mut got = Vec::new();
         for line in out.lines() {
-            let Json::Obj(members) = json::parse(line).unwrap() else {
-                panic!("{line}")
-            };
-            for ((name, v), (oname, w)) in members.iter().zip(model.outputs()) {
-                assert_eq!(name, oname);
-                match v {
-                    Json::Num(x) if w == 1 => got.push(x.parse::<f32>().unwrap()),
-                    Json::Arr(xs) => got.extend(xs.iter().map(|x| match x {
-                        Json::Num(x) => x.parse::<f32>().unwrap(),
-                        _ => panic!(),
-                    })),
-                    other => panic!("{other:?}"),
+            let row: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+            let names: Vec<&String> = row.keys().collect();
+            let want_names: Vec<&str> = model.outputs().map(|(n, _)| n).collect();
+            assert_eq!(names, want_names, "{line}");
+            for (name, w) in model.outputs() {
+                match &row[name] {
+                    Value::Array(xs) => got.extend(xs.iter().map(f32_of)),
+                    x if w == 1 => got.push(f32_of(x)),
+                    other => panic!("{other}"),
                 }
             }
         }
@@ -648,23 +638,18 @@ fn score_named_npy_inputs_and_output_file() {
     let text = std::fs::read_to_string(&out_path).unwrap();
     let (mut got, mut gates) = (Vec::new(), Vec::new());
     for line in text.lines() {
-        let Json::Obj(m) = json::parse(line).unwrap() else {
-            panic!()
-        };
-        for (k, v) in &m {
+        let row: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        for (k, v) in &row {
             match (k.as_str(), v) {
-                ("gates", Json::Obj(g)) => {
-                    for ((name, ws), slot) in g.iter().zip(model.gates()) {
-                        assert_eq!(name, &slot.name);
-                        let Json::Arr(ws) = ws else { panic!() };
-                        gates.extend(ws.iter().map(|w| match w {
-                            Json::Num(x) => x.parse::<f32>().unwrap(),
-                            _ => panic!(),
-                        }));
+                ("gates", Value::Object(g)) => {
+                    let names: Vec<&String> = g.keys().collect();
+                    let want_names: Vec<&String> = model.gates().iter().map(|s| &s.name).collect();
+                    assert_eq!(names, want_names);
+                    for ws in g.values() {
+                        gates.extend(ws.as_array().unwrap().iter().map(f32_of));
                     }
                 }
-                (_, Json::Num(x)) => got.push(x.parse::<f32>().unwrap()),
-                other => panic!("{other:?}"),
+                (_, x) => got.push(f32_of(x)),
             }
         }
     }
@@ -893,17 +878,11 @@ fn bench_text_and_json() {
         "0.1",
         "--json",
     ]));
-    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let Json::Obj(top) = v else { panic!() };
-    let (_, Json::Arr(results)) = top.iter().find(|(k, _)| k == "results").unwrap() else {
-        panic!()
-    };
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 1);
-    let Json::Obj(r) = &results[0] else { panic!() };
-    let num = |k: &str| match r.iter().find(|(n, _)| n == k).map(|(_, v)| v) {
-        Some(Json::Num(x)) => x.parse::<f64>().unwrap(),
-        other => panic!("{k}: {other:?}"),
-    };
+    let r = &results[0];
+    let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
     assert_eq!(num("batch"), 4.0);
     assert_eq!(num("threads"), 2.0);
     assert!(num("calls") >= 2.0);
