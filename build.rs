@@ -6,4 +6,32 @@ fn main() {
     // directory in their build script's DEP_PLE_INCLUDE.
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo");
     println!("cargo:include={root}/include");
+
+    // The shared library's SONAME, by cargo-c's rule: lib<name>.so.<major> from 1.0 on, and
+    // .so.0.<minor> before (every 0.x minor release may change the ABI; patch releases keep it).
+    // A program linked against libple.so then records this name, not the library's path, so an
+    // installed prefix can move. `make -C examples install` installs the matching file names.
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let elf = [
+        "linux",
+        "freebsd",
+        "dragonfly",
+        "netbsd",
+        "openbsd",
+        "illumos",
+    ];
+    if elf.contains(&target_os.as_str()) {
+        let part = |name: &str| std::env::var(name).expect("set by cargo");
+        let (major, minor, patch) = (
+            part("CARGO_PKG_VERSION_MAJOR"),
+            part("CARGO_PKG_VERSION_MINOR"),
+            part("CARGO_PKG_VERSION_PATCH"),
+        );
+        let sover = match (major.as_str(), minor.as_str()) {
+            ("0", "0") => format!("0.0.{patch}"),
+            ("0", _) => format!("0.{minor}"),
+            _ => major,
+        };
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libple.so.{sover}");
+    }
 }

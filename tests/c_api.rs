@@ -573,6 +573,358 @@ fn must_use_is_silenced_by_a_void_cast() {
     }
 }
 
+/// Runs `cmd`; returns (success, stdout, stderr).
+fn output_of(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cmd` and fails the test with its output unless it succeeds; returns its stdout.
+fn must(cmd: &mut Command) -> String {
+    let (ok, stdout, stderr) = output_of(cmd);
+    assert!(ok, "{cmd:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// Whether `tool` runs here.
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The SONAME's version, as build.rs sets it.
+fn soversion() -> String {
+    match (
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+    ) {
+        ("0", "0") => format!("0.0.{}", env!("CARGO_PKG_VERSION_PATCH")),
+        ("0", minor) => format!("0.{minor}"),
+        (major, _) => major.to_string(),
+    }
+}
+
+/// Configures and builds the CMake project `source` in `build`, finding ple under `prefix`.
+fn cmake_build(source: &Path, build: &Path, prefix: &Path) {
+    must(
+        Command::new("cmake")
+            .arg("-S")
+            .arg(source)
+            .arg("-B")
+            .arg(build)
+            .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
+            .arg(format!("-DCMAKE_C_COMPILER={}", toolchain().cc)),
+    );
+    must(Command::new("cmake").arg("--build").arg(build));
+}
+
+/// `make -C examples install` lays the library out as cargo-c does (versioned shared library
+/// whose SONAME the links name, headers in include/ple, pkg-config and CMake files); the shared
+/// library exports only `ple_` symbols; programs record the SONAME, not the prefix; and after the
+/// prefix moves they run through LD_LIBRARY_PATH or an `$ORIGIN` rpath, as docs/C_API.md says,
+/// and pkg-config and CMake find the moved prefix. It needs make; the pkg-config and CMake parts
+/// need those tools. Each part missing its tool says SKIPPED (CI installs them all).
+#[test]
+fn installed_prefix_has_a_soname_and_can_move() {
+    if !have("make") {
+        eprintln!("SKIPPED installed_prefix_has_a_soname_and_can_move: make is not installed (apt-get install make)");
+        return;
+    }
+    let t = toolchain();
+    let deps = t.lib.parent().unwrap();
+    let work = t.out_dir.join("install");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("bin")).unwrap();
+    let prefix = work.join("prefix");
+    // This build's own libraries, without building (CARGO=true).
+    must(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(root().join("examples"))
+            .arg("install")
+            .arg(format!("PREFIX={}", prefix.display()))
+            .arg(format!("LIBDIR={}", deps.display()))
+            .arg("CARGO=true"),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let soname = format!("libple.so.{}", soversion());
+    let lib = prefix.join("lib");
+    let real = format!("libple.so.{version}");
+    assert!(!lib.join(&real).is_symlink() && lib.join(&real).is_file());
+    for link in [soname.as_str(), "libple.so"] {
+        assert_eq!(
+            std::fs::read_link(lib.join(link)).unwrap(),
+            Path::new(&real),
+            "lib/{link}"
+        );
+    }
+    for f in [
+        "lib/libple.a",
+        "include/ple/ple.h",
+        "include/ple/ple.hpp",
+        "lib/pkgconfig/ple.pc",
+        "lib/cmake/ple/pleConfig.cmake",
+        "lib/cmake/ple/pleConfigVersion.cmake",
+    ] {
+        assert!(prefix.join(f).is_file(), "{f} is not installed");
+    }
+    let dynamic = must(Command::new("readelf").arg("-d").arg(lib.join(&real)));
+    assert!(
+        dynamic.contains(&format!("Library soname: [{soname}]")),
+        "{dynamic}"
+    );
+    // Exports: only the C API (rustc's own version script hides every Rust symbol).
+    let exported = must(
+        Command::new("nm")
+            .args(["-D", "--defined-only", "--format=posix"])
+            .arg(lib.join(&real)),
+    );
+    let names: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.len() >= 40, "{exported}");
+    let foreign: Vec<&&str> = names.iter().filter(|n| !n.starts_with("ple_")).collect();
+    assert!(foreign.is_empty(), "libple.so exports {foreign:?}");
+    // The release install strips the static library's debug sections.
+    let sections = must(
+        Command::new("readelf")
+            .args(["-S", "-W"])
+            .arg(lib.join("libple.a")),
+    );
+    assert!(
+        !sections.contains(".debug_info"),
+        "libple.a kept its debug info"
+    );
+
+    // Programs linked against the install, by hand, by pkg-config and by CMake.
+    let cc = |out: &Path, extra: &[&str]| {
+        must(
+            Command::new(&t.cc)
+                .args(["-std=c11", "-O1"])
+                .arg(root().join("examples/c/score.c"))
+                .args(extra)
+                .arg("-o")
+                .arg(out),
+        );
+    };
+    let include = format!("-I{}", prefix.join("include/ple").display());
+    let libdir = format!("-L{}", lib.display());
+    let shared = work.join("bin/score_shared");
+    cc(&shared, &[&include, &libdir, "-lple"]);
+    let origin = prefix.join("bin/score_origin");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    cc(
+        &origin,
+        &[&include, &libdir, "-lple", "-Wl,-rpath,$ORIGIN/../lib"],
+    );
+    let static_ = work.join("bin/score_static");
+    let archive = lib.join("libple.a");
+    cc(
+        &static_,
+        &[
+            &include,
+            archive.to_str().unwrap(),
+            "-lpthread",
+            "-ldl",
+            "-lm",
+        ],
+    );
+    let pc = |prefix: &Path, what: &str| {
+        must(
+            Command::new("pkg-config")
+                .arg(what)
+                .arg("ple")
+                .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+        )
+    };
+    let pkg_config = have("pkg-config");
+    let by_pc = work.join("bin/score_pkg_config");
+    if pkg_config {
+        let flags = format!("{} {}", pc(&prefix, "--cflags"), pc(&prefix, "--libs"));
+        cc(&by_pc, &flags.split_whitespace().collect::<Vec<_>>());
+    } else {
+        eprintln!("SKIPPED the pkg-config part of installed_prefix_has_a_soname_and_can_move: pkg-config is not installed");
+    }
+    let needed = must(Command::new("readelf").arg("-d").arg(&shared));
+    assert!(
+        needed.contains(&format!("Shared library: [{soname}]")),
+        "{needed}"
+    );
+    assert!(
+        !needed.contains(&prefix.display().to_string()),
+        "the program records the prefix:\n{needed}"
+    );
+    let cmake = have("cmake");
+    let cmake_project = work.join("cmake_project");
+    if cmake {
+        std::fs::create_dir_all(&cmake_project).unwrap();
+        std::fs::write(
+            cmake_project.join("CMakeLists.txt"),
+            format!(
+                "cmake_minimum_required(VERSION 3.16)\n\
+                 project(consumer C)\n\
+                 find_package(ple {version} CONFIG REQUIRED)\n\
+                 add_executable(score_shared {score})\n\
+                 target_link_libraries(score_shared PRIVATE ple::ple_shared)\n\
+                 add_executable(score_static {score})\n\
+                 target_link_libraries(score_static PRIVATE ple::ple)\n",
+                score = root().join("examples/c/score.c").display()
+            ),
+        )
+        .unwrap();
+        let build = work.join("cmake_build");
+        cmake_build(&cmake_project, &build, &prefix);
+        let needed = must(
+            Command::new("readelf")
+                .arg("-d")
+                .arg(build.join("score_shared")),
+        );
+        assert!(
+            needed.contains(&format!("Shared library: [{soname}]")),
+            "{needed}"
+        );
+        for exe in ["score_shared", "score_static"] {
+            std::fs::copy(
+                build.join(exe),
+                work.join("bin").join(format!("cmake_{exe}")),
+            )
+            .unwrap();
+        }
+    } else {
+        eprintln!("SKIPPED the CMake part of installed_prefix_has_a_soname_and_can_move: cmake is not installed (apt-get install cmake)");
+    }
+
+    // Move the prefix.
+    let moved = work.join("moved");
+    std::fs::rename(&prefix, &moved).unwrap();
+    let model = quickstart();
+    let score = |exe: &Path, lib_path: Option<&Path>| {
+        let mut cmd = Command::new(exe);
+        cmd.arg(&model).arg("2").env_remove("LD_LIBRARY_PATH");
+        if let Some(p) = lib_path {
+            cmd.env("LD_LIBRARY_PATH", p);
+        }
+        output_of(&mut cmd)
+    };
+    let works = |exe: &Path, lib_path: Option<&Path>| {
+        let (ok, stdout, stderr) = score(exe, lib_path);
+        assert!(
+            ok && stdout.contains("sample 1:"),
+            "{} after the move: {stdout}{stderr}",
+            exe.display()
+        );
+    };
+    let moved_lib = moved.join("lib");
+    works(&static_, None);
+    works(&shared, Some(&moved_lib));
+    works(&moved.join("bin/score_origin"), None);
+    // Without LD_LIBRARY_PATH the moved library is not found: nothing points at the old path.
+    let (ok, _, stderr) = score(&shared, None);
+    assert!(!ok && stderr.contains(&soname), "{stderr}");
+    if pkg_config {
+        works(&by_pc, Some(&moved_lib));
+        // pkg-config's paths follow the moved file.
+        let cflags = pc(&moved, "--cflags");
+        let dir = cflags.trim().strip_prefix("-I").unwrap_or_default();
+        assert_eq!(
+            std::fs::canonicalize(dir).ok(),
+            std::fs::canonicalize(moved.join("include/ple")).ok(),
+            "{cflags}"
+        );
+    }
+    if cmake {
+        works(&work.join("bin/cmake_score_static"), None);
+        works(&work.join("bin/cmake_score_shared"), Some(&moved_lib));
+        // And find_package finds the moved prefix; the program then runs through its RUNPATH.
+        let build = work.join("cmake_build_moved");
+        cmake_build(&cmake_project, &build, &moved);
+        works(&build.join("score_shared"), None);
+    }
+}
+
+/// A plugin (a shared object) built from libple.a re-exports every Rust symbol of the archive
+/// unless it links with `-Wl,--exclude-libs,ALL`, as docs/C_API.md says; with it, it exports its
+/// own functions only, and works.
+#[test]
+fn static_library_in_a_plugin() {
+    let t = toolchain();
+    let dir = t.out_dir.join("plugin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("plugin.c"),
+        "#include \"ple.h\"\nconst char *plugin_ple_version(void) { return ple_version(); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("host.c"),
+        "#include <dlfcn.h>\n#include <stdio.h>\n\
+         int main(int argc, char **argv) {\n\
+             (void)argc;\n\
+             void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);\n\
+             if (!h) { fprintf(stderr, \"%s\\n\", dlerror()); return 1; }\n\
+             const char *(*v)(void) = (const char *(*)(void))dlsym(h, \"plugin_ple_version\");\n\
+             if (!v) return 1;\n\
+             printf(\"%s\\n\", v());\n\
+             return dlclose(h);\n\
+         }\n",
+    )
+    .unwrap();
+    let exports = |so: &Path| -> Vec<String> {
+        must(
+            Command::new("nm")
+                .args(["-D", "--defined-only", "--format=posix"])
+                .arg(so),
+        )
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+    };
+    let plugin = |name: &str, extra: &[&str]| -> PathBuf {
+        let so = dir.join(name);
+        must(
+            Command::new(&t.cc)
+                .args(["-shared", "-fPIC", "-O1", "-I"])
+                .arg(root().join("include"))
+                .arg(dir.join("plugin.c"))
+                .arg(&t.lib)
+                .args(extra)
+                .args(["-lpthread", "-ldl", "-lm", "-o"])
+                .arg(&so),
+        );
+        so
+    };
+    let leaky = exports(&plugin("leaky.so", &[]));
+    assert!(
+        leaky.len() > 100,
+        "without --exclude-libs the plugin was expected to re-export the archive's symbols: {leaky:?}"
+    );
+    let clean = plugin("clean.so", &["-Wl,--exclude-libs,ALL"]);
+    assert_eq!(exports(&clean), ["plugin_ple_version"]);
+    let host = dir.join("host");
+    must(
+        Command::new(&t.cc)
+            .arg(dir.join("host.c"))
+            .args(["-ldl", "-o"])
+            .arg(&host),
+    );
+    let out = must(Command::new(&host).arg(&clean));
+    assert_eq!(out.trim(), env!("CARGO_PKG_VERSION"));
+    println!(
+        "plugin from libple.a: {} dynamic symbols without --exclude-libs, 1 with it",
+        leaky.len()
+    );
+}
+
 /// Every C/C++ source under tests/c and examples is built by one of the tests above.
 #[test]
 fn every_c_source_is_tested() {
@@ -606,11 +958,7 @@ fn every_c_source_is_tested() {
 /// says so when it is not.
 #[test]
 fn valgrind_score_example_is_clean() {
-    if !Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    if !have("valgrind") {
         eprintln!("SKIPPED valgrind_score_example_is_clean: valgrind is not installed (apt-get install valgrind)");
         return;
     }
