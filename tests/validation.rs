@@ -222,7 +222,7 @@ fn unknown_codes() {
         (at.features[3], 5, 7, "feature 3 'q0': unknown pooling 7 (known: 1 sum, 2 mean, 3 max)"),
         (at.features[3], 6, 2, "feature 3 'q0': unknown mask 2 (known: 0 none, 1 pad id)"),
         (at.features[1], 7, 2, "feature 1 's0': unknown flag bits 0x2"),
-        (at.layers[0][0], 8, 42, "MLP 0 layer 0: unknown activation code 42 (known: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 leaky_relu, 5 prelu, 6 dice, 7 dice_bn, 8 softmax)"),
+        (at.layers[0][0], 8, 42, "MLP 0 layer 0: unknown activation code 42 (known: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 leaky_relu, 5 prelu, 6 dice_rechub, 7 dice_bn, 8 softmax)"),
         (at.towers[1], 4, 3, "tower 1: unknown tower input code 3 (known: 0 x0, 1 bottom, 2 level)"),
         (at.towers[0], 5, 1, "tower 0: unknown output activation code 1 (known: 0 identity, 2 sigmoid)"),
         (at.outputs[1], 4, 2, "output 1 'task1': unknown output kind 2 (known: 0 tower, 1 product)"),

@@ -11,10 +11,13 @@ and :func:`verify`):
   -> ``.ple`` file: the generic path for Keras, EasyRec or hand-built models;
 - :func:`forward`: an independent float64 reference forward pass of a spec.
 
-Modules: :mod:`.spec`, :mod:`.format` (writer and strict reader), :mod:`.reference`,
-:mod:`.export_torch`, :mod:`.model`, :mod:`.verify`, :mod:`.numpy_runtime`, :mod:`._native`
-(library lookup: ``PLE_LIB``, ``PLE_LIB_DIR``, the package directory, the checkout's
-``target/release`` and ``target/debug``, the system path).
+Modules: :mod:`.spec`; the file format: :mod:`.codes` (every code and limit),
+:mod:`.storage` (BatchNorm folding, panel16 packing), :mod:`.writer`, :mod:`.reader` (strict
+reader; :mod:`.graph_check` for the graph rules), :mod:`.describe`, and :mod:`.format`, which
+gathers their public names; :mod:`.reference` (the float64 forward), :mod:`.numpy_runtime`
+(a written file scored by it), :mod:`.export_torch`, :mod:`.model`, :mod:`.verify`,
+:mod:`._native` (library lookup: ``PLE_LIB``, ``PLE_LIB_DIR``, the package directory, the
+checkout's ``target/release`` and ``target/debug``, the system path).
 """
 
 from ._native import LibraryNotFound

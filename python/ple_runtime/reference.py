@@ -1,11 +1,12 @@
-"""An independent float64 forward pass of a spec.
+"""The float64 forward pass of a spec: the package's one reference forward.
 
-It follows the libraries' formulas (docs/FORMAT.md, shared/reference/ple-semantics.md)
-on the *spec*, not on a written file: BatchNorm stays unfolded, weights stay in
-``[out, in]`` layout and everything runs in float64. It is the yardstick that both
-the real library models (checked by ``tools/make_fixtures.py``) and the Rust runtime
-(through the golden fixtures) are measured against, so it deliberately shares no code
-with the writer's folding and packing.
+It follows the libraries' formulas (docs/FORMAT.md, docs/SEMANTICS.md) on a *spec*: the
+unfolded spec an exporter produced (BatchNorm separate, weights in ``[out, in]`` layout),
+or a written file read back as a spec (:func:`ple_runtime.reader.read_spec`, used by
+:mod:`ple_runtime.numpy_runtime`). Everything runs in float64. It is the yardstick that
+both the real library models (checked by ``tools/make_fixtures.py``) and the Rust runtime
+(through the golden fixtures) are measured against, so it shares no code with the writer's
+folding and packing.
 
 The only f32 step is max pooling's ``E - 1e9`` shift on padded positions, which
 FORMAT.md defines in f32 (DeepCTR's rule): an all-padding sample gives exactly the

@@ -66,33 +66,18 @@ from typing import Any, Iterator
 
 import numpy as np
 
-ACTIVATIONS = (
-    "identity",
-    "relu",
-    "sigmoid",
-    "tanh",
-    "leaky_relu",
-    "prelu",
-    "dice_rechub",
-    "dice_bn",
-    "softmax",
+from .codes import (
+    ACT_CODES, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS, MAX_LEN, MAX_LEVELS,
+    MAX_OUTPUTS, MAX_STRING_BYTES, MAX_TASKS, MAX_WORKING_FLOATS, POOL_CODES, TENSOR_DIM_LIMIT,
+    TOWER_ACT_CODES, TOWER_INPUT_CODES,
 )
-POOLINGS = ("sum", "mean", "max")
-TOWER_INPUTS = ("x0", "bottom", "level")
-TOWER_ACTIVATIONS = ("identity", "sigmoid")
 
-# FORMAT.md section 3.8 limits.
-MAX_STRING_BYTES = 255
-MAX_FEATURES = 65_536
-MAX_LEN = 65_536
-MAX_DENSE_WIDTH = 1 << 20
-MAX_DIM = 1 << 31
-MAX_LAYERS = 64
-MAX_LEVELS = 16
-MAX_TASKS = 64
-MAX_EXPERTS_PER_LEVEL = 4_096
-MAX_OUTPUTS = 256
-MAX_WORKING_FLOATS = 16 * (1 << 20)
+# The spec's names for the file's codes (ple_runtime.codes holds the table).
+ACTIVATIONS = tuple(ACT_CODES)
+POOLINGS = tuple(POOL_CODES)
+TOWER_INPUTS = tuple(TOWER_INPUT_CODES)
+TOWER_ACTIVATIONS = tuple(TOWER_ACT_CODES)
+
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -129,8 +114,8 @@ def _array(value: Any, where: str, ndim: int, shape: tuple | None = None) -> np.
                 raise SpecError(f"{where}: expected shape {tuple('?' if w is None else w for w in shape)}, got {arr.shape}")
     if arr.size == 0 or min(arr.shape) < 1:
         raise SpecError(f"{where}: empty array of shape {arr.shape}")
-    if max(arr.shape) > MAX_DIM:
-        raise SpecError(f"{where}: dimension over 2^31 in shape {arr.shape}")
+    if max(arr.shape) >= TENSOR_DIM_LIMIT:
+        raise SpecError(f"{where}: dimension of 2^31 or more in shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise SpecError(f"{where}: contains NaN or infinity")
     return arr.copy()
@@ -398,7 +383,7 @@ def normalize(spec: dict) -> dict:
     if dup:
         raise SpecError(f"outputs: duplicate names {dup}")
 
-    work = width + sum(layer["weight"].shape[0] for _, mlp in iter_mlps(out) for layer in mlp)
+    work = working_floats(out)
     if work > MAX_WORKING_FLOATS:
         raise SpecError(f"spec: per-sample working size {work} floats is over the cap {MAX_WORKING_FLOATS}")
     return out
@@ -500,6 +485,16 @@ def iter_mlps(spec: dict) -> Iterator[tuple[str, list[dict]]]:
             yield f"l{li}.shared.gate", level["shared_gate"]
     for t, tower in enumerate(spec["towers"]):
         yield f"tower{t}", tower["mlp"]
+
+
+def working_floats(spec: dict) -> int:
+    """Floats of working memory a runtime needs per sample (FORMAT.md section 3.8): x0, every
+    layer's output, one expert width per gate mixture, every product output."""
+    layers = sum(layer["weight"].shape[0] for _, mlp in iter_mlps(spec) for layer in mlp)
+    mixtures = sum(level["width"] * (len(level["task_gates"]) + (level["shared_gate"] is not None))
+                   for level in spec["levels"])
+    products = sum(mlp_width(spec["towers"][o["product"][0]]["mlp"]) for o in spec["outputs"] if "product" in o)
+    return x0_width(spec) + layers + mixtures + products
 
 
 def x0_width(spec: dict) -> int:

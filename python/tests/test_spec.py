@@ -94,3 +94,18 @@ def test_mmoe_and_shared_bottom_shapes():
     assert normalize(sb)["towers"][0]["input"] == "bottom"
     with pytest.raises(SpecError, match="S \\+ SH >= 1"):
         normalize({**mmoe, "levels": [{"task_experts": [[], []], "shared_experts": [], "task_gates": []}]})
+
+
+def test_working_size_cap_is_the_runtimes():
+    """FORMAT.md 3.8: x0 + every layer's output + one expert width per gate mixture + every
+    product output, at most 2^20 floats per sample (the Rust reader's rule)."""
+    from ple_runtime.spec import working_floats
+
+    def dense(width):
+        return {"name": "w", "features": [{"name": "x", "kind": "dense", "width": width}],
+                "towers": [{"mlp": [{"weight": np.zeros((1, width)), "activation": "identity"}], "input": "x0"}]}
+
+    assert working_floats(normalize(dense(5))) == 5 + 1
+    normalize(dense((1 << 20) - 1))  # exactly 2^20 floats
+    with pytest.raises(SpecError, match="working size 1048577 floats is over the cap 1048576"):
+        normalize(dense(1 << 20))

@@ -131,7 +131,7 @@ codes! {
         /// `act_param` is one `a` or one per channel.
         PRelu = 5 => "prelu",
         /// Dice normalised per sample over the layer's outputs; `act_scalar` is eps, `act_param` α.
-        DicePerSample = 6 => "dice",
+        DicePerSample = 6 => "dice_rechub",
         /// Dice with a per-channel eval BatchNorm; `act_param` rows are scale, shift, α.
         DiceBn = 7 => "dice_bn",
         Softmax = 8 => "softmax",

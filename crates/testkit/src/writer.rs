@@ -1,6 +1,7 @@
 //! A writer for `.ple` files, independent of the Python one: used to build synthetic models for
-//! benchmarks, to craft invalid files for the validation tests, and to cross-check the spec (both
-//! writers must produce identical bytes for the same model).
+//! benchmarks, to craft invalid files for the validation tests, and to cross-check the spec: laid
+//! out in the Python writer's order, the same model gives the same bytes (tests/cross_writer.rs
+//! checks it against files the Python package wrote).
 
 use ple::format::codes::FEATURE_FLAG_IDS_F32;
 use ple::format::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};

@@ -1,0 +1,40 @@
+"""A human-readable summary of a parsed ``.ple`` file (``python -m ple_runtime inspect``)."""
+
+from __future__ import annotations
+
+from .codes import (
+    FLAG_ID_F32, KIND_DENSE, KIND_NAMES, KIND_SEQUENCE, MASK_PAD_ID, NONE, OUTPUT_TOWER, POOL_NAMES,
+    TOWER_ACT_NAMES, TOWER_INPUT_NAMES,
+)
+from .reader import PleFile
+
+
+def describe(pf: PleFile) -> str:
+    """A human-readable summary of a parsed file (for ``python -m ple_runtime inspect``)."""
+    feats = []
+    for f in pf.features:
+        extra = ""
+        if f.kind != KIND_DENSE:
+            extra = f" table={pf.tensors[f.table].name}"
+        if f.kind == KIND_SEQUENCE:
+            extra += f" max_len={f.max_len} pooling={POOL_NAMES[f.pooling]}"
+            extra += f" pad_id={f.pad_id}" if f.mask == MASK_PAD_ID else " mask=none"
+        if f.flags & FLAG_ID_F32:
+            extra += " ids-via-f32"
+        feats.append(f"  {f.name}: {KIND_NAMES[f.kind]} width={f.width}{extra}")
+    lines = [
+        f"{pf.name}: .ple {pf.major}.{pf.minor}, {pf.file_size} bytes (meta {pf.meta_size}, data {pf.data_size})",
+        f"tensors: {len(pf.tensors)} ({sum(t.size for t in pf.tensors)} bytes), mlps: {len(pf.mlps)}",
+        "features:", *feats,
+        "x0 order: " + ", ".join(pf.features[i].name for i in pf.order) + f" (width {pf.x0_width})",
+        f"bottom: {'none' if pf.bottom == NONE else f'mlp {pf.bottom}'}; tasks: {pf.n_tasks}; levels: {len(pf.levels)}",
+    ]
+    for li, lv in enumerate(pf.levels):
+        lines.append(f"  level {li}: S={lv.n_task_experts} SH={lv.n_shared} "
+                     f"shared gate={'yes' if lv.shared_gate != NONE else 'no'}")
+    for t, tw in enumerate(pf.towers):
+        lines.append(f"  tower {t}: mlp {tw.mlp} input={TOWER_INPUT_NAMES[tw.input]} "
+                     f"out_act={TOWER_ACT_NAMES[tw.out_act]}")
+    lines.append("outputs: " + ", ".join(o.name if o.kind == OUTPUT_TOWER else f"{o.name}=tower{o.a}*tower{o.b}"
+                                         for o in pf.outputs) + f" (width {pf.output_width}, gates {pf.gate_width})")
+    return "\n".join(lines)
