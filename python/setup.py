@@ -53,7 +53,7 @@ def _native_library() -> str | None:
     cargo = os.environ.get("CARGO") or shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
     if not os.path.isfile(cargo) and not shutil.which(cargo):
         raise SystemExit(
-            "ple-runtime: cargo (the Rust toolchain, 1.80+) is needed to build libple: install it from "
+            "ple-runtime: cargo (the Rust toolchain, 1.89 or newer) is needed to build libple: install it from "
             "https://rustup.rs, or set PLE_LIB=/path/to/libple.so to bundle a library built elsewhere, "
             "or PLE_BUILD_NATIVE=0 to install without it.")
     cmd = [cargo, "build", "--release", "-p", "ple-runtime", "--lib"]

@@ -2,8 +2,8 @@
 
 :func:`to_spec` reads a model's modules (not just its state_dict: activations,
 task types, pooling and the input order are not in the weights) and returns a
-:mod:`ple_runtime.spec` dict with the eval-mode semantics of
-``shared/reference/ple-semantics.md``:
+:mod:`ple_runtime.spec` dict with the eval-mode semantics docs/SEMANTICS.md
+records:
 
 - torch-rechub: ``PLE`` (``CGC`` = one level; the old <= 0.4.0 tower without a final
   Linear is just a tower whose MLP ends in a hidden layer), ``MMOE``, ``SharedBottom``,

@@ -6,7 +6,7 @@ DeepCTR 0.9.x Keras PLE holds (kernels [in, out], BatchNormalization eps 1e-3 wi
 moving statistics, a bias-free gate Dense with softmax, a bias-free tower head plus
 PredictionLayer's global_bias, Dice with a non-affine eps-1e-9 BatchNormalization) and
 (2) an independent float64 numpy forward pass of the Keras semantics written here from
-shared/reference/ple-semantics.md section 4 (not from ple_runtime.reference). The spec
+docs/SEMANTICS.md, "DeepCTR 0.9.4" (not from ple_runtime.reference). The spec
 is built by the mapping docs/EXPORT.md shows (keras_ple_spec below, the same code), written
 with ple_runtime.write and scored by libple through ple_runtime.Model.
 """
