@@ -17,11 +17,8 @@ use ple::{DType, Input, Model, Session};
 
 fn shape(name: &str, dtype: DType) -> Shape {
     match name {
+        // Two tasks, two levels, one task and one shared expert per level: the default shape.
         "criteo" => Shape {
-            tasks: 2,
-            levels: 2,
-            specific: 1,
-            shared: 1,
             expert_dims: vec![256, 128],
             tower_dims: vec![64],
             dense_width: 26 * 16 + 13,
@@ -32,7 +29,6 @@ fn shape(name: &str, dtype: DType) -> Shape {
         },
         _ => Shape {
             tasks: 4,
-            levels: 2,
             specific: 2,
             shared: 2,
             expert_dims: vec![512, 256],

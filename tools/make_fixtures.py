@@ -53,20 +53,10 @@ TOL = 1e-5
 
 def import_deepctr():
     """Import DeepCTR-Torch without its import-time PyPI version check (no network)."""
-    import requests
+    export_torch.import_deepctr_offline()
+    from deepctr_torch import inputs, models
+    from deepctr_torch.layers import activation
 
-    real_get = requests.get
-
-    class _Offline:
-        status_code, text = 599, "{}"
-
-    requests.get = lambda *a, **k: _Offline()
-    try:
-        import deepctr_torch  # noqa: F401
-        from deepctr_torch import inputs, models
-        from deepctr_torch.layers import activation
-    finally:
-        requests.get = real_get
     return inputs, models.multitask, activation
 
 

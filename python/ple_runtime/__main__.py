@@ -18,38 +18,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 
 from .format import FormatError, describe, read_header_and_meta
 
 
-def _import_deepctr_offline() -> None:
-    """deepctr_torch asks PyPI for a newer release on import: keep that import offline."""
-    if "deepctr_torch" in sys.modules or importlib.util.find_spec("deepctr_torch") is None:
-        return
-    try:
-        import requests
-    except ImportError:
-        return
-    real_get = requests.get
-
-    class _Offline:
-        status_code, text = 599, "{}"
-
-    requests.get = lambda *a, **k: _Offline()
-    try:
-        import deepctr_torch  # noqa: F401
-    finally:
-        requests.get = real_get
-
-
 def load_torch_model(spec: str, state_dict: str | None = None):
     """The torch model named by ``spec`` (a torch.save file or ``module:attr``), in eval mode."""
     import torch
 
-    _import_deepctr_offline()
+    from .export_torch import import_deepctr_offline
+
+    import_deepctr_offline()
     if ":" in spec and not os.path.exists(spec):
         module, _, attr = spec.partition(":")
         if os.getcwd() not in sys.path:

@@ -39,6 +39,7 @@ DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
 LAYOUT_NAMES = {code: name for name, code in LAYOUT_CODES.items()}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
 POOL_NAMES = {code: name for name, code in POOL_CODES.items()}
+MASK_NAMES = {code: name for name, code in MASK_CODES.items()}
 ACT_NAMES = {code: name for name, code in ACT_CODES.items()}
 TOWER_INPUT_NAMES = {code: name for name, code in TOWER_INPUT_CODES.items()}
 TOWER_ACT_NAMES = {code: name for name, code in TOWER_ACT_CODES.items()}

@@ -27,7 +27,9 @@ weights, so fixtures can compare the library with :mod:`ple_runtime.reference`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -36,11 +38,32 @@ from torch import nn
 
 from . import format as fmt
 
-__all__ = ["ExportError", "to_spec", "export", "torch_inputs", "run_model", "run_gates"]
+__all__ = ["ExportError", "to_spec", "export", "torch_inputs", "run_model", "run_gates", "import_deepctr_offline"]
 
 
 class ExportError(ValueError):
     """A model (or one of its modules) that the .ple format cannot represent exactly."""
+
+
+def import_deepctr_offline() -> None:
+    """Import deepctr_torch (if installed) without its import-time PyPI version check: it asks
+    PyPI for a newer release, which must not need the network."""
+    if "deepctr_torch" in sys.modules or importlib.util.find_spec("deepctr_torch") is None:
+        return
+    try:
+        import requests
+    except ImportError:
+        return
+    real_get = requests.get
+
+    class _Offline:
+        status_code, text = 599, "{}"
+
+    requests.get = lambda *a, **k: _Offline()
+    try:
+        import deepctr_torch  # noqa: F401
+    finally:
+        requests.get = real_get
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from .reader import PleFile, TensorInfo
 
 
+def unique_name(name: str, seen: set[str], what: str, record: str) -> None:
+    """Refuse a second record of the same kind with the same name; remember this one."""
+    if name in seen:
+        raise FormatError(f"{what}: duplicate {record} name")
+    seen.add(name)
+
+
 def check_graph(pf: PleFile) -> None:
     """FORMAT.md section 3.7's structural rules plus the layer and dtype rules; sets the
     file's x0, output and gate widths."""
@@ -88,9 +95,7 @@ def check_graph(pf: PleFile) -> None:
     out_w = 0
     for o, out in enumerate(pf.outputs):
         what = f"output {o} ({out.name!r})"
-        if out.name in names:
-            raise FormatError(f"{what}: duplicate output name")
-        names.add(out.name)
+        unique_name(out.name, names, what, "output")
         product = out.kind == OUTPUT_PRODUCT
         if out.a >= T or (product and out.b >= T):
             raise FormatError(f"{what}: tower index out of range")

@@ -17,13 +17,13 @@ import zlib
 import numpy as np
 
 from .codes import (
-    ACT_NAMES, DTYPE_F32, ELEMENT_SIZE, DTYPE_NAMES, FLAG_ID_F32, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
-    KIND_SEQUENCE, KIND_SPARSE, LAYOUT_NAMES, LAYOUT_PLAIN, LAYOUT_PANEL16, LIMIT_MLPS, LIMIT_STRINGS,
-    LIMIT_TENSORS, MAGIC, MAJOR, MASK_PAD_ID, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS,
-    MAX_LEN, MAX_LEVELS, MAX_META, MAX_OUTPUTS, MAX_TASKS, MINOR, NONE, OUTPUT_KIND_NAMES, OUTPUT_TOWER, POOL_NAMES,
-    TENSOR_DIM_LIMIT, TOWER_ACT_NAMES, TOWER_INPUT_NAMES, FormatError, align64,
+    ACT_NAMES, DTYPE_F32, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, FormatError, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
+    KIND_SEQUENCE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PLAIN, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC,
+    MAJOR, MASK_NAMES, MASK_PAD_ID, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS, MAX_LEN,
+    MAX_LEVELS, MAX_META, MAX_OUTPUTS, MAX_TASKS, MINOR, NONE, OUTPUT_KIND_NAMES, OUTPUT_TOWER, POOL_NAMES,
+    TENSOR_DIM_LIMIT, TOWER_ACT_NAMES, TOWER_INPUT_NAMES, align64,
 )
-from .graph_check import check_graph
+from .graph_check import check_graph, unique_name
 from .spec import SpecError, check_string
 from .storage import unpack_panel16
 
@@ -146,6 +146,14 @@ class _Cursor:
         return n
 
 
+def _known(code: int, names: dict[int, str], what: str, field: str) -> None:
+    """Refuse a code its field does not have, naming the record, the field, the value and the
+    codes that exist (the Rust reader's message)."""
+    if code not in names:
+        known = ", ".join(f"{c} {n}" for c, n in sorted(names.items()))
+        raise FormatError(f"{what}: unknown {field} {code} (known: {known})")
+
+
 def read_header_and_meta(path: str | os.PathLike, verify_data: bool = True) -> PleFile:
     """Parse and strictly validate a .ple file (FORMAT.md section 4); raise FormatError."""
     with open(path, "rb") as fh:
@@ -254,13 +262,9 @@ def _read_tensors(cur: _Cursor, string, data_size: int) -> list[TensorInfo]:
         name_i, dtype, layout, reserved, rows, cols, offset, size = cur.unpack("IBBHIIQQ", f"tensor {i}")
         name = string(name_i, f"tensor {i} name")
         what = f"tensor {i} ({name!r})"
-        if name in names:
-            raise FormatError(f"{what}: duplicate tensor name")
-        names.add(name)
-        if dtype not in DTYPE_NAMES:
-            raise FormatError(f"{what}: unknown dtype {dtype}")
-        if layout not in LAYOUT_NAMES:
-            raise FormatError(f"{what}: unknown layout {layout}")
+        unique_name(name, names, what, "tensor")
+        _known(dtype, DTYPE_NAMES, what, "dtype")
+        _known(layout, LAYOUT_NAMES, what, "layout")
         if reserved:
             raise FormatError(f"{what}: reserved field must be 0")
         if not (1 <= rows < TENSOR_DIM_LIMIT and 1 <= cols < TENSOR_DIM_LIMIT):
@@ -285,20 +289,15 @@ def _read_features(cur: _Cursor, string, tensors: list[TensorInfo]) -> list[Feat
         name_i, kind, pooling, mask, flags, width, max_len, table, reserved, pad_id = cur.unpack("IBBBBIIIIq", f"feature {i}")
         name = string(name_i, f"feature {i} name")
         what = f"feature {i} ({name!r})"
-        if name in names:
-            raise FormatError(f"{what}: duplicate feature name")
-        names.add(name)
-        if kind not in (KIND_DENSE, KIND_SPARSE, KIND_SEQUENCE):
-            raise FormatError(f"{what}: unknown kind {kind}")
+        unique_name(name, names, what, "feature")
+        _known(kind, KIND_NAMES, what, "kind")
         if reserved:
             raise FormatError(f"{what}: reserved field must be 0")
         if flags & ~FLAG_ID_F32 or (kind == KIND_DENSE and flags):
             raise FormatError(f"{what}: flags {flags:#x} not allowed")
         if kind == KIND_SEQUENCE:
-            if pooling not in (1, 2, 3):
-                raise FormatError(f"{what}: unknown pooling {pooling}")
-            if mask not in (0, 1):
-                raise FormatError(f"{what}: unknown mask {mask}")
+            _known(pooling, POOL_NAMES, what, "pooling")
+            _known(mask, MASK_NAMES, what, "mask")
             if not 1 <= max_len <= MAX_LEN:
                 raise FormatError(f"{what}: max_len {max_len} is outside 1..{MAX_LEN}")
             if mask == 0 and pad_id != 0:
@@ -333,8 +332,7 @@ def _read_mlps(cur: _Cursor) -> list[list[LayerInfo]]:
         layers = []
         for i in range(n_layers):
             w, bias, act, r0, r1, r2, scalar, param = cur.unpack("IIBBBBfI", f"mlp {m} layer {i}")
-            if act not in ACT_NAMES:
-                raise FormatError(f"mlp {m} layer {i}: unknown activation code {act}")
+            _known(act, ACT_NAMES, f"mlp {m} layer {i}", "activation code")
             if r0 or r1 or r2:
                 raise FormatError(f"mlp {m} layer {i}: reserved bytes must be 0")
             layers.append(LayerInfo(w, bias, act, scalar, param))
@@ -365,10 +363,8 @@ def _read_towers(cur: _Cursor, n_tasks: int) -> list[TowerInfo]:
     towers = []
     for t in range(n_tasks):
         mlp, inp, act, reserved = cur.unpack("IBBH", f"tower {t}")
-        if inp not in TOWER_INPUT_NAMES:
-            raise FormatError(f"tower {t}: unknown input {inp}")
-        if act not in TOWER_ACT_NAMES:
-            raise FormatError(f"tower {t}: unknown out_act {act}")
+        _known(inp, TOWER_INPUT_NAMES, f"tower {t}", "tower input code")
+        _known(act, TOWER_ACT_NAMES, f"tower {t}", "output activation code")
         if reserved:
             raise FormatError(f"tower {t}: reserved field must be 0")
         towers.append(TowerInfo(mlp, inp, act))
@@ -380,8 +376,7 @@ def _read_outputs(cur: _Cursor, string) -> list[OutputInfo]:
     outputs = []
     for o in range(n_out):
         name, kind, r0, r1, r2, a, b = cur.unpack("IBBBBII", f"output {o}")
-        if kind not in OUTPUT_KIND_NAMES:
-            raise FormatError(f"output {o}: unknown kind {kind}")
+        _known(kind, OUTPUT_KIND_NAMES, f"output {o}", "output kind")
         if r0 or r1 or r2:
             raise FormatError(f"output {o}: reserved bytes must be 0")
         outputs.append(OutputInfo(string(name, f"output {o} name"), kind, a, b))

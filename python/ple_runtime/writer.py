@@ -261,7 +261,7 @@ def to_bytes(spec: dict, dtype: str = "f32", round_weights_to_f16: bool = False)
     return bytes(blob)
 
 
-def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False) -> "PleFile":
+def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False) -> PleFile:
     """Write a spec as a .ple file and return the parsed file after a strict read-back.
 
     dtype: "f32" or "f16" storage for dense weights and embedding tables (biases and

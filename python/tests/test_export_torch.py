@@ -5,10 +5,6 @@ models are the fixture builders of tools/make_fixtures.py (real library classes 
 every parameter randomised).
 """
 
-import importlib.util
-import os
-import sys
-
 import numpy as np
 import pytest
 
@@ -18,25 +14,11 @@ try:
 except Exception as exc:  # a CUDA-built torch without its libraries raises ValueError/OSError, not ImportError
     pytest.skip(f"torch / torch-rechub not usable: {exc}", allow_module_level=True)
 
+from _util import load_make_fixtures  # noqa: E402
 from ple_runtime import format as fmt  # noqa: E402
 from ple_runtime import numpy_runtime  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_make_fixtures():
-    """Import tools/make_fixtures.py (its model builders) without leaving a tools/__pycache__."""
-    spec = importlib.util.spec_from_file_location("make_fixtures", os.path.join(REPO, "tools", "make_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.dont_write_bytecode = saved
-    return mod
-
-
-mf = _load_make_fixtures()
+mf = load_make_fixtures()
 from ple_runtime import export_torch  # noqa: E402
 
 RECHUB = [n for n in mf.FIXTURES if not n.startswith("deepctr")]

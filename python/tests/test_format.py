@@ -190,8 +190,8 @@ def test_reader_rejects_structural_tampering(blob):
     with pytest.raises(fmt.FormatError, match="canonical"):
         fmt.parse(_retag(b))
     b = bytearray(blob)
-    b[rec0 + 4] = 3  # unknown dtype
-    with pytest.raises(fmt.FormatError, match="dtype"):
+    b[rec0 + 4] = 3  # unknown dtype: the message names the record, field, value and known codes, as in Rust
+    with pytest.raises(fmt.FormatError, match=r"tensor 0 \('table\.\w+'\): unknown dtype 3 \(known: 1 f32, 2 f16\)"):
         fmt.parse(_retag(b))
 
 def test_reader_trailing_metadata_depends_on_minor(blob):

@@ -142,21 +142,35 @@ pub fn parse_header(head: &[u8], file_len: u64) -> Result<Header> {
     Ok(h)
 }
 
-/// Verifies the header+metadata checksum; always done at load.
-pub fn verify_meta_crc(file: &[u8], h: &Header) -> Result<()> {
+/// The header/metadata checksum (FORMAT.md §2): CRC-32 of header bytes `[0, 56)` followed by the
+/// metadata.
+pub fn meta_crc(header: &[u8], meta: &[u8]) -> u32 {
     let mut c = Crc32::new();
-    c.update(&file[..56]);
-    c.update(&file[64..64 + h.meta_size as usize]);
-    let computed = c.finalize();
-    if computed != h.meta_crc {
+    c.update(&header[..56]);
+    c.update(meta);
+    c.finalize()
+}
+
+fn check_crc(section: &'static str, stored: u32, computed: u32) -> Result<()> {
+    if computed != stored {
         return Err(Error::Checksum {
-            section: "header/metadata",
-            stored: h.meta_crc,
+            section,
+            stored,
             computed,
         });
     }
-    let pad = &file[64 + h.meta_size as usize..h.data_offset as usize];
-    if pad.iter().any(|&b| b != 0) {
+    Ok(())
+}
+
+/// Verifies the header+metadata checksum; always done at load.
+pub fn verify_meta_crc(file: &[u8], h: &Header) -> Result<()> {
+    let meta_end = 64 + h.meta_size as usize;
+    let computed = meta_crc(file, &file[64..meta_end]);
+    check_crc("header/metadata", h.meta_crc, computed)?;
+    if file[meta_end..h.data_offset as usize]
+        .iter()
+        .any(|&b| b != 0)
+    {
         return Err(invalid!("padding between metadata and data is not zero"));
     }
     Ok(())
@@ -173,15 +187,7 @@ pub fn verify_data_crc(file: &[u8], h: &Header, mut progress: impl FnMut(u64, u6
         done += chunk.len() as u64;
         progress(done, total);
     }
-    let computed = c.finalize();
-    if computed != h.data_crc {
-        return Err(Error::Checksum {
-            section: "tensor data",
-            stored: h.data_crc,
-            computed,
-        });
-    }
-    Ok(())
+    check_crc("tensor data", h.data_crc, c.finalize())
 }
 
 /// Parses the metadata and checks every file-level rule of FORMAT.md §3.

@@ -100,30 +100,10 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
             .ok_or_else(|| format!(".npy data truncated: need {n} bytes, have {}", body.len()))
     };
     let data = match descr {
-        "<f4" | "|f4" => NpyData::F32(
-            need(4)?
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        "<f8" => NpyData::F64(
-            need(8)?
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        "<i8" => NpyData::I64(
-            need(8)?
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        "<i4" => NpyData::I32(
-            need(4)?
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
+        "<f4" | "|f4" => NpyData::F32(little_endian(need(4)?, f32::from_le_bytes)),
+        "<f8" => NpyData::F64(little_endian(need(8)?, f64::from_le_bytes)),
+        "<i8" => NpyData::I64(little_endian(need(8)?, i64::from_le_bytes)),
+        "<i4" => NpyData::I32(little_endian(need(4)?, i32::from_le_bytes)),
         d => {
             return Err(format!(
                 "unsupported .npy dtype '{d}' (use float32, float64, int64 or int32)"
@@ -138,4 +118,11 @@ pub fn read(path: impl AsRef<std::path::Path>) -> Result<NpyArray, String> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Decodes `bytes` as consecutive little-endian values of `N` bytes each.
+fn little_endian<const N: usize, T>(bytes: &[u8], decode: fn([u8; N]) -> T) -> Vec<T> {
+    (bytes.chunks_exact(N))
+        .map(|c| decode(c.try_into().expect("N bytes")))
+        .collect()
 }

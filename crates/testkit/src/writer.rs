@@ -4,7 +4,7 @@
 //! checks it against files the Python package wrote).
 
 use ple::format::codes::FEATURE_FLAG_IDS_F32;
-use ple::format::{align64, crc32, Crc32, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
+use ple::format::{align64, crc32, meta_crc, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
 use ple::format::{FileMeta, TensorRecord};
 
 /// Builds a file part by part; indices returned by `add_*` are what the records refer to. `meta`
@@ -193,10 +193,7 @@ impl Writer {
         for v in [file_size, 64, m.len() as u64, data_offset, data_size] {
             f.extend_from_slice(&v.to_le_bytes());
         }
-        let mut c = Crc32::new();
-        c.update(&f[..56]);
-        c.update(&m);
-        f.extend_from_slice(&c.finalize().to_le_bytes());
+        f.extend_from_slice(&meta_crc(&f, &m).to_le_bytes());
         f.extend_from_slice(&crc32(&data).to_le_bytes());
         f.extend_from_slice(&m);
         f.resize(data_offset as usize, 0);
@@ -235,11 +232,8 @@ pub fn fix_checksums(file: &mut [u8]) {
     let meta_size = u64::from_le_bytes(file[32..40].try_into().unwrap()) as usize;
     let data_offset = u64::from_le_bytes(file[40..48].try_into().unwrap()) as usize;
     let meta_end = 64usize.saturating_add(meta_size).min(file.len());
-    let mut c = Crc32::new();
-    c.update(&file[..56]);
-    c.update(&file[64..meta_end]);
-    let meta_crc = c.finalize();
-    file[56..60].copy_from_slice(&meta_crc.to_le_bytes());
+    let crc = meta_crc(file, &file[64..meta_end]);
+    file[56..60].copy_from_slice(&crc.to_le_bytes());
     let data_crc = crc32(file.get(data_offset..).unwrap_or(&[]));
     file[60..64].copy_from_slice(&data_crc.to_le_bytes());
 }

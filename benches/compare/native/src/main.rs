@@ -1120,11 +1120,9 @@ fn cmd_make_big(a: &Args) -> Res<()> {
     };
     let (sparse, dim) = (26usize, 16usize);
     let vocab = mib * (1 << 20) / (sparse * dim * dtype.size() as usize);
+    // The criteo PLE's layers (two tasks, two levels of one task and one shared expert: the
+    // default shape) over 26 large tables.
     let shape = common::synth::Shape {
-        tasks: 2,
-        levels: 2,
-        specific: 1,
-        shared: 1,
         expert_dims: vec![256, 128],
         tower_dims: vec![64],
         dense_width: 13,
@@ -1134,6 +1132,7 @@ fn cmd_make_big(a: &Args) -> Res<()> {
         vocab,
         max_len: 1,
         dtype,
+        ..Default::default()
     };
     let t = Instant::now();
     let bytes = common::synth::ple(&shape, 11).to_bytes();
