@@ -29,11 +29,7 @@ fn f32_matches_reference_and_library_at_every_level() {
         let expected_lib = read_f64(&dir.join("expected_torch.npy"));
         let gates_ref = read_f64(&dir.join("gates_ref.npy"));
         for level in SimdLevel::available() {
-            let opts = LoadOptions {
-                simd: Some(level),
-                ..Default::default()
-            };
-            let model = Model::open_with(dir.join("model.ple"), &opts).unwrap();
+            let model = open_at(dir.join("model.ple"), level);
             let (cols, batch) = load_inputs(&model, &dir);
             let (out, gates) = score(&model, &cols, batch);
             let e_ref = max_rel_err(&out, &expected_ref);
@@ -44,16 +40,9 @@ fn f32_matches_reference_and_library_at_every_level() {
                 level.name()
             ));
             assert!(
-                e_ref <= TOL,
-                "{name} {level:?}: error vs float64 reference {e_ref:e}"
-            );
-            assert!(
-                e_lib <= TOL,
-                "{name} {level:?}: error vs the training library {e_lib:e}"
-            );
-            assert!(
-                e_gate <= TOL,
-                "{name} {level:?}: gate weights error {e_gate:e}"
+                e_ref <= TOL && e_lib <= TOL && e_gate <= TOL,
+                "{name} {level:?}: error vs the float64 reference {e_ref:e}, vs the training \
+                 library {e_lib:e}, of the gate weights {e_gate:e} (at most {TOL:e} each)"
             );
         }
     }
@@ -69,14 +58,10 @@ fn f16_storage_is_the_only_rounding() {
         let name = name(&dir);
         let expected_lib = read_f64(&dir.join("expected_torch.npy"));
         for level in SimdLevel::available() {
-            let opts = LoadOptions {
-                simd: Some(level),
-                ..Default::default()
-            };
-            let rounded = Model::open_with(dir.join("model_f16r.ple"), &opts).unwrap();
+            let rounded = open_at(dir.join("model_f16r.ple"), level);
             let (cols, batch) = load_inputs(&rounded, &dir);
             let (want, want_gates) = score(&rounded, &cols, batch);
-            let model = Model::open_with(dir.join("model_f16.ple"), &opts).unwrap();
+            let model = open_at(dir.join("model_f16.ple"), level);
             assert_eq!(model.weight_dtype(), Some(ple::DType::F16), "{name}");
             let (out, gates) = score(&model, &cols, batch);
             let want64: Vec<f64> = want.iter().map(|&x| x as f64).collect();

@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::*;
-use ple::{Input, LoadOptions, Model, Session, SimdLevel};
+use ple::{Input, Session, SimdLevel};
 
 struct Counting;
 
@@ -49,11 +49,7 @@ fn scoring_allocates_nothing() {
     for dir in &dirs {
         for file in ["model.ple", "model_f16.ple"] {
             for level in SimdLevel::available() {
-                let opts = LoadOptions {
-                    simd: Some(level),
-                    ..Default::default()
-                };
-                let model = Model::open_with(dir.join(file), &opts).unwrap();
+                let model = open_at(dir.join(file), level);
                 let (cols, batch) = load_inputs(&model, dir);
                 // Every prefix size must be valid input: take samples 0..b of each column.
                 let max_batch = batch;

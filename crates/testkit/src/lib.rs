@@ -13,7 +13,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-use ple::{Input, InputKind, Model};
+use ple::{Input, InputKind, LoadOptions, Model, SimdLevel};
 
 /// The repository's root (this crate lives in crates/testkit).
 pub fn repo_root() -> PathBuf {
@@ -40,6 +40,16 @@ pub fn fixture_dirs() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Opens `path` with the kernels of one SIMD level (the tests run every level the CPU has).
+pub fn open_at(path: impl AsRef<Path>, level: SimdLevel) -> Model {
+    let opts = LoadOptions {
+        simd: Some(level),
+        ..Default::default()
+    };
+    let path = path.as_ref();
+    Model::open_with(path, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 pub fn name(dir: &Path) -> String {
