@@ -2,8 +2,11 @@
 # tools/python_env.sh -- create the CPU-only Python environment for the Python side of ple-runtime.
 #
 # usage: tools/python_env.sh [VENV_DIR]          (default: <repo>/.venv)
+#        PLE_FRAMEWORK=tensorflow tools/python_env.sh VENV_DIR
 #
-# Installs, from PyPI only:
+# Two environments, one per training framework (a user of one needs nothing of the other):
+#
+# PLE_FRAMEWORK=torch (the default) installs, from PyPI only:
 #   * torch==2.15.0 with --no-deps, plus its pure-Python dependencies
 #     (sympy, networkx, jinja2, fsspec, filelock, typing-extensions, setuptools>=77)
 #   * numpy, pytest
@@ -29,9 +32,21 @@
 # deepctr_torch asks PyPI for a newer release in a thread on import; tests can silence that
 # by replacing requests.get before importing it (see VERIFY_PY below).
 #
+# PLE_FRAMEWORK=tensorflow installs, from PyPI only, and no torch at all:
+#   * tensorflow-cpu==2.21.0 (with its dependencies: keras 3, h5py, numpy, ...), numpy, pytest
+#   * tf-keras==2.21.0 and deepctr==0.9.4 with --no-deps: tf-keras declares `tensorflow`
+#     (the 570 MB wheel) as its only dependency, which would install a second copy of the same
+#     modules next to tensorflow-cpu; deepctr's own requirements (h5py, requests) are installed
+#     with tensorflow-cpu. `pip check` therefore reports tf-keras's `tensorflow` as missing
+#     (intended: tensorflow-cpu provides the same package).
+#   DeepCTR 0.9.4 is written for Keras 2: it runs on TensorFlow 2.21 only through tf-keras, with
+#   TF_USE_LEGACY_KERAS=1 set before tensorflow is imported (the verification step does so).
+#   The verification builds and predicts a DeepCTR PLE and checks that torch is not importable.
+#
 # Idempotent: a stamp in the venv records what was installed; re-running only re-verifies.
 # Environment knobs: PYTHON (interpreter used to create the venv, default python3.11),
-#   PLE_WITH_ONNX=0 (skip onnx), PLE_ENV_FORCE=1 (redo every install step).
+#   PLE_FRAMEWORK=torch|tensorflow (which environment, default torch),
+#   PLE_WITH_ONNX=0 (skip onnx; torch only), PLE_ENV_FORCE=1 (redo every install step).
 set -euo pipefail
 
 # Everything is inside main() so that bash parses the whole file before running any of it.
@@ -41,6 +56,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 VENV=$(realpath -m "${1:-$REPO/.venv}")
 WITH_ONNX=${PLE_WITH_ONNX:-1}
+FRAMEWORK=${PLE_FRAMEWORK:-torch}
 FORCE=${PLE_ENV_FORCE:-0}
 T0=$SECONDS
 
@@ -60,6 +76,9 @@ BASE_REQS=(
 )
 NODEPS_REQS=("torch==$TORCH_VERSION" "torch-rechub==0.9.0" "deepctr-torch==0.3.0")
 ONNX_REQS=(onnx onnxruntime onnxscript)
+# PLE_FRAMEWORK=tensorflow (see the header for why tf-keras and deepctr go in with --no-deps)
+TF_REQS=("tensorflow-cpu==2.21.0" numpy pytest "h5py>=3.7.0" requests)
+TF_NODEPS_REQS=("tf-keras==2.21.0" "deepctr==0.9.4")
 
 APT_UPDATED=0
 apt_install() {
@@ -355,6 +374,34 @@ except ImportError:
     print("  onnx/onnxruntime: not installed")
 PYEOF
 
+read -r -d '' VERIFY_TF_PY <<'PYEOF' || true
+import importlib.util, os, sys, warnings
+os.environ["TF_USE_LEGACY_KERAS"] = "1"  # DeepCTR 0.9.4 needs Keras 2 (tf-keras) as tf.keras
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore")
+import numpy as np
+import requests  # deepctr checks PyPI for a newer release in a thread at import: keep it offline
+class _Offline:
+    status_code, text = 599, "{}"
+requests.get = lambda *a, **k: _Offline()
+import tensorflow as tf
+import tf_keras
+import deepctr
+from deepctr.feature_column import SparseFeat, VarLenSparseFeat, DenseFeat
+from deepctr.models.multitask import PLE, MMOE, SharedBottom, ESMM  # noqa: F401
+print(f"  python {sys.version.split()[0]}, tensorflow {tf.__version__}, tf-keras {tf_keras.__version__}, "
+      f"deepctr {deepctr.__version__}, numpy {np.__version__}")
+assert tf.keras.Model is tf_keras.Model, "tf.keras is not tf-keras: TF_USE_LEGACY_KERAS=1 did not take effect"
+cols = [SparseFeat("user", 10, 4), VarLenSparseFeat(SparseFeat("hist", 10, 4), 3, "mean"), DenseFeat("age", 1)]
+model = PLE(cols, expert_dnn_hidden_units=(8,), tower_dnn_hidden_units=(4,), dnn_use_bn=True)
+x = {"user": np.arange(5) % 10, "hist": np.arange(15).reshape(5, 3) % 10, "age": np.ones((5, 1), np.float32)}
+out = model.predict(x, verbose=0)
+assert len(out) == 2 and out[0].shape == (5, 1) and np.all(np.isfinite(out)), out
+print(f"  DeepCTR PLE builds and predicts on tf-keras: outputs {[o.shape for o in out]}")
+assert importlib.util.find_spec("torch") is None, "torch is installed: the TensorFlow environment must not have it"
+print("  torch: not installed (as intended)")
+PYEOF
+
 # ---------------------------------------------------------------- 1. interpreter + venv
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
@@ -380,18 +427,41 @@ fi
 PIP=("$VPY" -m pip --disable-pip-version-check)
 
 # ---------------------------------------------------------------- 2. fast path
-STUBGEN_HASH=$(printf '%s' "$STUBGEN_PY" | sha256sum | cut -c1-16)
-WANT="v1 base=${BASE_REQS[*]} nodeps=${NODEPS_REQS[*]} onnx=$WITH_ONNX stubgen=$STUBGEN_HASH"
+case "$FRAMEWORK" in
+  torch)
+    STUBGEN_HASH=$(printf '%s' "$STUBGEN_PY" | sha256sum | cut -c1-16)
+    WANT="v1 base=${BASE_REQS[*]} nodeps=${NODEPS_REQS[*]} onnx=$WITH_ONNX stubgen=$STUBGEN_HASH"
+    VERIFY=$VERIFY_PY ;;
+  tensorflow)
+    WANT="v1 framework=tensorflow reqs=${TF_REQS[*]} nodeps=${TF_NODEPS_REQS[*]}"
+    VERIFY=$VERIFY_TF_PY ;;
+  *) die "PLE_FRAMEWORK=$FRAMEWORK: expected torch or tensorflow" ;;
+esac
 STAMP=$VENV/.ple_python_env.stamp
 if [ "$FORCE" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   log "venv is already set up (stamp matches); verifying"
-  if "$VPY" -c "$VERIFY_PY"; then
+  if "$VPY" -c "$VERIFY"; then
     log "done in $((SECONDS - T0)) s: $VENV (activate with: source $VENV/bin/activate)"
     exit 0
   fi
   warn "verification failed; re-running the install steps"
 fi
 rm -f "$STAMP"
+
+if [ "$FRAMEWORK" = tensorflow ]; then
+  if "$VPY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'; then
+    die "$VENV has torch installed; the TensorFlow environment must not (use a fresh directory)"
+  fi
+  log "installing ${TF_REQS[*]}"
+  "${PIP[@]}" install --progress-bar off "${TF_REQS[@]}"
+  log "installing with --no-deps (tf-keras would pull the full tensorflow wheel too): ${TF_NODEPS_REQS[*]}"
+  "${PIP[@]}" install --progress-bar off --no-deps "${TF_NODEPS_REQS[@]}"
+  log "verifying"
+  "$VPY" -c "$VERIFY" || die "verification failed"
+  printf '%s' "$WANT" > "$STAMP"
+  log "done in $((SECONDS - T0)) s: $VENV (activate with: source $VENV/bin/activate; TF_USE_LEGACY_KERAS=1 for DeepCTR)"
+  exit 0
+fi
 
 # ---------------------------------------------------------------- 3. pip installs
 log "installing dependencies: ${BASE_REQS[*]}"

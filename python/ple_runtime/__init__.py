@@ -1,47 +1,54 @@
 """ple_runtime: export, verify and score ``.ple`` multi-task models (docs/EXPORT.md).
 
-Top level (numpy is the only hard dependency; torch is needed only by the exporters
-and :func:`verify`):
+Top level (numpy is the only hard dependency; a training framework is needed only by the
+exporters and :func:`verify`, and only the model's own: torch for torch-rechub / DeepCTR-Torch,
+TensorFlow with tf-keras for DeepCTR on Keras -- neither imports the other):
 
 - :class:`Model`: a ``.ple`` file loaded by libple (the native scorer, through ctypes):
   ``Model(path).predict({feature: array})`` -> ``[B, outputs]``; ``gates=True`` adds gate weights;
-- :func:`export` / :func:`to_spec`: torch-rechub / DeepCTR-Torch model -> ``.ple`` / spec;
-- :func:`verify`: torch model vs ``.ple`` file on the same inputs, per-output errors;
+- :func:`export` / :func:`to_spec`: torch-rechub / DeepCTR-Torch / DeepCTR (Keras) model ->
+  ``.ple`` / spec;
+- :func:`verify`: the model vs its ``.ple`` file on the same inputs, per-output errors;
 - :func:`write`: any spec (plain numpy arrays + a small config, :mod:`ple_runtime.spec`)
-  -> ``.ple`` file: the generic path for Keras, EasyRec or hand-built models;
+  -> ``.ple`` file: the generic path for EasyRec or hand-built models;
 - :func:`forward`: an independent float64 reference forward pass of a spec.
 
 Modules: :mod:`.spec`; the file format: :mod:`.codes` (every code and limit),
 :mod:`.storage` (BatchNorm folding, panel16 packing), :mod:`.writer`, :mod:`.reader` (strict
 reader; :mod:`.graph_check` for the graph rules), :mod:`.describe`, and :mod:`.format`, which
 gathers their public names; :mod:`.reference` (the float64 forward), :mod:`.numpy_runtime`
-(a written file scored by it), :mod:`.export_torch`, :mod:`.model`, :mod:`.verify`,
-:mod:`._native` (library lookup: ``PLE_LIB``, ``PLE_LIB_DIR``, the package directory, the
-checkout's ``target/release`` and ``target/debug``, the system path).
+(a written file scored by it), :mod:`.export_torch`, :mod:`.export_keras`, :mod:`.model`,
+:mod:`.verify`, :mod:`._native` (library lookup: ``PLE_LIB``, ``PLE_LIB_DIR``, the package
+directory, the checkout's ``target/release`` and ``target/debug``, the system path).
 """
 
 from ._native import LibraryNotFound
 from .format import FormatError, PleFile, read_header_and_meta, read_tensors, write
 from .model import GateInfo, InputInfo, Model, OutputInfo, PleError
 from .reference import forward
-from .spec import SpecError, normalize
+from .spec import ExportError, SpecError, normalize
 from .verify import VerifyError, VerifyReport, random_inputs, rel_err, verify
 
 
-def export(model, path, dtype: str = "f32", **kwargs):
-    """Write a torch-rechub / DeepCTR-Torch model as a ``.ple`` file (needs torch); see
-    :func:`ple_runtime.export_torch.export` (``name``, ``task_names``, ``max_len``)."""
-    from .export_torch import export as _export
+def _exporter(model):
+    """The exporter module for a model, chosen from its class without importing either framework."""
+    from .verify import _framework
 
-    return _export(model, path, dtype=dtype, **kwargs)
+    return _framework(model)[1]
+
+
+def export(model, path, dtype: str = "f32", **kwargs):
+    """Write a torch-rechub / DeepCTR-Torch model (needs torch; see
+    :func:`ple_runtime.export_torch.export`: ``name``, ``task_names``, ``max_len``) or a DeepCTR
+    Keras model (needs TensorFlow; see :func:`ple_runtime.export_keras.export`: ``name``,
+    ``task_names``) as a ``.ple`` file."""
+    return _exporter(model).export(model, path, dtype=dtype, **kwargs)
 
 
 def to_spec(model, **kwargs) -> dict:
-    """The generic spec of a torch-rechub / DeepCTR-Torch model (needs torch); see
-    :func:`ple_runtime.export_torch.to_spec`."""
-    from .export_torch import to_spec as _to_spec
-
-    return _to_spec(model, **kwargs)
+    """The generic spec of a torch-rechub / DeepCTR-Torch / DeepCTR (Keras) model; see
+    :func:`ple_runtime.export_torch.to_spec` and :func:`ple_runtime.export_keras.to_spec`."""
+    return _exporter(model).to_spec(model, **kwargs)
 
 
 def library_version() -> str:
@@ -66,6 +73,7 @@ def simd_level() -> str:
 
 
 __all__ = [
+    "ExportError",
     "FormatError",
     "GateInfo",
     "InputInfo",

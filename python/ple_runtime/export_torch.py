@@ -37,12 +37,9 @@ import torch
 from torch import nn
 
 from . import format as fmt
+from .spec import ExportError
 
 __all__ = ["ExportError", "to_spec", "export", "torch_inputs", "run_model", "run_gates", "import_deepctr_offline"]
-
-
-class ExportError(ValueError):
-    """A model (or one of its modules) that the .ple format cannot represent exactly."""
 
 
 def import_deepctr_offline() -> None:

@@ -1,8 +1,8 @@
 """The generic model spec: plain numpy arrays plus a small config.
 
 This is what :func:`ple_runtime.format.write` and :func:`ple_runtime.reference.forward`
-take. The torch exporters (:mod:`ple_runtime.export_torch`) produce it from live models;
-a hand-built or Keras model can be written by building it directly. It mirrors
+take. The exporters (:mod:`ple_runtime.export_torch`, :mod:`ple_runtime.export_keras`) produce
+it from live models; a hand-built model can be written by building it directly. It mirrors
 ``docs/FORMAT.md`` but keeps BatchNorm unfolded and weights in the training
 library's layout, so that the float64 reference can follow the libraries' formulas
 and the writer does the folding and packing in exactly one place.
@@ -83,6 +83,12 @@ I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
 class SpecError(ValueError):
     """A spec that cannot be written: the message starts with the offending path."""
+
+
+class ExportError(ValueError):
+    """A model (or one of its layers) that the .ple format cannot represent exactly: raised by
+    the exporters (:mod:`ple_runtime.export_torch`, :mod:`ple_runtime.export_keras`), naming the
+    module or layer, the option, and what to do."""
 
 
 def check_string(value: Any, where: str) -> str:

@@ -1,20 +1,22 @@
-"""``ple_runtime.verify``: score the same inputs with a torch model and its ``.ple`` file.
+"""``ple_runtime.verify``: score the same inputs with the training model and its ``.ple`` file.
 
     report = ple_runtime.verify(model, "model.ple")            # random valid inputs, batch 1024
     report = ple_runtime.verify(model, "model.ple", inputs)    # your own inputs
 
-It runs the torch model (torch-rechub / DeepCTR-Torch, in eval mode; its training mode
-is restored afterwards) and the file (through libple, :class:`ple_runtime.Model`),
+It runs the model -- a torch one (torch-rechub / DeepCTR-Torch, in eval mode; its training
+mode is restored afterwards) or a DeepCTR Keras one (``model.predict``; see
+:mod:`ple_runtime.export_keras`) -- and the file (through libple, :class:`ple_runtime.Model`),
 prints per output the max absolute error and the max relative error
-``max |ours - torch| / max(1, |torch|)`` (and the same for the gate weights), and raises
-:class:`VerifyError` if the relative error is above the tolerance.
+``max |ours - model| / max(1, |model|)`` (and the same for the gate weights), and raises
+:class:`VerifyError` if the relative error is above the tolerance. A Keras model needs no torch.
 
 Tolerance: 1e-5 for an f32 file. For an f16 file it is 3x the error that storing the
-torch model's own parameters in f16 causes on the same inputs (never below 1e-5),
-measured on copies of the model: the larger of the round-to-nearest error and the mean
-error of 4 stochastic roundings (one rounding of a small model is one draw of a random
-quantity, and can be several times smaller than typical); reported as
-``torch_f16_error`` (and ``torch_f16_nearest`` / ``torch_f16_stochastic``).
+model's own parameters in f16 causes on the same inputs (never below 1e-5),
+measured on copies of the model (Keras: in place, then restored): the larger of the
+round-to-nearest error and the mean error of 4 stochastic roundings (one rounding of a
+small model is one draw of a random quantity, and can be several times smaller than
+typical); reported as ``torch_f16_error`` (and ``torch_f16_nearest`` /
+``torch_f16_stochastic``; the names are kept for Keras models too).
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ import numpy as np
 from .model import Model
 
 __all__ = ["verify", "random_inputs", "rel_err", "VerifyError", "VerifyReport", "load_inputs", "f16_rows",
-           "torch_f16_error", "round_params_to_f16"]
+           "torch_f16_error", "round_params_to_f16", "round_to_f16"]
 
 F32_TOLERANCE = 1e-5
 F16_FACTOR = 3.0
 
 
 class VerifyError(AssertionError):
-    """The file's scores differ from the torch model's by more than the tolerance
+    """The file's scores differ from the model's by more than the tolerance
     (``.report`` holds the :class:`VerifyReport`)."""
 
     def __init__(self, message: str, report: "VerifyReport"):
@@ -65,6 +67,7 @@ class VerifyReport:
     torch_f16_stochastic: float | None = None  # ... mean of stochastic roundings
     skipped_rows: int = 0  # f16 only: rows with an all-padding max-pooled sequence (f16_rows)
     ok: bool = True
+    framework: str = "torch"  # "torch" or "keras": whose model the file was compared with
 
     @property
     def worst(self) -> float:
@@ -78,8 +81,8 @@ class VerifyReport:
         for o in self.outputs + ([self.gates] if self.gates else []):
             lines.append(f"  {o.name:<24s} {o.max_abs:12.3e} {o.max_rel:12.3e}")
         if self.torch_f16_error is not None:
-            lines.append(f"  torch with f16 parameters: max rel err {self.torch_f16_nearest:.3e} rounded to nearest, "
-                         f"{self.torch_f16_stochastic:.3e} stochastic rounding (mean of 4); tolerance = "
+            lines.append(f"  {self.framework} with f16 parameters: max rel err {self.torch_f16_nearest:.3e} rounded "
+                         f"to nearest, {self.torch_f16_stochastic:.3e} stochastic rounding (mean of 4); tolerance = "
                          f"{F16_FACTOR:g} x the larger, at least {F32_TOLERANCE:g}")
         if self.skipped_rows:
             lines.append(f"  ({self.skipped_rows} rows with an all-padding max-pooled sequence left out: "
@@ -143,6 +146,21 @@ def load_inputs(directory: str | os.PathLike, model: Model) -> dict:
     return out
 
 
+def round_to_f16(values: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """float64 values rounded to f16 values: to nearest (rng None), or stochastically: each
+    value goes to one of its two neighbouring f16 values with probability proportional to
+    closeness (another, equally legitimate, set of f16 values)."""
+    v = np.asarray(values, dtype=np.float64)
+    near = v.astype(np.float16)
+    if rng is None:
+        return near.astype(np.float64)
+    other = np.nextafter(near, np.where(near < v, np.float16(np.inf), np.float16(-np.inf)))
+    gap = np.abs(other.astype(np.float64) - near.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = np.where((near == v) | ~np.isfinite(gap) | (gap == 0), 0.0, np.abs(v - near) / gap)
+    return np.where(rng.random(v.shape) < prob, other, near).astype(np.float64)
+
+
 def round_params_to_f16(torch_model: Any, seed: int | None = None) -> Any:
     """A deep copy of a torch model with every floating-point parameter rounded to f16
     (and kept in f32); BatchNorm running statistics are buffers, not parameters: kept.
@@ -161,14 +179,8 @@ def round_params_to_f16(torch_model: Any, seed: int | None = None) -> Any:
             if rng is None:
                 p.copy_(p.to(torch.float16).to(p.dtype))
                 continue
-            v = p.detach().cpu().to(torch.float64).numpy()
-            near = v.astype(np.float16)
-            other = np.nextafter(near, np.where(near < v, np.float16(np.inf), np.float16(-np.inf)))
-            gap = np.abs(other.astype(np.float64) - near.astype(np.float64))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                prob = np.where((near == v) | ~np.isfinite(gap) | (gap == 0), 0.0, np.abs(v - near) / gap)
-            pick = np.where(rng.random(v.shape) < prob, other, near)
-            p.copy_(torch.from_numpy(pick.astype(np.float64)).to(p.dtype))
+            pick = round_to_f16(p.detach().cpu().to(torch.float64).numpy(), rng)
+            p.copy_(torch.from_numpy(pick).to(p.dtype))
     return clone
 
 
@@ -208,19 +220,30 @@ def torch_f16_error(torch_model: Any, inputs: dict, ref: np.ndarray, ref_gates: 
     return nearest, stochastic
 
 
+def _framework(model: Any):
+    """(name, exporter module) for a model: Keras models go to export_keras (no torch import)."""
+    from . import export_keras
+
+    if export_keras.is_keras_model(model):
+        return "keras", export_keras
+    from . import export_torch
+
+    return "torch", export_torch
+
+
 def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batch: int = 1024, *,
            tolerance: float | None = None, seed: int = 0, gates: bool = True, verbose: bool = True,
            file: TextIO | None = None, raise_on_failure: bool = True) -> VerifyReport:
-    """Compare a torch-rechub / DeepCTR-Torch model with its exported ``.ple`` file.
+    """Compare a torch-rechub / DeepCTR-Torch / DeepCTR (Keras) model with its exported ``.ple`` file.
 
     inputs: ``{feature name: array}`` as the model takes them (default: ``batch`` random
     valid inputs drawn from the file's feature definitions, seeded by ``seed``).
-    tolerance: max relative error allowed (default: 1e-5 for f32 files, 3x the torch
+    tolerance: max relative error allowed (default: 1e-5 for f32 files, 3x the
     model's own f16-rounding error for f16 files). gates: also compare gate weights.
     Prints the report (unless ``verbose=False``), raises :class:`VerifyError` above the
     tolerance (unless ``raise_on_failure=False``), and returns the :class:`VerifyReport`.
     """
-    from . import export_torch
+    framework, exporter = _framework(model)
 
     with Model(path) as m:
         if inputs is None:
@@ -228,27 +251,29 @@ def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batc
         inputs = {k: np.asarray(v) for k, v in inputs.items()}
         was_training = bool(getattr(model, "training", False))
         try:
-            ref = export_torch.run_model(model, inputs)
-            ref_gates = export_torch.run_gates(model, inputs) if gates and m.gate_width else None
+            ref = exporter.run_model(model, inputs)
+            ref_gates = exporter.run_gates(model, inputs) if gates and m.gate_width else None
             f16_err = f16_parts = None
             rows = np.ones(len(ref), dtype=bool)
             if m.dtype != "f32":
                 rows = f16_rows(m, inputs)
-                f16_parts = torch_f16_error(model, inputs, ref, ref_gates, rows=rows)
+                f16_model_error = exporter.f16_error if framework == "keras" else torch_f16_error
+                f16_parts = f16_model_error(model, inputs, ref, ref_gates, rows=rows)
                 f16_err = max(f16_parts)
         finally:
-            model.train(was_training)
+            if framework == "torch":
+                model.train(was_training)
         ours, our_gates = m.predict(inputs, gates=True)
         n = ours.shape[0]
         if ref.shape != ours.shape:
-            raise VerifyError(f"{path}: the torch model returns shape {ref.shape}, the file {ours.shape} "
+            raise VerifyError(f"{path}: the {framework} model returns shape {ref.shape}, the file {ours.shape} "
                               f"(outputs {m.output_names})", None)
         outs = [OutputError(o.name, _abs_err(ours[rows, o.offset:o.offset + o.len], ref[rows, o.offset:o.offset + o.len]),
                             rel_err(ours[rows, o.offset:o.offset + o.len], ref[rows, o.offset:o.offset + o.len]))
                 for o in m.outputs]
         gate_err = None
         if ref_gates is not None and ref_gates.shape != our_gates.shape:
-            raise VerifyError(f"{path}: the torch model has gate weights of shape {ref_gates.shape}, the file "
+            raise VerifyError(f"{path}: the {framework} model has gate weights of shape {ref_gates.shape}, the file "
                               f"{our_gates.shape} (gates {m.gate_names})", None)
         if ref_gates is not None:
             gate_err = OutputError("gate weights", _abs_err(our_gates[rows], ref_gates[rows]),
@@ -256,7 +281,7 @@ def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batc
         if tolerance is None:
             tolerance = F32_TOLERANCE if f16_err is None else max(F32_TOLERANCE, F16_FACTOR * f16_err)
         report = VerifyReport(os.fspath(path), m.dtype, n, outs, gate_err, float(tolerance), f16_err,
-                              *(f16_parts or (None, None)), skipped_rows=int(n - rows.sum()))
+                              *(f16_parts or (None, None)), skipped_rows=int(n - rows.sum()), framework=framework)
         report.ok = report.worst <= tolerance
     if verbose:
         print(report, file=file or sys.stdout)

@@ -113,6 +113,54 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
 
 
+TOL = 1e-5  # f32 parity: max |ours - library| / max(1, |library|)
+F16_FACTOR = 3.0  # f16 parity: at most this many times the library model's own f16 error
+
+
+def _score(path, x):
+    import ple_runtime
+
+    with ple_runtime.Model(path) as m:
+        return m.predict(x, gates=True)
+
+
+def check_f32(case, path, x, ref, ref_gates, results, lib):
+    """The f32 file scored by libple against the library's outputs and gate weights (<= TOL);
+    the errors are recorded in results[case]. lib names the library in messages."""
+    out, gates = _score(path, x)
+    assert out.shape == ref.shape and gates.shape == ref_gates.shape
+    err, gerr = rel_err(out, ref), rel_err(gates, ref_gates)
+    results.setdefault(case, {}).update(f32=err, f32_gates=gerr)
+    assert err <= TOL, f"{case}: outputs differ from {lib} by {err:.3g} (relative)"
+    assert gerr <= TOL, f"{case}: gate weights differ from {lib} by {gerr:.3g} (relative)"
+
+
+def check_f16(case, paths, x, ref, library_f16_error, results, lib):
+    """The f16 file scores like the f32 file of the same rounded weights (<= TOL), and its error
+    against the library is at most F16_FACTOR x the error storing the library model's own
+    weights in f16 causes: library_f16_error(rows) -> (nearest, stochastic), over the rows
+    without an all-padding max-pooled sequence (activations ~1e9; ple_runtime.verify.f16_rows)."""
+    import ple_runtime
+    from ple_runtime.verify import f16_rows
+
+    out16, gates16 = _score(paths["f16"], x)
+    out16r, gates16r = _score(paths["f16r"], x)
+    same = max(rel_err(out16, out16r), rel_err(gates16, gates16r))
+    with ple_runtime.Model(paths["f16"]) as m:
+        rows = f16_rows(m, x)
+    ours = rel_err(out16[rows], ref[rows])
+    nearest, stochastic = library_f16_error(rows)
+    own = max(nearest, stochastic)
+    results.setdefault(case, {}).update(f16_vs_f16r=same, f16_vs_torch=ours, torch_f16=nearest,
+                                        torch_f16_sr=stochastic)
+    assert same <= TOL, f"{case}: the f16 file and the f32 file of the same rounded weights differ by {same:.3g}"
+    assert ours <= F16_FACTOR * own, (
+        f"{case}: f16 error {ours:.3g} is over {F16_FACTOR:g}x the {lib} model's own f16 error "
+        f"{own:.3g} (nearest {nearest:.3g}, stochastic {stochastic:.3g})")
+
+
 # Parity results, filled by test_parity.py and printed / written by conftest.py at the end:
 # {case id: {"f32": err, "f32_gates": err, "f16_vs_torch": err, "f16_vs_f16r": err, "torch_f16": err}}
 PARITY: dict = {}
+# The same for DeepCTR on Keras (test_keras.py); the "torch" keys hold the Keras model's errors.
+KERAS_PARITY: dict = {}

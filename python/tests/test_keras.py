@@ -1,290 +1,158 @@
-"""The generic path, DeepCTR (TensorFlow/Keras) PLE: a spec built from Keras-shaped weights.
+"""Parity with DeepCTR 0.9.4 on TensorFlow (tf-keras), scored by libple through ple_runtime.Model.
 
-tensorflow-cpu is not installed in CI (its 2.15 wheel alone is ~200 MB), so the
-Keras model is stood in for by (1) random weights with exactly the shapes and roles a
-DeepCTR 0.9.x Keras PLE holds (kernels [in, out], BatchNormalization eps 1e-3 with
-moving statistics, a bias-free gate Dense with softmax, a bias-free tower head plus
-PredictionLayer's global_bias, Dice with a non-affine eps-1e-9 BatchNormalization) and
-(2) an independent float64 numpy forward pass of the Keras semantics written here from
-docs/SEMANTICS.md, "DeepCTR 0.9.4" (not from ple_runtime.reference). The spec
-is built by the mapping docs/EXPORT.md shows (keras_ple_spec below, the same code), written
-with ple_runtime.write and scored by libple through ple_runtime.Model.
+Every case is a real DeepCTR Keras model (deepctr.models.multitask PLE / MMOE / SharedBottom /
+ESMM, tensorflow-cpu 2.21 + tf-keras 2.21) with every weight and BatchNormalization statistic
+randomised (_keras_models.randomize), exported with ple_runtime.export straight from the live
+model, scored by libple and by ``model.predict`` on the same 256 random inputs (sequences with
+padding and all-padding rows). The gate weights are compared with the model's own softmax gate
+outputs.
+
+Required, per case (as test_parity.py requires of the torch libraries):
+  f32: max |ours - keras| / max(1, |keras|) <= 1e-5 for the outputs and the gate weights;
+  f16: the f16 file within 1e-5 of the f32 file holding the same f16-rounded weights, and its
+       error against Keras at most 3x the error that storing the Keras model's own weights in
+       f16 causes (the larger of round-to-nearest and the mean of 4 stochastic roundings;
+       ple_runtime.export_keras.f16_error), over the rows without an all-padding max-pooled
+       sequence (ple_runtime.verify.f16_rows).
+The worst errors are printed at the end of the run and written to
+python/tests/parity_report_keras.txt (conftest.py).
+
+The matrix (CASES): PLE x {relu, sigmoid, tanh, linear, dice, PReLU, LeakyReLU} x BatchNorm
+{off, on}, cycling 1-3 levels, 0-3 specific and 1-3 shared experts (SH > S too), expert widths
+(8, 6) / (6,) / (7, 5, 4), towers (3,) / (4, 2) / (), gate DNNs () / (4,), 2-3 tasks mixing
+binary and regression, dropout and L2; MMOE (softmax and PReLU hidden activations), SharedBottom
+(sigmoid, the ReLU layer class) and ESMM (relu, dice), each with BatchNorm off and on. Inputs
+(_keras_models.columns): dense features listed first, sparse ids fed as int32 / int64 / float32,
+sequences with sum / mean / max pooling, a sequence sharing a SparseFeat's table, and group_name
+grouping that reorders the input vector.
 """
+
+from __future__ import annotations
+
+import functools
+import os
+import zlib
 
 import numpy as np
 import pytest
 
-import ple_runtime
-from _util import rel_err
-from ple_runtime import _native
-
 try:
-    _native.lib()
-except ple_runtime.LibraryNotFound as exc:  # pragma: no cover
-    pytest.skip(f"libple not found: {exc}", allow_module_level=True)
+    import _keras_models as km
+except ImportError as exc:
+    if os.environ.get("PLE_REQUIRE_TF") == "1":
+        raise
+    pytest.skip(f"tensorflow / tf-keras / deepctr not usable: {exc}", allow_module_level=True)
 
-# A DeepCTR feature-column list, in column order (dense first on purpose: x0 puts it last).
-COLUMNS = [
-    ("dense", "ctx", 3),
-    ("sparse", "user", 30, 4),
-    ("varlen", "hist", 40, 4, 5, "mean"),
-    ("sparse", "item", 40, 4),
-    ("varlen", "clicks", 25, 4, 4, "max"),
-    ("dense", "price", 1),
-    ("varlen", "tags", 12, 4, 3, "sum"),
-]
-TASKS = [("ctr", "binary"), ("dwell", "regression")]
-LEVELS, S, SH = 2, 2, 1
-EXPERT_UNITS, GATE_UNITS, TOWER_UNITS = (8, 6), (4,), (5,)
-BN_EPS, DICE_EPS = 1e-3, 1e-9
+import ple_runtime  # noqa: E402
+from _util import KERAS_PARITY, check_f16, check_f32  # noqa: E402
+from ple_runtime import export_keras  # noqa: E402
 
+BATCH = int(os.environ.get("PLE_PARITY_BATCH", "256"))
 
-def x0_width():
-    return sum(c[3] if c[0] != "dense" else c[2] for c in COLUMNS)
+ACTS = ["relu", "sigmoid", "tanh", "linear", "dice", "prelu", "leakyrelu"]
+# (levels, specific experts S, shared experts SH) cycled over the activations
+PLE_SHAPES = [(1, 1, 1), (2, 2, 1), (3, 1, 2), (2, 3, 3), (1, 2, 3), (3, 2, 1), (2, 1, 2)]
+EXPERT_DIMS = [(8, 6), (6,), (7, 5, 4)]
+TOWER_DIMS = [(3,), (4, 2), ()]
+TASKS = [("ctr", "binary"), ("dwell", "regression"), ("cvr", "binary")]
 
 
-# --------------------------------------------------------------------------- Keras-shaped weights
+def ple(i, act, bn):
+    L, S, SH = PLE_SHAPES[i]
+    n_tasks = [2, 3][i % 2]
+    names = [TASKS[(t + i) % 3][0] for t in range(n_tasks)]
+    types = [TASKS[(t + i) % 3][1] for t in range(n_tasks)]
+    return km.PLE(km.columns(i), shared_expert_num=SH, specific_expert_num=S, num_levels=L,
+                  expert_dnn_hidden_units=EXPERT_DIMS[i % 3], tower_dnn_hidden_units=TOWER_DIMS[i % 3],
+                  gate_dnn_hidden_units=[(), (4,)][i % 2], l2_reg_dnn=1e-4, dnn_dropout=0.1,
+                  dnn_activation=km.activation(act), dnn_use_bn=bn, task_types=types, task_names=names, seed=i)
 
 
-def random_dnn(rng, n_in, units, use_bn, activation):
-    """What DeepCTR's DNN layer holds: kernel{i} [in, out], bias{i} [out], one
-    BatchNormalization (gamma, beta, moving_mean, moving_variance) per layer if use_bn,
-    and for Dice one dice_alpha [out] plus a non-affine BatchNormalization (moving stats)."""
-    layers = []
-    for n_out in units:
-        lay = {"kernel": rng.normal(0, 1.2 / np.sqrt(n_in), (n_in, n_out)), "bias": rng.normal(0, 0.3, n_out)}
-        if use_bn:
-            lay["bn"] = {"gamma": rng.uniform(0.6, 1.4, n_out), "beta": rng.normal(0, 0.3, n_out),
-                         "moving_mean": rng.normal(0, 0.3, n_out), "moving_variance": rng.uniform(0.4, 2.0, n_out)}
-        if activation == "dice":
-            lay["dice"] = {"dice_alpha": rng.uniform(-0.8, 0.8, n_out), "moving_mean": rng.normal(0, 0.3, n_out),
-                           "moving_variance": rng.uniform(0.4, 2.0, n_out)}
-        layers.append(lay)
-        n_in = n_out
-    return layers
+def ple_without_specific_experts():
+    return km.PLE(km.columns(4), shared_expert_num=2, specific_expert_num=0, num_levels=2,
+                  expert_dnn_hidden_units=(6,), tower_dnn_hidden_units=(3,), gate_dnn_hidden_units=(4,),
+                  dnn_use_bn=True, task_types=("regression", "binary"), task_names=("gmv", "ctr"))
 
 
-def random_keras_ple(rng, activation, use_bn):
-    """Keras layer name -> weights, as a DeepCTR PLE names its layers."""
-    w = {}
-    for c in COLUMNS:
-        if c[0] == "sparse":
-            w[f"sparse_emb_{c[1]}"] = rng.normal(0, 0.6, (c[2], c[3]))
-        elif c[0] == "varlen":
-            w[f"sparse_seq_emb_{c[1]}"] = rng.normal(0, 0.6, (c[2], c[3]))
-    n_in = x0_width()
-    for lv in range(LEVELS):
-        for task, _ in TASKS:
-            for s in range(S):
-                w[f"level_{lv}_task_{task}_expert_specific_{s}"] = random_dnn(rng, n_in, EXPERT_UNITS, use_bn, activation)
-            w[f"level_{lv}_gate_specific_{task}"] = random_dnn(rng, n_in, GATE_UNITS, use_bn, activation)
-            w[f"level_{lv}_gate_softmax_specific_{task}"] = rng.normal(0, 1.0, (GATE_UNITS[-1], S + SH))
-        for k in range(SH):
-            w[f"level_{lv}_expert_shared_{k}"] = random_dnn(rng, n_in, EXPERT_UNITS, use_bn, activation)
-        if lv < LEVELS - 1:
-            w[f"level_{lv}_gate_shared"] = random_dnn(rng, n_in, GATE_UNITS, use_bn, activation)
-            w[f"level_{lv}_gate_softmax_shared"] = rng.normal(0, 1.0, (GATE_UNITS[-1], len(TASKS) * S + SH))
-        n_in = EXPERT_UNITS[-1]
-    for task, _ in TASKS:
-        w[f"tower_{task}"] = random_dnn(rng, n_in, TOWER_UNITS, use_bn, activation)
-        w[f"head_{task}"] = rng.normal(0, 1.0, (TOWER_UNITS[-1], 1))  # the unnamed Dense(1, use_bias=False)
-        w[f"{task}/global_bias"] = rng.normal(0, 0.4, 1)
-    return w
+def mmoe(bn):
+    return km.MMOE(km.columns(2), num_experts=3, expert_dnn_hidden_units=(6, 4),
+                   gate_dnn_hidden_units=(5,) if bn else (), tower_dnn_hidden_units=(3,),
+                   dnn_activation=km.activation("prelu") if bn else "softmax", dnn_use_bn=bn,
+                   task_types=("binary", "regression"), task_names=("ctr", "gmv"))
 
 
-# --------------------------------------------------------------------------- the mapping (docs/EXPORT.md)
+def shared_bottom(bn):
+    return km.SharedBottom(km.columns(1), bottom_dnn_hidden_units=(7, 5), tower_dnn_hidden_units=(4,),
+                           dnn_activation=km.layers.ReLU if bn else "sigmoid", dnn_use_bn=bn,
+                           task_types=("regression", "binary"), task_names=("dwell", "ctr"))
 
 
-def keras_dnn_layers(dnn, activation):
-    """DeepCTR Keras DNN weights -> spec layers ([in, out] kernels, BatchNorm eps 1e-3)."""
-    out = []
-    for lay in dnn:
-        layer = {"weight": lay["kernel"], "weight_layout": "in_out", "bias": lay["bias"], "activation": activation}
-        if "bn" in lay:
-            bn = lay["bn"]
-            layer["bn"] = {"gamma": bn["gamma"], "beta": bn["beta"], "mean": bn["moving_mean"],
-                           "var": bn["moving_variance"], "eps": 1e-3}
-        if activation == "dice":  # DeepCTR Dice: non-affine BatchNorm (eps 1e-9), per-channel alpha
-            d = lay["dice"]
-            layer.update(activation="dice_bn", dice_alpha=d["dice_alpha"],
-                         dice_bn={"gamma": None, "beta": None, "mean": d["moving_mean"],
-                                  "var": d["moving_variance"], "eps": 1e-9})
-        out.append(layer)
-    return out
+def esmm(bn):
+    return km.ESMM(km.columns(0), tower_dnn_hidden_units=(5, 3), dnn_activation="dice" if bn else "relu",
+                   dnn_use_bn=bn)
 
 
-def keras_ple_spec(w, columns, tasks, n_levels, n_specific, n_shared, activation):
-    """The ple_runtime spec of a DeepCTR (Keras) PLE from its weights `w` (layer name -> arrays)."""
-    features, tables, sparse, varlen, dense = [], {}, [], [], []
-    for c in columns:
-        if c[0] == "dense":
-            features.append({"name": c[1], "kind": "dense", "width": c[2]})
-            dense.append(c[1])
-        elif c[0] == "sparse":
-            tables[c[1]] = w[f"sparse_emb_{c[1]}"]
-            features.append({"name": c[1], "kind": "sparse", "table": c[1]})
-            sparse.append(c[1])
-        else:  # VarLenSparseFeat: masked by id 0 (mask_zero), DeepCTR 0.9.4 gives it its own table
-            tables[c[1]] = w[f"sparse_seq_emb_{c[1]}"]
-            features.append({"name": c[1], "kind": "sequence", "table": c[1], "max_len": c[4],
-                             "pooling": c[5], "pad_id": 0})
-            varlen.append(c[1])
-
-    def gate(prefix):
-        hidden = keras_dnn_layers(w[f"level_{prefix}"], activation) if f"level_{prefix}" in w else []
-        head = w[f"level_{prefix.replace('gate_', 'gate_softmax_')}"]
-        return hidden + [{"weight": head, "weight_layout": "in_out", "bias": None, "activation": "identity"}]
-
-    levels = []
-    for lv in range(n_levels):
-        levels.append({
-            "task_experts": [[keras_dnn_layers(w[f"level_{lv}_task_{t}_expert_specific_{s}"], activation)
-                              for s in range(n_specific)] for t, _ in tasks],
-            "shared_experts": [keras_dnn_layers(w[f"level_{lv}_expert_shared_{k}"], activation)
-                               for k in range(n_shared)],
-            "task_gates": [gate(f"{lv}_gate_specific_{t}") for t, _ in tasks],
-            "shared_gate": gate(f"{lv}_gate_shared") if lv < n_levels - 1 else None,
-        })
-    towers = []
-    for t, kind in tasks:
-        head = {"weight": w[f"head_{t}"], "weight_layout": "in_out", "bias": w[f"{t}/global_bias"],
-                "activation": "identity"}  # Dense(1, use_bias=False) + PredictionLayer's global_bias
-        towers.append({"mlp": keras_dnn_layers(w[f"tower_{t}"], activation) + [head],
-                       "activation": "sigmoid" if kind == "binary" else "identity"})
-    return {"name": "deepctr_keras_ple", "features": features, "tables": tables,
-            "x0_order": sparse + varlen + dense, "levels": levels, "towers": towers,
-            "outputs": [{"name": t, "tower": i} for i, (t, _) in enumerate(tasks)]}
+def _cases():
+    cases = {}
+    for i, act in enumerate(ACTS):
+        L, S, SH = PLE_SHAPES[i]
+        for bn in (False, True):
+            cases[f"keras-ple-{act}-bn{int(bn)}-L{L}S{S}SH{SH}"] = functools.partial(ple, i, act, bn)
+    cases["keras-ple-S0-L2SH2"] = ple_without_specific_experts
+    for bn in (False, True):
+        cases[f"keras-mmoe-bn{int(bn)}"] = functools.partial(mmoe, bn)
+        cases[f"keras-sharedbottom-bn{int(bn)}"] = functools.partial(shared_bottom, bn)
+        cases[f"keras-esmm-bn{int(bn)}"] = functools.partial(esmm, bn)
+    return cases
 
 
-# --------------------------------------------------------------------------- Keras semantics, float64
+CASES = _cases()
 
 
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0.0, -x))
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("keras_parity")
 
 
-def keras_dnn(x, dnn, activation):
-    """DeepCTR DNN.call: tensordot(x, kernel) + bias -> BatchNormalization -> activation."""
-    for lay in dnn:
-        y = np.tensordot(x, lay["kernel"], axes=(-1, 0)) + lay["bias"]
-        if "bn" in lay:  # tf.nn.batch_normalization: x * inv + (beta - mean * inv), inv = rsqrt(var + eps) * gamma
-            bn = lay["bn"]
-            inv = 1.0 / np.sqrt(bn["moving_variance"] + BN_EPS) * bn["gamma"]
-            y = y * inv + (bn["beta"] - bn["moving_mean"] * inv)
-        if activation == "relu":
-            y = np.maximum(y, 0.0)
-        elif activation == "sigmoid":
-            y = _sigmoid(y)
-        elif activation == "tanh":
-            y = np.tanh(y)
-        elif activation == "dice":
-            d = lay["dice"]
-            p = _sigmoid((y - d["moving_mean"]) / np.sqrt(d["moving_variance"] + DICE_EPS))
-            y = d["dice_alpha"] * (1.0 - p) * y + p * y
-        x = y
-    return x
+@functools.lru_cache(maxsize=None)
+def _built(case: str, workdir: str):
+    """Build, randomise, export (f32, f16, f32-of-f16-rounded) and score with Keras once per case."""
+    model = CASES[case]()
+    seed = zlib.crc32(case.encode())
+    km.randomize(model, np.random.default_rng(seed))
+    spec = ple_runtime.to_spec(model)
+    paths = {kind: os.path.join(workdir, f"{case}.{kind}.ple") for kind in ("f32", "f16", "f16r")}
+    ple_runtime.write(spec, paths["f32"])
+    ple_runtime.write(spec, paths["f16"], dtype="f16")
+    ple_runtime.write(spec, paths["f16r"], round_weights_to_f16=True)
+    with ple_runtime.Model(paths["f32"]) as m:
+        x = ple_runtime.random_inputs(m, BATCH, seed)
+    return model, x, paths, export_keras.run_model(model, x), export_keras.run_gates(model, x)
 
 
-def keras_forward(w, inputs, activation):
-    """DeepCTR PLE, inference: a list of [B, 1] per task, concatenated."""
-    sparse, varlen, dense = [], [], []
-    for c in COLUMNS:
-        if c[0] == "dense":
-            dense.append(np.asarray(inputs[c[1]], np.float64).reshape(-1, c[2]))
-        elif c[0] == "sparse":
-            sparse.append(w[f"sparse_emb_{c[1]}"][inputs[c[1]].reshape(-1)])
-        else:
-            ids = inputs[c[1]]
-            emb = w[f"sparse_seq_emb_{c[1]}"][ids]  # [B, L, E]
-            mask = (ids != 0).astype(np.float64)[:, :, None]
-            if c[5] == "sum":
-                varlen.append((emb * mask).sum(1))
-            elif c[5] == "mean":
-                varlen.append((emb * mask).sum(1) / (mask.sum(1) + 1e-8))
-            else:
-                varlen.append((emb - (1 - mask) * 1e9).max(1))
-    x0 = np.concatenate(sparse + varlen + dense, axis=1)
-    T = len(TASKS)
-    inp = [x0] * (T + 1)
-    for lv in range(LEVELS):
-        spec = {t: [keras_dnn(inp[i], w[f"level_{lv}_task_{t}_expert_specific_{s}"], activation) for s in range(S)]
-                for i, (t, _) in enumerate(TASKS)}
-        shared = [keras_dnn(inp[T], w[f"level_{lv}_expert_shared_{k}"], activation) for k in range(SH)]
-        out = []
-        for i, (t, _) in enumerate(TASKS):
-            h = keras_dnn(inp[i], w[f"level_{lv}_gate_specific_{t}"], activation)
-            logits = h @ w[f"level_{lv}_gate_softmax_specific_{t}"]
-            g = np.exp(logits - logits.max(1, keepdims=True))
-            g /= g.sum(1, keepdims=True)
-            out.append(sum(g[:, e, None] * ex for e, ex in enumerate(spec[t] + shared)))
-        if lv < LEVELS - 1:
-            h = keras_dnn(inp[T], w[f"level_{lv}_gate_shared"], activation)
-            logits = h @ w[f"level_{lv}_gate_softmax_shared"]
-            g = np.exp(logits - logits.max(1, keepdims=True))
-            g /= g.sum(1, keepdims=True)
-            experts = [e for t, _ in TASKS for e in spec[t]] + shared
-            out.append(sum(g[:, e, None] * ex for e, ex in enumerate(experts)))
-        inp = out
-    ys = []
-    for i, (t, kind) in enumerate(TASKS):
-        z = keras_dnn(inp[i], w[f"tower_{t}"], activation) @ w[f"head_{t}"] + w[f"{t}/global_bias"]
-        ys.append(_sigmoid(z) if kind == "binary" else z)
-    return np.concatenate(ys, axis=1)
+@pytest.mark.parametrize("case", list(CASES))
+def test_f32(case, workdir):
+    model, x, paths, ref, ref_gates = _built(case, str(workdir))
+    check_f32(case, paths["f32"], x, ref, ref_gates, KERAS_PARITY, "Keras")
 
 
-def keras_inputs(rng, batch):
-    """Keras-style inputs: sparse [B, 1], varlen [B, maxlen] padded with 0, dense [B, dim].
-    Every max-pooled row keeps at least one real id (an all-padding max row is ~-1e9)."""
-    x = {}
-    for c in COLUMNS:
-        if c[0] == "dense":
-            x[c[1]] = rng.normal(size=(batch, c[2])).astype(np.float32)
-        elif c[0] == "sparse":
-            x[c[1]] = rng.integers(0, c[2], (batch, 1))
-        else:
-            ids = rng.integers(1, c[2], (batch, c[4]))
-            lengths = rng.integers(1 if c[5] == "max" else 0, c[4] + 1, batch)
-            ids[np.arange(c[4])[None, :] >= lengths[:, None]] = 0
-            x[c[1]] = ids
-    return x
+@pytest.mark.parametrize("case", list(CASES))
+def test_f16(case, workdir):
+    model, x, paths, ref, _ = _built(case, str(workdir))
+    check_f16(case, paths, x, ref, lambda rows: export_keras.f16_error(model, x, ref, rows=rows), KERAS_PARITY,
+              "Keras")
+    # the f16 rounding changed the Keras model only while it was measured
+    assert np.array_equal(export_keras.run_model(model, x), ref)
 
 
-@pytest.mark.parametrize("use_bn", [True, False])
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "dice"])
-def test_deepctr_keras_ple(activation, use_bn, tmp_path):
-    rng = np.random.default_rng(len(activation) * 7 + use_bn)
-    w = random_keras_ple(rng, activation, use_bn)
-    spec = keras_ple_spec(w, COLUMNS, TASKS, LEVELS, S, SH, activation)
-    ple_runtime.write(spec, tmp_path / "keras.ple")
-    x = keras_inputs(rng, 96)
-    want = keras_forward(w, x, activation)
-    with ple_runtime.Model(tmp_path / "keras.ple") as m:
-        assert m.output_names == ["ctr", "dwell"]
-        assert m.input_names == [c[1] for c in COLUMNS]
-        got = m.predict(x)  # sparse ids as Keras takes them, [B, 1]
-    assert got.shape == want.shape == (96, 2)
-    assert rel_err(got, want) <= 1e-5
-    # the spec's own float64 reference agrees too (it shares no code with keras_forward)
-    flat = {k: v.reshape(-1) if v.shape[1:] == (1,) and k in ("user", "item") else v for k, v in x.items()}
-    assert rel_err(ple_runtime.forward(spec, flat)[0], want) <= 1e-7  # mean: len + 1e-8 vs len
-
-
-def test_keras_bn_eps_matters(tmp_path):
-    """With torch's eps (1e-5) instead of Keras' 1e-3 the scores visibly differ: the eps is
-    part of the mapping, not a detail."""
-    rng = np.random.default_rng(1)
-    w = random_keras_ple(rng, "relu", True)
-    for dnn in (v for v in w.values() if isinstance(v, list)):
-        for lay in dnn:
-            lay["bn"]["moving_variance"] = rng.uniform(1e-4, 3e-3, len(lay["bias"]))  # small variances
-    spec = keras_ple_spec(w, COLUMNS, TASKS, LEVELS, S, SH, "relu")
-    x = keras_inputs(rng, 32)
-    want = keras_forward(w, x, "relu")
-    ple_runtime.write(spec, tmp_path / "a.ple")
-    assert rel_err(ple_runtime.Model(tmp_path / "a.ple").predict(x), want) <= 1e-5
-    for lv in spec["levels"]:
-        for e in lv["shared_experts"]:
-            for lay in e:
-                lay["bn"]["eps"] = 1e-5
-    ple_runtime.write(spec, tmp_path / "b.ple")
-    assert rel_err(ple_runtime.Model(tmp_path / "b.ple").predict(x), want) > 1e-4
+def test_the_matrix_covers_what_it_claims(workdir):
+    """The input vector really is reordered by group_name in odd cases, sequences really share
+    tables with sparse features, and float32 id inputs are marked as such."""
+    spec = ple_runtime.to_spec(_built("keras-ple-sigmoid-bn1-L2S2SH1", str(workdir))[0])
+    assert spec["x0_order"] == ["user", "hist", "item", "tags", "ctx", "age"]  # groups: users, default, tags
+    assert [f["name"] for f in spec["features"]] == ["ctx", "user", "hist", "item", "tags", "age"]
+    feats = {f["name"]: f for f in spec["features"]}
+    assert feats["item"]["table"] == feats["hist"]["table"] == "sparse_seq_emb_hist"
+    spec = ple_runtime.to_spec(_built("keras-ple-tanh-bn0-L3S1SH2", str(workdir))[0])
+    assert spec["x0_order"] == ["user", "item", "hist", "tags", "ctx", "age"]
+    assert {f["name"]: f.get("id_f32") for f in spec["features"]}["user"] is True  # float32 input

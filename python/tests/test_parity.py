@@ -46,15 +46,13 @@ except Exception as exc:  # a CUDA-built torch without its libraries raises Valu
     pytest.skip(f"torch / torch-rechub not usable: {exc}", allow_module_level=True)
 
 import ple_runtime  # noqa: E402
-from _util import PARITY, load_make_fixtures, rel_err  # noqa: E402
+from _util import PARITY, TOL, check_f16, check_f32, load_make_fixtures, rel_err  # noqa: E402
 from ple_runtime import export_torch  # noqa: E402
 from ple_runtime.spec import normalize  # noqa: E402
-from ple_runtime.verify import f16_rows, torch_f16_error  # noqa: E402
+from ple_runtime.verify import torch_f16_error  # noqa: E402
 
 mf = load_make_fixtures()
 BATCH = int(os.environ.get("PLE_PARITY_BATCH", "256"))
-TOL = 1e-5
-F16_FACTOR = 3.0
 
 try:
     mf.import_deepctr()
@@ -260,11 +258,6 @@ def _built(case: str, workdir: str):
     return model, x, paths, torch_out, torch_gates
 
 
-def _score(path, x):
-    with ple_runtime.Model(path) as m:
-        return m.predict(x, gates=True)
-
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
@@ -273,31 +266,14 @@ def _one_thread():
 @pytest.mark.parametrize("case", list(CASES))
 def test_f32(case, workdir):
     model, x, paths, torch_out, torch_gates = _built(case, str(workdir))
-    out, gates = _score(paths["f32"], x)
-    assert out.shape == torch_out.shape and gates.shape == torch_gates.shape
-    err, gerr = rel_err(out, torch_out), rel_err(gates, torch_gates)
-    PARITY.setdefault(case, {}).update(f32=err, f32_gates=gerr)
-    assert err <= TOL, f"{case}: outputs differ from torch by {err:.3g} (relative)"
-    assert gerr <= TOL, f"{case}: gate weights differ from torch by {gerr:.3g} (relative)"
+    check_f32(case, paths["f32"], x, torch_out, torch_gates, PARITY, "torch")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_f16(case, workdir):
     model, x, paths, torch_out, _ = _built(case, str(workdir))
-    out16, gates16 = _score(paths["f16"], x)
-    out16r, gates16r = _score(paths["f16r"], x)
-    same = max(rel_err(out16, out16r), rel_err(gates16, gates16r))
-    with ple_runtime.Model(paths["f16"]) as m:
-        rows = f16_rows(m, x)  # all but all-padding max-pooled rows (activations ~1e9)
-    ours = rel_err(out16[rows], torch_out[rows])
-    nearest, stochastic = torch_f16_error(model, x, torch_out, rows=rows)
-    torch16 = max(nearest, stochastic)
-    PARITY.setdefault(case, {}).update(f16_vs_f16r=same, f16_vs_torch=ours, torch_f16=nearest,
-                                       torch_f16_sr=stochastic)
-    assert same <= TOL, f"{case}: the f16 file and the f32 file of the same rounded weights differ by {same:.3g}"
-    assert ours <= F16_FACTOR * torch16, (
-        f"{case}: f16 error {ours:.3g} is over {F16_FACTOR:g}x the torch model's own f16 error "
-        f"{torch16:.3g} (nearest {nearest:.3g}, stochastic {stochastic:.3g})")
+    check_f16(case, paths, x, torch_out, lambda rows: torch_f16_error(model, x, torch_out, rows=rows), PARITY,
+              "torch")
 
 
 # --------------------------------------------------------------------------- specific behaviours
