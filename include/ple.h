@@ -28,9 +28,11 @@
  *   buffers must not overlap any other buffer of the call.
  * - Results. Fallible functions return a `ple_status`; `PLE_STATUS_OK` is 0. Outputs (the
  *   `out_*` parameters and output buffers) are written only on success: a failed call leaves
- *   them untouched. Getters (functions that cannot fail) return their value directly, or NULL /
- *   0 / false for a NULL handle or an index out of range, and record why in `ple_last_error`;
- *   they never return a status.
+ *   them untouched (except after `PLE_STATUS_PANIC` or `PLE_STATUS_EXECUTOR_FAILED`, a bug or a
+ *   broken executor, which may leave a scoring call's outputs partly written). Getters
+ *   (functions that cannot fail) return their value directly, or NULL / 0 / false for a NULL
+ *   handle or an index out of range, and record why in `ple_last_error`; they never return a
+ *   status.
  * - Errors. `ple_status_str` gives each status's fixed description. The detailed message of the
  *   last failure ("input 'user_id', sample 3, ...") is kept per session
  *   (`ple_session_last_error`) and per thread (`ple_last_error`, for every function).
@@ -138,9 +140,15 @@ enum ple_status
     PLE_STATUS_INVALID_ARGUMENT = 2,
     /**
      * An internal error (a Rust panic) was caught at the API boundary. The handles involved are
-     * still safe to free; please report the message.
+     * still safe to free; please report the message. A scoring call that fails so may have
+     * written part of its outputs.
      */
     PLE_STATUS_PANIC = 3,
+    /**
+     * The operating system refused a resource the call needed (a pool's thread could not be
+     * started); the message says which.
+     */
+    PLE_STATUS_SYSTEM = 4,
     /**
      * The model file could not be opened or read, or is not a regular file (a device, FIFO,
      * socket or directory).
@@ -197,6 +205,12 @@ enum ple_status
      * session's own message belongs to the other thread's call).
      */
     PLE_STATUS_SESSION_BUSY = 27,
+    /**
+     * The caller's executor, which the session's pool runs tasks on, broke its contract: it
+     * returned before running every task, or ran a task twice at once. The outputs may be partly
+     * written.
+     */
+    PLE_STATUS_EXECUTOR_FAILED = 28,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -83,6 +83,27 @@ pub enum Error {
     /// A lookup by name found nothing.
     #[error("the model has no input named '{0}'")]
     UnknownInput(String),
+
+    /// A pool was asked for more threads than the library allows (or an executor declared 0).
+    #[error("invalid thread count {threads}: must be between 1 and {limit}")]
+    InvalidThreadCount { threads: usize, limit: usize },
+
+    /// The operating system refused to start a pool's thread.
+    #[error("cannot start a pool thread: {source}")]
+    ThreadStart {
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Scoring panicked (a bug in the library: please report it). The session and its pool stay
+    /// usable; the outputs of the failed call may be partly written.
+    #[error("internal error while scoring (a panic, please report it): {message}")]
+    Panic { message: Arc<str> },
+
+    /// The caller's executor (`Pool::from_executor`) broke its contract: it returned before
+    /// running every task, or ran one task twice at once. The outputs may be partly written.
+    #[error("the pool's executor broke its contract: {0}")]
+    ExecutorContract(&'static str),
 }
 
 /// Names a caller buffer in a `WrongLength` error without allocating.

@@ -12,17 +12,20 @@
 //! ```
 //!
 //! Layout: `format` (the file), `model` (validation and the execution plan), `kernels` (SIMD
-//! matrix kernels and activations), `session` (scoring), `ffi` (the C ABI).
+//! matrix kernels and activations), `session` (scoring), `pool` (threads for large batches),
+//! `ffi` (the C ABI).
 
 pub mod error;
 pub mod ffi;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod pool;
 pub mod session;
 
 pub use error::{Error, Result};
 pub use format::DType;
 pub use kernels::SimdLevel;
 pub use model::{InputKind, LoadOptions, Model, Pooling};
+pub use pool::{Executor, Pool};
 pub use session::{Input, Session};

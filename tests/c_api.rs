@@ -291,7 +291,7 @@ fn c_status_walks_every_status() {
     let out = run(&exe, &[&quickstart(), &dense, &tmp]);
     print!("{out}");
     assert!(out.contains(", 0 failures"), "{out}");
-    assert!(out.contains("statuses walked: 15 of 17"), "{out}");
+    assert!(out.contains("statuses walked: 15 of 19"), "{out}");
     assert!(
         out.contains(&format!(
             "version {} number {}",
@@ -1265,6 +1265,7 @@ fn status_codes_are_stable() {
         (ple_status::NullArgument, 1),
         (ple_status::InvalidArgument, 2),
         (ple_status::Panic, 3),
+        (ple_status::System, 4),
         (ple_status::Io, 10),
         (ple_status::NotPle, 11),
         (ple_status::UnsupportedVersion, 12),
@@ -1278,6 +1279,7 @@ fn status_codes_are_stable() {
         (ple_status::IdOutOfRange, 25),
         (ple_status::UnknownInput, 26),
         (ple_status::SessionBusy, 27),
+        (ple_status::ExecutorFailed, 28),
     ];
     let mut seen = std::collections::HashSet::new();
     for (s, code) in expected {

@@ -1,25 +1,35 @@
-//! No heap allocation after `Session::new`: a counting global allocator watches thousands of
-//! scoring calls (every fixture model kind, f32 and f16, every SIMD level, varying batch sizes)
-//! and the error paths (batch > max_batch, wrong lengths, out-of-range ids).
+//! No heap allocation after `Session::new` / `Session::with_pool`: a counting global allocator
+//! watches thousands of scoring calls (every fixture model kind, f32 and f16, every SIMD level,
+//! varying batch sizes, on one thread and split across pools of 2 and 3 threads, and two sessions
+//! sharing a pool at once) and the error paths (batch > max_batch, wrong lengths, out-of-range
+//! ids).
+//!
+//! The count covers every thread of the process (the pools' workers included), so this test runs
+//! without libtest's harness (`harness = false` in Cargo.toml): no other test, and no harness
+//! thread, can allocate while it counts.
 
 use ple_testkit as common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
 
+use common::synth::{self, Shape};
 use common::*;
-use ple::{Input, Session, SimdLevel};
+use ple::{Input, Model, Pool, Session, SimdLevel};
 
 struct Counting;
 
-thread_local! {
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
+/// Whether allocations are being counted, and how many there were.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static COUNT: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: forwards to the system allocator unchanged; only counts calls on this thread.
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        if COUNTING.load(Ordering::Relaxed) {
+            COUNT.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -28,7 +38,9 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        if COUNTING.load(Ordering::Relaxed) {
+            COUNT.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -37,12 +49,27 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn allocations() -> u64 {
-    COUNT.with(|c| c.get())
+/// Allocations made by any thread while `f` runs.
+fn count_allocations(f: impl FnOnce()) -> u64 {
+    let before = COUNT.load(Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    f();
+    COUNTING.store(false, Ordering::SeqCst);
+    COUNT.load(Ordering::SeqCst) - before
 }
 
-#[test]
-fn scoring_allocates_nothing() {
+fn main() {
+    let pools = [Pool::new(2).unwrap(), Pool::new(3).unwrap()];
+    scoring_allocates_nothing(None);
+    for pool in &pools {
+        scoring_allocates_nothing(Some(pool));
+    }
+    large_batches_on_a_shared_pool_allocate_nothing(&pools[0]);
+    eprintln!("no_alloc: ok");
+}
+
+/// Every fixture, on one thread or (with `pool`) split across the pool even for small batches.
+fn scoring_allocates_nothing(pool: Option<&Pool>) {
     let dirs = fixture_dirs();
     assert!(!dirs.is_empty(), "no fixtures");
     let mut calls = 0u64;
@@ -53,7 +80,14 @@ fn scoring_allocates_nothing() {
                 let (cols, batch) = load_inputs(&model, dir);
                 // Every prefix size must be valid input: take samples 0..b of each column.
                 let max_batch = batch;
-                let mut session = Session::new(&model, max_batch).unwrap();
+                let mut session = match pool {
+                    None => Session::new(&model, max_batch).unwrap(),
+                    Some(p) => {
+                        let mut s = Session::with_pool(&model, max_batch, p).unwrap();
+                        s.set_min_parallel_batch(1);
+                        s
+                    }
+                };
                 let inputs: Vec<Input> = cols.iter().map(Column::as_input).collect();
                 let per: Vec<usize> = model
                     .inputs()
@@ -96,41 +130,112 @@ fn scoring_allocates_nothing() {
                     v
                 });
 
-                let before = allocations();
-                for call in 0..200usize {
-                    let b = (call * 7 + 1) % (batch + 1);
+                let during = count_allocations(|| {
+                    for call in 0..200usize {
+                        let b = (call * 7 + 1) % (batch + 1);
+                        let ow = model.output_width();
+                        let gw = model.gate_width();
+                        let with_gates = call % 2 == 0;
+                        let g = if with_gates {
+                            Some(&mut gates[..b * gw])
+                        } else {
+                            None
+                        };
+                        session.run(&prefixes[b], b, &mut out[..b * ow], g).unwrap();
+                        calls += 1;
+                    }
+                    // Error paths: too large a batch, a wrong output length, an out-of-range id.
                     let ow = model.output_width();
-                    let gw = model.gate_width();
-                    let with_gates = call % 2 == 0;
-                    let g = if with_gates {
-                        Some(&mut gates[..b * gw])
-                    } else {
-                        None
-                    };
-                    session.run(&prefixes[b], b, &mut out[..b * ow], g).unwrap();
-                    calls += 1;
-                }
-                // Error paths: too large a batch, a wrong output length, an out-of-range id.
-                let ow = model.output_width();
-                let too_big = session.run(&prefixes[batch], batch + 1, &mut out, None);
-                assert!(too_big.is_err());
-                let short = session.run(&prefixes[batch], batch, &mut out[..batch * ow - 1], None);
-                assert!(short.is_err());
-                if let Some(bad) = &bad_inputs {
-                    assert!(session.run(bad, batch, &mut out, None).is_err());
-                }
-                let during = allocations() - before;
+                    let too_big = session.run(&prefixes[batch], batch + 1, &mut out, None);
+                    assert!(too_big.is_err());
+                    let short =
+                        session.run(&prefixes[batch], batch, &mut out[..batch * ow - 1], None);
+                    assert!(short.is_err());
+                    if let Some(bad) = &bad_inputs {
+                        assert!(session.run(bad, batch, &mut out, None).is_err());
+                    }
+                });
                 assert_eq!(
                     during,
                     0,
-                    "{} {file} {level:?}: {during} allocations while scoring",
-                    name(dir)
+                    "{} {file} {level:?}, {} threads: {during} allocations while scoring",
+                    name(dir),
+                    session.threads()
                 );
             }
         }
     }
     eprintln!(
-        "{calls} scoring calls across {} fixtures, 0 allocations",
-        dirs.len()
+        "{calls} scoring calls across {} fixtures, {} threads: 0 allocations",
+        dirs.len(),
+        pool.map_or(1, Pool::threads)
+    );
+}
+
+/// Batches of up to 1000 split across the pool by two sessions at once (one of them then runs on
+/// its own thread), counted on every thread.
+fn large_batches_on_a_shared_pool_allocate_nothing(pool: &Pool) {
+    let shape = Shape {
+        expert_dims: vec![64, 16],
+        ..Shape::default()
+    };
+    let model = Model::from_bytes(&synth::ple(&shape, 1).to_bytes()).unwrap();
+    let batch = 1000;
+    let cols = synth::inputs(&model, batch, 3);
+    let inputs: Vec<Input> = cols.iter().map(Column::as_input).collect();
+    assert!(model.inputs().len() <= 8);
+    let callers = 2;
+    let (ready, start, end) = (
+        Barrier::new(callers + 1),
+        Barrier::new(callers + 1),
+        Barrier::new(callers + 1),
+    );
+    std::thread::scope(|scope| {
+        for t in 0..callers {
+            let (model, inputs, ready, start, end) = (&model, &inputs, &ready, &start, &end);
+            scope.spawn(move || {
+                let mut session = Session::with_pool(model, batch, pool).unwrap();
+                let mut out = vec![0f32; batch * model.output_width()];
+                let mut gates = vec![0f32; batch * model.gate_width()];
+                ready.wait();
+                start.wait();
+                for call in 0..100 {
+                    let b = batch - (call * 37 + t * 11) % 400;
+                    // The first `b` samples of each column, in an array on the stack.
+                    let mut cols = [Input::Ids(&[]); 8];
+                    for ((c, i), f) in cols.iter_mut().zip(inputs).zip(model.inputs()) {
+                        let per = f.values_per_sample();
+                        *c = match *i {
+                            Input::Ids(v) => Input::Ids(&v[..b * per]),
+                            Input::Floats(v) => Input::Floats(&v[..b * per]),
+                        };
+                    }
+                    let n = inputs.len();
+                    let (ow, gw) = (model.output_width(), model.gate_width());
+                    session
+                        .run(
+                            &cols[..n],
+                            b,
+                            &mut out[..b * ow],
+                            Some(&mut gates[..b * gw]),
+                        )
+                        .unwrap();
+                }
+                end.wait();
+            });
+        }
+        ready.wait();
+        let during = count_allocations(|| {
+            start.wait();
+            end.wait();
+        });
+        assert_eq!(
+            during, 0,
+            "{during} allocations while two sessions shared a pool"
+        );
+    });
+    eprintln!(
+        "200 calls of up to 1000 samples by two sessions sharing a {}-thread pool: 0 allocations",
+        pool.threads()
     );
 }

@@ -20,8 +20,12 @@ pub enum ple_status {
     /// or overlapping buffer, a malformed column list); the message says which.
     InvalidArgument = 2,
     /// An internal error (a Rust panic) was caught at the API boundary. The handles involved are
-    /// still safe to free; please report the message.
+    /// still safe to free; please report the message. A scoring call that fails so may have
+    /// written part of its outputs.
     Panic = 3,
+    /// The operating system refused a resource the call needed (a pool's thread could not be
+    /// started); the message says which.
+    System = 4,
     /// The model file could not be opened or read, or is not a regular file (a device, FIFO,
     /// socket or directory).
     Io = 10,
@@ -52,16 +56,21 @@ pub enum ple_status {
     /// at a time. The call did nothing and wrote nothing; its message is in `ple_last_error` (the
     /// session's own message belongs to the other thread's call).
     SessionBusy = 27,
+    /// The caller's executor, which the session's pool runs tasks on, broke its contract: it
+    /// returned before running every task, or ran a task twice at once. The outputs may be partly
+    /// written.
+    ExecutorFailed = 28,
 }
 
 impl ple_status {
     /// Every status, in numeric order.
-    pub fn all() -> [ple_status; 17] {
+    pub fn all() -> [ple_status; 19] {
         [
             ple_status::Ok,
             ple_status::NullArgument,
             ple_status::InvalidArgument,
             ple_status::Panic,
+            ple_status::System,
             ple_status::Io,
             ple_status::NotPle,
             ple_status::UnsupportedVersion,
@@ -75,6 +84,7 @@ impl ple_status {
             ple_status::IdOutOfRange,
             ple_status::UnknownInput,
             ple_status::SessionBusy,
+            ple_status::ExecutorFailed,
         ]
     }
 
@@ -94,6 +104,10 @@ impl ple_status {
             Error::WrongLength { .. } => ple_status::WrongLength,
             Error::IdOutOfRange { .. } => ple_status::IdOutOfRange,
             Error::UnknownInput(_) => ple_status::UnknownInput,
+            Error::InvalidThreadCount { .. } => ple_status::InvalidArgument,
+            Error::ThreadStart { .. } => ple_status::System,
+            Error::Panic { .. } => ple_status::Panic,
+            Error::ExecutorContract(_) => ple_status::ExecutorFailed,
         }
     }
 
@@ -104,6 +118,7 @@ impl ple_status {
             ple_status::NullArgument => c"a required pointer argument is NULL",
             ple_status::InvalidArgument => c"invalid argument",
             ple_status::Panic => c"internal error (a panic was caught; please report it)",
+            ple_status::System => c"the operating system refused a resource (a thread)",
             ple_status::Io => c"the model file could not be read",
             ple_status::NotPle => c"not a .ple file",
             ple_status::UnsupportedVersion => {
@@ -119,6 +134,9 @@ impl ple_status {
             ple_status::IdOutOfRange => c"id out of range of its embedding table",
             ple_status::UnknownInput => c"the model has no input of that name",
             ple_status::SessionBusy => c"the session is in use by another thread",
+            ple_status::ExecutorFailed => {
+                c"the pool's executor did not run every task exactly once"
+            }
         }
     }
 

@@ -117,6 +117,7 @@ static void version_and_statuses(void) {
         PLE_STATUS_NULL_ARGUMENT,
         PLE_STATUS_INVALID_ARGUMENT,
         PLE_STATUS_PANIC,
+        PLE_STATUS_SYSTEM,
         PLE_STATUS_IO,
         PLE_STATUS_NOT_PLE,
         PLE_STATUS_UNSUPPORTED_VERSION,
@@ -129,6 +130,8 @@ static void version_and_statuses(void) {
         PLE_STATUS_WRONG_LENGTH,
         PLE_STATUS_ID_OUT_OF_RANGE,
         PLE_STATUS_UNKNOWN_INPUT,
+        PLE_STATUS_SESSION_BUSY,
+        PLE_STATUS_EXECUTOR_FAILED,
     };
     CHECK(PLE_STATUS_OK == 0);
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -138,7 +141,7 @@ static void version_and_statuses(void) {
     }
     CHECK(strcmp(ple_status_str(12345), "unknown status") == 0);
     CHECK(strcmp(ple_status_str(-1), "unknown status") == 0);
-    CHECK(strcmp(ple_status_str(4), "unknown status") == 0); /* a gap */
+    CHECK(strcmp(ple_status_str(5), "unknown status") == 0); /* a gap */
 }
 
 static void bad_files(const char *path, const char *dir) {
@@ -625,8 +628,9 @@ int main(int argc, char **argv) {
             missing++;
         }
     }
-    printf("statuses walked: %zu of 17 (PLE_STATUS_PANIC needs an internal bug; "
-           "PLE_STATUS_SESSION_BUSY two threads: hardening.c)\n",
+    printf("statuses walked: %zu of 19 (PLE_STATUS_PANIC needs an internal bug, "
+           "PLE_STATUS_SYSTEM a thread the system refuses; PLE_STATUS_SESSION_BUSY two threads: "
+           "hardening.c; PLE_STATUS_EXECUTOR_FAILED a broken executor)\n",
            sizeof walked / sizeof walked[0] - (size_t)missing);
     printf("%d checks, %d failures\n", checks, failures + missing);
     return failures + missing ? 1 : 0;

@@ -1,170 +1,41 @@
-//! Per-thread scoring state: the working memory (arena) allocated once by `Session::new`, and the
-//! scoring calls, which allocate nothing, errors included.
-//!
-//! A batch is validated completely (lengths, kinds, every id) before anything is computed, so a
-//! failed call never leaves a partly written output. It is then scored in tiles of up to
-//! `Plan::tile_rows` samples (64, or 128 for models whose weights stream from memory): each tile
-//! runs the whole plan with activations kept in the arena while weights stream through.
+//! The tile runner: a tile of samples (up to `Plan::tile_rows`) through the whole plan in one
+//! worker's arena. `run_tile` is the unit every scoring path calls, on the caller's thread or on a
+//! pool's: it stages the tile's inputs (embedding lookups, pooling, dense copies) into arena rows
+//! `0..rows`, runs the plan over them and copies the results out. A sample's results depend only
+//! on its own inputs, never on the tile it is in or the thread that runs it.
 
-use crate::error::{BufferName, Error, Result};
 use crate::format::DType;
 use crate::kernels::activation::{self, ActArgs};
 use crate::kernels::{self, Gemm, SimdLevel};
 use crate::model::graph::{Act, Feature, InputKind, Pooling, TensorRef};
 use crate::model::plan::Op;
 use crate::model::Model;
+use crate::session::Input;
 
-/// The largest `max_batch` a session accepts.
-pub const MAX_BATCH_LIMIT: usize = 1 << 24;
-
-/// One input column: the values of one feature for the whole batch.
-#[derive(Debug, Clone, Copy)]
-pub enum Input<'a> {
-    /// Sparse (`batch` ids) or sequence (`batch × max_len` ids, row-major, padded) features.
-    Ids(&'a [i64]),
-    /// Dense features: `batch × width` floats, row-major.
-    Floats(&'a [f32]),
+/// One worker's working memory for one call: its arena (`tile_rows × plan width` floats) and the
+/// model it scores.
+pub(super) struct Tile<'a> {
+    pub(super) model: &'a Model,
+    pub(super) arena: &'a mut [f32],
 }
 
-/// Scores batches for one thread. Create one per thread over a shared [`Model`].
-pub struct Session {
-    model: Model,
-    max_batch: usize,
-    rows: usize,
-    arena: Vec<f32>,
-}
-
-impl Session {
-    /// Allocates the working memory for batches of up to `max_batch` samples. This is the last
-    /// allocation: scoring allocates nothing.
-    pub fn new(model: &Model, max_batch: usize) -> Result<Session> {
-        if max_batch == 0 || max_batch > MAX_BATCH_LIMIT {
-            return Err(Error::InvalidMaxBatch {
-                max_batch,
-                limit: MAX_BATCH_LIMIT,
-            });
-        }
-        let rows = max_batch.min(model.inner().plan.tile_rows);
-        let width = model.inner().plan.width;
-        Ok(Session {
-            model: model.clone(),
-            max_batch,
-            rows,
-            arena: vec![0.0; rows * width],
-        })
-    }
-
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
-    pub fn max_batch(&self) -> usize {
-        self.max_batch
-    }
-
-    /// Bytes of working memory this session holds.
-    pub fn scratch_bytes(&self) -> usize {
-        self.arena.len() * 4
-    }
-
-    /// Scores a model whose only input is one dense vector per sample (`batch × width` floats).
-    pub fn run_dense(&mut self, x: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
-        self.run(&[Input::Floats(x)], batch, out, None)
-    }
-
-    /// Scores `batch` samples. `inputs` has one column per model input, in `Model::inputs` order.
-    /// `out` receives `batch × output_width` floats; `gates`, if given, `batch × gate_width`.
-    /// On error nothing is written.
-    pub fn run(
+impl Tile<'_> {
+    /// Scores samples `start..start + rows` of `inputs` (validated, `rows` at most the arena's
+    /// rows) and writes their outputs to `out` and gate weights to `gates`, which hold exactly
+    /// those samples' rows.
+    pub(super) fn run(
         &mut self,
         inputs: &[Input],
-        batch: usize,
+        start: usize,
+        rows: usize,
         out: &mut [f32],
-        mut gates: Option<&mut [f32]>,
-    ) -> Result<()> {
-        self.validate(inputs, batch, out, gates.as_deref())?;
-        let mut start = 0;
-        while start < batch {
-            let rows = (batch - start).min(self.rows);
-            self.stage_inputs(inputs, start, rows);
-            self.forward(rows);
-            self.copy_results(start, rows, out, gates.as_deref_mut());
-            start += rows;
-        }
-        Ok(())
-    }
-
-    fn validate(
-        &self,
-        inputs: &[Input],
-        batch: usize,
-        out: &[f32],
-        gates: Option<&[f32]>,
-    ) -> Result<()> {
-        let inner = self.model.inner();
-        if batch > self.max_batch {
-            return Err(Error::BatchTooLarge {
-                batch,
-                max_batch: self.max_batch,
-            });
-        }
-        let features = &inner.graph.features;
-        if inputs.len() != features.len() {
-            return Err(Error::WrongInputCount {
-                expected: features.len(),
-                got: inputs.len(),
-            });
-        }
-        for (f, input) in features.iter().zip(inputs) {
-            let expected = batch * f.values_per_sample();
-            let got = match (f.kind, input) {
-                (InputKind::Dense, Input::Floats(x)) => x.len(),
-                (InputKind::Sparse | InputKind::Sequence, Input::Ids(ids)) => {
-                    if ids.len() == expected {
-                        check_ids(f, ids)?;
-                    }
-                    ids.len()
-                }
-                (InputKind::Dense, _) => {
-                    return Err(Error::WrongInputKind {
-                        feature: f.name.clone(),
-                        expected: "floats (a dense feature)",
-                    })
-                }
-                _ => {
-                    return Err(Error::WrongInputKind {
-                        feature: f.name.clone(),
-                        expected: "ids (a sparse or sequence feature)",
-                    })
-                }
-            };
-            if got != expected {
-                return Err(Error::WrongLength {
-                    what: BufferName::Input(f.name.clone()),
-                    expected,
-                    got,
-                });
-            }
-        }
-        let expected = batch * inner.plan.output_width;
-        if out.len() != expected {
-            return Err(Error::WrongLength {
-                what: BufferName::Output,
-                expected,
-                got: out.len(),
-            });
-        }
-        if let Some(g) = gates {
-            let expected = batch * inner.plan.gate_width;
-            if g.len() != expected {
-                return Err(Error::WrongLength {
-                    what: BufferName::Gates,
-                    expected,
-                    got: g.len(),
-                });
-            }
-        }
-        Ok(())
+        gates: Option<&mut [f32]>,
+    ) {
+        #[cfg(test)]
+        tests::maybe_fail(self.model, start, rows);
+        self.stage_inputs(inputs, start, rows);
+        self.forward(rows);
+        self.copy_results(rows, out, gates);
     }
 
     /// Writes x0 for samples `start..start+rows` into arena rows `0..rows`.
@@ -205,11 +76,11 @@ impl Session {
                     (Input::Floats(x), _) => copy_floats(dst, &x[s * w..(s + 1) * w]),
                     (Input::Ids(ids), InputKind::Sparse) => {
                         let table = f.table.expect("validated");
-                        lookup(&self.model, level, &table, effective_id(f, ids[s]), dst);
+                        lookup(self.model, level, &table, effective_id(f, ids[s]), dst);
                     }
                     (Input::Ids(ids), _) => {
                         let l = f.max_len;
-                        pool(&self.model, level, f, &ids[s * l..(s + 1) * l], dst);
+                        pool(self.model, level, f, &ids[s * l..(s + 1) * l], dst);
                     }
                 }
             }
@@ -218,10 +89,9 @@ impl Session {
 
     /// Runs the plan on arena rows `0..rows`.
     fn forward(&mut self, rows: usize) {
-        let model = &self.model;
+        let model = self.model;
         let inner = model.inner();
         let width = inner.plan.width;
-        let arena = self.arena.as_mut_ptr();
         for op in &inner.plan.ops {
             match *op {
                 Op::Dense {
@@ -229,6 +99,8 @@ impl Session {
                     ref layer,
                     out,
                 } => {
+                    // Taken afresh for each layer: the row slices below reborrow the arena.
+                    let arena = self.arena.as_mut_ptr();
                     let g = Gemm {
                         m: rows,
                         k: layer.k,
@@ -303,12 +175,14 @@ impl Session {
         }
     }
 
-    fn copy_results(&self, start: usize, rows: usize, out: &mut [f32], gates: Option<&mut [f32]>) {
+    /// Copies the outputs (and gate weights) of arena rows `0..rows` to `out` (and `gates`),
+    /// which hold exactly those samples' rows.
+    fn copy_results(&self, rows: usize, out: &mut [f32], gates: Option<&mut [f32]>) {
         let plan = &self.model.inner().plan;
         let width = plan.width;
         for r in 0..rows {
             let arena_row = &self.arena[r * width..(r + 1) * width];
-            let mut o = (start + r) * plan.output_width;
+            let mut o = r * plan.output_width;
             for &(col, w) in &plan.outputs {
                 out[o..o + w].copy_from_slice(&arena_row[col..col + w]);
                 o += w;
@@ -317,7 +191,7 @@ impl Session {
         if let Some(gates) = gates {
             for r in 0..rows {
                 let arena_row = &self.arena[r * width..(r + 1) * width];
-                let mut o = (start + r) * plan.gate_width;
+                let mut o = r * plan.gate_width;
                 for g in &plan.gates {
                     gates[o..o + g.width].copy_from_slice(&arena_row[g.col..g.col + g.width]);
                     o += g.width;
@@ -329,30 +203,12 @@ impl Session {
 
 /// The id actually looked up: DeepCTR-Torch routes ids through f32.
 #[inline]
-fn effective_id(f: &Feature, id: i64) -> i64 {
+pub(super) fn effective_id(f: &Feature, id: i64) -> i64 {
     if f.ids_through_f32 {
         id as f32 as i64
     } else {
         id
     }
-}
-
-fn check_ids(f: &Feature, ids: &[i64]) -> Result<()> {
-    let vocab = f.vocab();
-    let per = f.values_per_sample();
-    for (i, &id) in ids.iter().enumerate() {
-        let e = effective_id(f, id);
-        if e < 0 || e as u64 >= vocab as u64 {
-            return Err(Error::IdOutOfRange {
-                feature: f.name.clone(),
-                sample: i / per,
-                position: i % per,
-                id,
-                vocab,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Copies (widening f16) row `id` of `table` into `dst`.
@@ -496,5 +352,31 @@ fn act_args<'m>(model: &'m Model, act: &Act, n: usize) -> ActArgs<'m> {
             }
         }
         Act::Softmax => ActArgs::Softmax,
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use crate::model::Model;
+
+    /// `(model address, sample)`: a tile of that model holding that sample panics (tests only).
+    static FAIL_AT: Mutex<Option<(usize, usize)>> = Mutex::new(None);
+    pub(in crate::session) static FAILED: AtomicUsize = AtomicUsize::new(0);
+
+    pub(in crate::session) fn fail_at(model: &Model, sample: Option<usize>) {
+        *FAIL_AT.lock().unwrap() = sample.map(|s| (model.inner() as *const _ as usize, s));
+    }
+
+    pub(super) fn maybe_fail(model: &Model, start: usize, rows: usize) {
+        let at = *FAIL_AT.lock().unwrap();
+        if let Some((m, s)) = at {
+            if m == model.inner() as *const _ as usize && (start..start + rows).contains(&s) {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+                panic!("injected failure at sample {s}");
+            }
+        }
     }
 }
