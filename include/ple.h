@@ -14,13 +14,18 @@
  *   concurrently (it may move between threads). Give each scoring thread its own session. A
  *   scoring call that finds another thread inside a call on its session is refused with
  *   `PLE_STATUS_SESSION_BUSY` and writes nothing (one atomic operation per call detects it).
+ *   A `ple_pool` (threads that a session made by `ple_session_new_with_pool` splits large
+ *   batches across) is thread-safe like a model: share one between sessions and threads. It
+ *   serves one call at a time; a call that finds it busy runs on its own thread instead of
+ *   waiting. Idle pool threads sleep.
  * - Ownership. Handles are opaque. `ple_model_open*` and `ple_model_clone` each return one
- *   reference, released by one `ple_model_free`. `ple_session_new` returns a session released by
- *   `ple_session_free`; a session holds its own reference to its model, so models and sessions
- *   may be freed in any order. Free functions accept NULL. Using a handle after freeing it is
- *   undefined behaviour. Strings a model returns (names) live as long as the model; static
- *   strings (`ple_status_str`, `ple_version`, SIMD levels) live forever. The caller owns every
- *   buffer it passes; the library keeps no pointer to one after a call returns.
+ *   reference, released by one `ple_model_free`; pools likewise (`ple_pool_new*`,
+ *   `ple_pool_clone`, `ple_pool_free`). `ple_session_new*` returns a session released by
+ *   `ple_session_free`; a session holds its own references to its model and pool, so models,
+ *   pools and sessions may be freed in any order. Free functions accept NULL. Using a handle
+ *   after freeing it is undefined behaviour. Strings a model returns (names) live as long as the
+ *   model; static strings (`ple_status_str`, `ple_version`, SIMD levels) live forever. The caller
+ *   owns every buffer it passes; the library keeps no pointer to one after a call returns.
  * - Buffers. Every buffer is followed by its length in elements (not bytes). A NULL pointer
  *   with length 0 is an empty buffer; NULL with a nonzero length is `PLE_STATUS_NULL_ARGUMENT`.
  *   Lengths are checked exactly: a length that does not match `batch` is
@@ -206,9 +211,8 @@ enum ple_status
      */
     PLE_STATUS_SESSION_BUSY = 27,
     /**
-     * The caller's executor, which the session's pool runs tasks on, broke its contract: it
-     * returned before running every task, or ran a task twice at once. The outputs may be partly
-     * written.
+     * The caller's executor (`ple_pool_new_executor`) broke its contract: it returned before
+     * running every task, or ran a task twice at once. The outputs may be partly written.
      */
     PLE_STATUS_EXECUTOR_FAILED = 28,
 };
@@ -293,12 +297,37 @@ typedef int32_t ple_input_kind;
 typedef struct ple_model ple_model;
 
 /**
+ * Threads that sessions split large batches across (`ple_session_new_with_pool`): either the
+ * library's own (`ple_pool_new`) or the caller's executor (`ple_pool_new_executor`). Reference
+ * counted like a model and thread-safe: any number of sessions on any threads may share one, and
+ * every function taking a pool may be called from any thread at any time. Opaque.
+ */
+typedef struct ple_pool ple_pool;
+
+/**
  * One thread's scoring state for one model: working memory sized for `max_batch` samples, and the
  * message of its last failure. Use a session from one thread at a time (it may move between
  * threads); give each thread its own. A call made while another thread is inside a call on the
  * same session is refused with `PLE_STATUS_SESSION_BUSY`. Opaque.
  */
 typedef struct ple_session ple_session;
+
+/**
+ * One task of a job handed to an executor: call it as `task(task_ctx, index)`.
+ */
+typedef void (*ple_task_fn)(void *task_ctx, size_t index);
+
+/**
+ * An executor's entry point (see `ple_pool_new_executor`): runs `task(task_ctx, i)` for every
+ * `i` in `0..n`, each exactly once, on any threads, in any order, concurrently or not, and
+ * returns only after every one of them has returned.
+ */
+typedef void (*ple_executor_run_fn)(void *executor_ctx, ple_task_fn task, void *task_ctx, size_t n);
+
+/**
+ * Called once with the executor's context when the last reference to its pool is released.
+ */
+typedef void (*ple_executor_release_fn)(void *executor_ctx);
 
 /**
  * One input column: one feature's values for the whole batch, row-major. Set exactly one of
@@ -646,12 +675,97 @@ bool ple_model_file_changed(const struct ple_model *model);
 PLE_MUST_USE ple_status ple_model_verify_data(const struct ple_model *model);
 
 /**
+ * Starts a pool of `threads` threads for sessions to split large batches across: `threads - 1`
+ * worker threads, plus the thread that makes each scoring call, which works too. `threads` 0
+ * means one per CPU; 1 is a valid pool that runs everything on the calling thread; at most 1024.
+ * Idle workers sleep (after spinning for at most 50 µs; see `ple_pool_set_spin_us`): an idle pool
+ * uses no CPU. Writes a new handle (reference count 1) to `*out_pool`; release it with
+ * `ple_pool_free` (the threads stop once no handle and no session uses the pool).
+ *
+ * # Safety
+ * `out_pool` is NULL or valid for a write.
+ */
+PLE_MUST_USE ple_status ple_pool_new(size_t threads, const struct ple_pool **out_pool);
+
+/**
+ * Makes a pool that runs sessions' tasks on the caller's executor (a server's own thread pool)
+ * instead of threads of its own. `threads` (1 to 1024) is the most tasks the executor runs at
+ * once: each session on the pool allocates working memory for that many tasks (one tile each),
+ * and a scoring call asks for at most that many tasks.
+ *
+ * `run(executor_ctx, task, task_ctx, n)` must call `task(task_ctx, i)` for every `i` in `0..n`,
+ * each exactly once, on any threads, in any order, concurrently or not, and return only after
+ * every call has returned. Tasks never fail and never wait for one another (each scores tiles
+ * from a shared counter until none are left), so running some, or all, of them on the calling
+ * thread is correct; running them concurrently is what makes the call faster. `run` may be
+ * called from several threads at once (one per session scoring on the pool). A call whose
+ * executor returns before running every task fails with `PLE_STATUS_EXECUTOR_FAILED`.
+ *
+ * `release` (may be NULL) is called once with `executor_ctx` when the pool is gone: after its
+ * last handle is freed and the last session using it is freed, on the thread that freed it.
+ * Writes a new handle to `*out_pool`; release it with `ple_pool_free`. On failure `release` is
+ * not called.
+ *
+ * # Safety
+ * `run` and `release` are NULL or functions with these signatures that may be called from any
+ * thread; `executor_ctx` stays valid until `release` is called (or, without `release`, until the
+ * pool is gone); `out_pool` is NULL or valid for a write.
+ */
+PLE_MUST_USE
+ple_status ple_pool_new_executor(size_t threads,
+                                 ple_executor_run_fn run,
+                                 void *executor_ctx,
+                                 ple_executor_release_fn release,
+                                 const struct ple_pool **out_pool);
+
+/**
+ * Returns a new reference to `pool` (the same pointer), to be released with its own
+ * `ple_pool_free`. Returns NULL if `pool` is NULL.
+ *
+ * # Safety
+ * `pool` is NULL or a live handle.
+ */
+const struct ple_pool *ple_pool_clone(const struct ple_pool *pool);
+
+/**
+ * Releases one reference to a pool. Sessions hold their own references, so a pool may be freed
+ * while sessions still use it: its threads stop (and an executor's `release` is called) when the
+ * last session using it is freed. NULL is accepted and ignored.
+ *
+ * # Safety
+ * `pool` is NULL or a live handle, and this reference is not used again.
+ */
+void ple_pool_free(const struct ple_pool *pool);
+
+/**
+ * The most threads a scoring call on this pool runs on (the calling thread included, for the
+ * library's own pool); 0 if `pool` is NULL.
+ *
+ * # Safety
+ * `pool` is NULL or a live handle.
+ */
+size_t ple_pool_threads(const struct ple_pool *pool);
+
+/**
+ * Sets how long, in microseconds, an idle worker of the pool (and a caller waiting for its
+ * workers) spins before it sleeps; 0 makes them sleep at once. The default, 50 µs, lets calls that
+ * follow each other closely find the workers awake, at a cost of at most that much CPU per worker
+ * per call. Takes effect from each thread's next wait; safe to call while sessions score. No
+ * effect on a pool made by `ple_pool_new_executor`.
+ *
+ * # Safety
+ * `pool` is NULL or a live handle.
+ */
+PLE_MUST_USE ple_status ple_pool_set_spin_us(const struct ple_pool *pool, uint32_t spin_us);
+
+/**
  * Creates a session over `model` for batches of 0 to `max_batch` samples (`max_batch` from 1 to
  * 2^24). This allocates the working memory, for min(max_batch, tile) samples at a time, where a
  * tile is 64 samples, or 128 samples for models with over 8 MiB of dense-layer weights; scoring
  * then allocates nothing. The session holds its own reference to the model, so the caller may
  * free its model handle at any time. On success writes the new session to `*out_session`; free
- * it with `ple_session_free`.
+ * it with `ple_session_free`. Every call runs on the calling thread; see
+ * `ple_session_new_with_pool` to use several.
  *
  * # Safety
  * `model` is NULL or a live handle; `out_session` is NULL or valid for a write.
@@ -660,6 +774,26 @@ PLE_MUST_USE
 ple_status ple_session_new(const struct ple_model *model,
                            size_t max_batch,
                            struct ple_session **out_session);
+
+/**
+ * As `ple_session_new`, and large batches are split across `pool`'s threads: each thread, the
+ * caller's included, scores whole tiles of samples in working memory of its own, allocated now
+ * (one tile per thread, and no more threads than 16-sample tiles of `max_batch`). Results are
+ * bit-identical to `ple_session_new`'s. A batch is split when every thread gets at least 16
+ * samples and the call has at least 8 MFLOP of dense-layer work (docs/DESIGN.md); smaller ones
+ * run on the calling thread alone (see `ple_session_set_min_parallel_batch`). The session holds
+ * its own reference to the pool, so the caller may free its pool handle at any time. A pool serves
+ * one call at a time: a call that finds the pool busy with another session's call runs on its own
+ * thread, without waiting. `pool` may be NULL (then this is `ple_session_new`).
+ *
+ * # Safety
+ * `model` and `pool` are NULL or live handles; `out_session` is NULL or valid for a write.
+ */
+PLE_MUST_USE
+ple_status ple_session_new_with_pool(const struct ple_model *model,
+                                     size_t max_batch,
+                                     const struct ple_pool *pool,
+                                     struct ple_session **out_session);
 
 /**
  * Frees a session (and its reference to the model). NULL is accepted and ignored. A session that
@@ -678,6 +812,28 @@ void ple_session_free(struct ple_session *session);
  * `session` is NULL or a live session.
  */
 size_t ple_session_max_batch(const struct ple_session *session);
+
+/**
+ * The most threads one scoring call of the session runs on: 1 without a pool, else the pool's
+ * thread count (or fewer, for a small `max_batch`); 0 if `session` is NULL.
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+size_t ple_session_threads(const struct ple_session *session);
+
+/**
+ * Sets the smallest batch that `session` splits across its pool (batches must still give every
+ * thread 16 samples or so); 0 and 1 split every batch that can be. The default depends on the
+ * model's size (`ple_session_new_with_pool`). Scores do not depend on it, only speed does. No
+ * effect on a session without a pool.
+ *
+ * # Safety
+ * `session` is NULL or a live session used by no other thread during the call.
+ */
+PLE_MUST_USE
+ple_status ple_session_set_min_parallel_batch(struct ple_session *session,
+                                              size_t batch);
 
 /**
  * The model a session scores (a borrowed pointer, valid while the session lives: do not free it

@@ -1,10 +1,12 @@
 // ple.hpp: header-only C++17 RAII wrapper over the C API in ple.h (hand-written; ple.h's top
-// comment states the conventions). `ple::model` is shared and thread-safe (copying adds a
-// reference), `ple::session` is move-only and per thread, and failures throw `ple::error` with the
-// status and the detailed message. Scoring allocates nothing unless it throws.
+// comment states the conventions). `ple::model` and `ple::pool` are shared and thread-safe
+// (copying adds a reference), `ple::session` is move-only and per thread, and failures throw
+// `ple::error` with the status and the detailed message. Scoring allocates nothing unless it
+// throws.
 #ifndef PLE_HPP
 #define PLE_HPP
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -142,6 +144,81 @@ private:
     const ple_model *m_ = nullptr;
 };
 
+/// One task of a job handed to an executor (see `pool::executor`): call it with each index.
+class task {
+public:
+    task(ple_task_fn fn, void *ctx) noexcept : fn_(fn), ctx_(ctx) {}
+    void operator()(size_t index) const { fn_(ctx_, index); }
+
+private:
+    ple_task_fn fn_;
+    void *ctx_;
+};
+
+/// Threads that sessions split large batches across (`ple_pool`): reference counted (copies
+/// share it) and thread-safe, like a model. Idle threads sleep. A default-constructed (or
+/// moved-from, or reset) pool is empty; a session made with an empty pool has none.
+class pool {
+public:
+    pool() noexcept = default;
+    /// `threads` threads, the calling thread of each scoring call included (0: one per CPU).
+    explicit pool(size_t threads) { detail::check(ple_pool_new(threads, &p_)); }
+    /// A pool over the caller's executor. `run(n, task)` must call `task(i)` for every `i` in
+    /// `[0, n)`, each exactly once, on any threads (concurrently or not, the calling thread too),
+    /// and return when all have returned; it must not throw (it is called from inside the
+    /// library: an exception ends the program), and may be called from several threads at once.
+    /// `threads` is the most tasks it runs at once. `run` is destroyed when the pool is gone.
+    /// For example, with TBB:
+    ///     ple::pool::executor(8, [](size_t n, ple::task t) {
+    ///         tbb::parallel_for(size_t(0), n, [&](size_t i) { t(i); });
+    ///     });
+    template <class Run>
+    static pool executor(size_t threads, Run run) {
+        auto *ctx = new Run(std::move(run));
+        const ple_pool *p = nullptr;
+        ple_status st = ple_pool_new_executor(threads, &run_executor<Run>, ctx,
+                                              &release_executor<Run>, &p);
+        if (st != PLE_STATUS_OK) {
+            delete ctx;
+            throw error(st, ple_last_error());
+        }
+        return pool(p);
+    }
+    /// Takes over one reference (e.g. `pool::adopt(ple_pool_clone(p))`).
+    static pool adopt(const ple_pool *p) { return pool(p); }
+
+    pool(const pool &o) : p_(o.p_ ? ple_pool_clone(o.p_) : nullptr) {}
+    pool(pool &&o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    pool &operator=(pool o) noexcept {
+        std::swap(p_, o.p_);
+        return *this;
+    }
+    ~pool() { ple_pool_free(p_); }
+
+    const ple_pool *get() const noexcept { return p_; }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+    void reset() noexcept { ple_pool_free(std::exchange(p_, nullptr)); }
+    /// The most threads a scoring call runs on; 0 for an empty pool.
+    size_t threads() const { return p_ ? ple_pool_threads(p_) : 0; }
+    /// How long idle threads spin before sleeping (`ple_pool_set_spin_us`; default 50 µs).
+    void set_spin(std::chrono::microseconds spin) {
+        auto us = spin.count() < 0 ? 0 : spin.count() > 0xffffffffLL ? 0xffffffffLL : spin.count();
+        detail::check(ple_pool_set_spin_us(p_, static_cast<uint32_t>(us)));
+    }
+
+private:
+    explicit pool(const ple_pool *p) : p_(p) {}
+    template <class Run>
+    static void run_executor(void *ctx, ple_task_fn fn, void *task_ctx, size_t n) noexcept {
+        (*static_cast<Run *>(ctx))(n, task(fn, task_ctx));
+    }
+    template <class Run>
+    static void release_executor(void *ctx) noexcept {
+        delete static_cast<Run *>(ctx);
+    }
+    const ple_pool *p_ = nullptr;
+};
+
 /// One thread's scoring state over a model (which it keeps alive). Move-only. A
 /// default-constructed (or moved-from) session is empty: `bool(s)` is false and `run` throws.
 class session {
@@ -149,6 +226,11 @@ public:
     session() noexcept = default;
     session(const model &m, size_t max_batch) {
         detail::check(ple_session_new(m.get(), max_batch, &s_));
+    }
+    /// Large batches are split across `p`'s threads (`ple_session_new_with_pool`); the session
+    /// keeps the pool alive. An empty `p` means no pool.
+    session(const model &m, size_t max_batch, const pool &p) {
+        detail::check(ple_session_new_with_pool(m.get(), max_batch, p.get(), &s_));
     }
     session(session &&o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
     session &operator=(session &&o) noexcept {
@@ -165,6 +247,12 @@ public:
     ple_session *get() const noexcept { return s_; }
     explicit operator bool() const noexcept { return s_ != nullptr; }
     size_t max_batch() const { return ple_session_max_batch(s_); }
+    /// The most threads one call runs on (1 without a pool).
+    size_t threads() const { return ple_session_threads(s_); }
+    /// The smallest batch split across the pool (`ple_session_set_min_parallel_batch`).
+    void set_min_parallel_batch(size_t batch) {
+        check(ple_session_set_min_parallel_batch(s_, batch));
+    }
     /// A new reference to the session's model.
     model get_model() const { return model::adopt(ple_model_clone(ple_session_model(s_))); }
 

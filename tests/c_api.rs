@@ -314,6 +314,17 @@ fn c_hardening_files() {
     assert!(out.contains(", 0 failures"), "{out}");
 }
 
+/// Pools from C: bit-identical scores on ple's pool and on a pthread executor, several threads
+/// sharing one pool, handles freed in any order, a broken executor, argument errors, an idle
+/// pool's CPU (tests/c/pool.c).
+#[test]
+fn c_pools_score_like_one_thread() {
+    let exe = build("pool", &["tests/c/pool.c"], Lang::C, false);
+    let out = run(&exe, &[&quickstart()]);
+    print!("{out}");
+    assert!(out.contains(", 0 failures"), "{out}");
+}
+
 #[test]
 fn c_example_score_matches_rust() {
     let exe = build("score", &["examples/c/score.c"], Lang::C, false);
@@ -933,6 +944,7 @@ fn every_c_source_is_tested() {
         "tests/c/score_files.c",
         "tests/c/wrapper.cpp",
         "tests/c/hardening.c",
+        "tests/c/pool.c",
         "tests/c/testing.h",
         "examples/c/score.c",
         "examples/cpp/server.cpp",

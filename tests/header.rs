@@ -167,10 +167,15 @@ fn every_exported_name_is_prefixed() {
             }
             ";" => {
                 if depth == 0 && braces == 0 && statement.first() == Some(&"typedef") {
-                    let name = statement
-                        .iter()
-                        .rev()
-                        .find(|s| s.chars().all(|c| c.is_alphanumeric() || c == '_'));
+                    // `typedef R (*name)(args)` names a function pointer; otherwise the name
+                    // comes last.
+                    let pointer = statement.windows(3).find(|w| w[0] == "(" && w[1] == "*");
+                    let name = pointer.map(|w| &w[2]).or_else(|| {
+                        statement
+                            .iter()
+                            .rev()
+                            .find(|s| s.chars().all(|c| c.is_alphanumeric() || c == '_'))
+                    });
                     if let Some(name) = name {
                         if !name.starts_with("ple_") {
                             bad.push(format!("typedef {name}"));
@@ -190,6 +195,7 @@ fn every_exported_name_is_prefixed() {
             s if depth == 0
                 && braces == 0
                 && next == Some("(")
+                && statement.first() != Some(&"typedef")
                 && s != "extern"
                 && !s.starts_with("ple_")
                 && !s.starts_with("PLE_") =>
@@ -323,4 +329,39 @@ fn header_statements_are_true() {
     // Getters never return a status: an index out of range is not a status's business.
     let invalid = doc_above(&h, "PLE_STATUS_INVALID_ARGUMENT = 2");
     assert!(!invalid.contains("index"), "{invalid}");
+
+    // Pools: the numbers their docs state are the library's.
+    let spin_us = ple::pool::DEFAULT_SPIN.as_micros();
+    let new_pool = doc_above(&h, "ple_pool_new(");
+    for says in [
+        format!("at most {}", ple::pool::MAX_THREADS),
+        format!("at most {spin_us} µs"),
+    ] {
+        assert!(
+            new_pool.contains(&says),
+            "ple_pool_new's doc lacks \"{says}\":\n{new_pool}"
+        );
+    }
+    let spin = doc_above(&h, "ple_pool_set_spin_us(");
+    assert!(
+        spin.contains(&format!("The default, {spin_us} µs")),
+        "{spin}"
+    );
+    let executor = doc_above(&h, "ple_pool_new_executor(");
+    assert!(
+        executor.contains(&format!("1 to {}", ple::pool::MAX_THREADS)),
+        "{executor}"
+    );
+    let with_pool = doc_above(&h, "ple_session_new_with_pool(");
+    let tile = ple::session::MIN_PARALLEL_TILE_ROWS;
+    for says in [
+        format!("{tile}-sample tiles of `max_batch`"),
+        format!("at least {tile} samples"),
+        format!("{} MFLOP", ple::session::MIN_PARALLEL_FLOPS / 1_000_000),
+    ] {
+        assert!(
+            with_pool.contains(&says),
+            "ple_session_new_with_pool's doc lacks \"{says}\""
+        );
+    }
 }

@@ -26,11 +26,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 // Declaration order is the header's order.
 mod model;
+mod pool;
 mod session;
 mod status;
 mod version;
 
 pub use model::*;
+pub use pool::*;
 pub use session::*;
 pub use status::*;
 pub use version::*;

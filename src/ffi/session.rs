@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::{
-    fail, get_thread_error, guard, ple_model, ple_status, set_thread_error, Lossy, Message,
+    fail, get_thread_error, guard, ple_model, ple_pool, ple_status, set_thread_error, Lossy,
+    Message,
 };
 use crate::model::InputKind;
 use crate::session::{Input, Session};
@@ -44,6 +45,8 @@ pub struct ple_session {
     in_use: AtomicBool,
     model: Arc<ple_model>,
     max_batch: usize,
+    /// The most threads a call runs on (1 without a pool).
+    threads: usize,
     /// Everything a call changes; touched only by the thread that holds `in_use`.
     state: UnsafeCell<State>,
 }
@@ -102,7 +105,8 @@ fn busy(fn_name: &str) -> ple_status {
 /// tile is 64 samples, or 128 samples for models with over 8 MiB of dense-layer weights; scoring
 /// then allocates nothing. The session holds its own reference to the model, so the caller may
 /// free its model handle at any time. On success writes the new session to `*out_session`; free
-/// it with `ple_session_free`.
+/// it with `ple_session_free`. Every call runs on the calling thread; see
+/// `ple_session_new_with_pool` to use several.
 ///
 /// # Safety
 /// `model` is NULL or a live handle; `out_session` is NULL or valid for a write.
@@ -114,38 +118,102 @@ pub unsafe extern "C" fn ple_session_new(
     out_session: *mut *mut ple_session,
 ) -> ple_status {
     guard("ple_session_new", ple_status::Panic, || {
-        if model.is_null() || out_session.is_null() {
-            return fail(
-                ple_status::NullArgument,
-                format_args!("ple_session_new: model and out_session must not be NULL"),
-            );
+        // SAFETY: forwarded contract; no pool.
+        unsafe {
+            new_session(
+                "ple_session_new",
+                model,
+                max_batch,
+                std::ptr::null(),
+                out_session,
+            )
         }
-        // SAFETY: a live handle is an `Arc::into_raw` pointer; take one more strong count for the
-        // session, owned by the `Arc` rebuilt from it.
-        let model = unsafe {
-            Arc::increment_strong_count(model);
-            Arc::from_raw(model)
-        };
-        let session = match Session::new(&model.model, max_batch) {
-            Ok(s) => s,
-            Err(e) => return fail(ple_status::of(&e), format_args!("{e}")),
-        };
-        let n = model.model.inputs().len();
-        let handle = Box::new(ple_session {
-            in_use: AtomicBool::new(false),
-            max_batch: session.max_batch(),
-            state: UnsafeCell::new(State {
-                session,
-                columns: Vec::with_capacity(n),
-                seen: vec![false; n],
-                message: Message::new(),
-            }),
-            model,
-        });
-        // SAFETY: non-NULL (checked) and writable per the contract.
-        unsafe { *out_session = Box::into_raw(handle) };
-        ple_status::Ok
     })
+}
+
+/// As `ple_session_new`, and large batches are split across `pool`'s threads: each thread, the
+/// caller's included, scores whole tiles of samples in working memory of its own, allocated now
+/// (one tile per thread, and no more threads than 16-sample tiles of `max_batch`). Results are
+/// bit-identical to `ple_session_new`'s. A batch is split when every thread gets at least 16
+/// samples and the call has at least 8 MFLOP of dense-layer work (docs/DESIGN.md); smaller ones
+/// run on the calling thread alone (see `ple_session_set_min_parallel_batch`). The session holds
+/// its own reference to the pool, so the caller may free its pool handle at any time. A pool serves
+/// one call at a time: a call that finds the pool busy with another session's call runs on its own
+/// thread, without waiting. `pool` may be NULL (then this is `ple_session_new`).
+///
+/// # Safety
+/// `model` and `pool` are NULL or live handles; `out_session` is NULL or valid for a write.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_session_new_with_pool(
+    model: *const ple_model,
+    max_batch: usize,
+    pool: *const ple_pool,
+    out_session: *mut *mut ple_session,
+) -> ple_status {
+    guard("ple_session_new_with_pool", ple_status::Panic, || {
+        // SAFETY: forwarded contract.
+        unsafe {
+            new_session(
+                "ple_session_new_with_pool",
+                model,
+                max_batch,
+                pool,
+                out_session,
+            )
+        }
+    })
+}
+
+/// The body of the two constructors.
+///
+/// # Safety
+/// As `ple_session_new_with_pool`.
+unsafe fn new_session(
+    fn_name: &str,
+    model: *const ple_model,
+    max_batch: usize,
+    pool: *const ple_pool,
+    out_session: *mut *mut ple_session,
+) -> ple_status {
+    if model.is_null() || out_session.is_null() {
+        return fail(
+            ple_status::NullArgument,
+            format_args!("{fn_name}: model and out_session must not be NULL"),
+        );
+    }
+    // SAFETY: a live handle is an `Arc::into_raw` pointer; take one more strong count for the
+    // session, owned by the `Arc` rebuilt from it.
+    let model = unsafe {
+        Arc::increment_strong_count(model);
+        Arc::from_raw(model)
+    };
+    // SAFETY: NULL or a live handle per the contract. The session keeps a `Pool` clone of its
+    // own, so the handle may be freed afterwards.
+    let created = match unsafe { pool.as_ref() } {
+        None => Session::new(&model.model, max_batch),
+        Some(p) => Session::with_pool(&model.model, max_batch, &p.pool),
+    };
+    let session = match created {
+        Ok(s) => s,
+        Err(e) => return fail(ple_status::of(&e), format_args!("{fn_name}: {e}")),
+    };
+    let n = model.model.inputs().len();
+    let handle = Box::new(ple_session {
+        in_use: AtomicBool::new(false),
+        max_batch: session.max_batch(),
+        threads: session.threads(),
+        state: UnsafeCell::new(State {
+            session,
+            columns: Vec::with_capacity(n),
+            seen: vec![false; n],
+            message: Message::new(),
+        }),
+        model,
+    });
+    // SAFETY: non-NULL (checked) and writable per the contract.
+    unsafe { *out_session = Box::into_raw(handle) };
+    ple_status::Ok
 }
 
 /// Frees a session (and its reference to the model). NULL is accepted and ignored. A session that
@@ -191,6 +259,59 @@ pub unsafe extern "C" fn ple_session_max_batch(session: *const ple_session) -> u
                 0
             }
         }
+    })
+}
+
+/// The most threads one scoring call of the session runs on: 1 without a pool, else the pool's
+/// thread count (or fewer, for a small `max_batch`); 0 if `session` is NULL.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn ple_session_threads(session: *const ple_session) -> usize {
+    guard("ple_session_threads", 0, || {
+        // SAFETY: NULL or a live session per the contract.
+        match unsafe { session.as_ref() } {
+            Some(s) => s.threads,
+            None => {
+                fail(
+                    ple_status::NullArgument,
+                    format_args!("ple_session_threads: session is NULL"),
+                );
+                0
+            }
+        }
+    })
+}
+
+/// Sets the smallest batch that `session` splits across its pool (batches must still give every
+/// thread 16 samples or so); 0 and 1 split every batch that can be. The default depends on the
+/// model's size (`ple_session_new_with_pool`). Scores do not depend on it, only speed does. No
+/// effect on a session without a pool.
+///
+/// # Safety
+/// `session` is NULL or a live session used by no other thread during the call.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_session_set_min_parallel_batch(
+    session: *mut ple_session,
+    batch: usize,
+) -> ple_status {
+    const NAME: &str = "ple_session_set_min_parallel_batch";
+    guard(NAME, ple_status::Panic, || {
+        // SAFETY: NULL or a live session per the contract; only a shared reference is made, as
+        // in `run`.
+        let Some(handle) = (unsafe { session.as_ref() }) else {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("{NAME}: session is NULL"),
+            );
+        };
+        let Some(mut claim) = handle.claim() else {
+            return busy(NAME);
+        };
+        claim.state().session.set_min_parallel_batch(batch);
+        ple_status::Ok
     })
 }
 

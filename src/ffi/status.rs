@@ -56,9 +56,8 @@ pub enum ple_status {
     /// at a time. The call did nothing and wrote nothing; its message is in `ple_last_error` (the
     /// session's own message belongs to the other thread's call).
     SessionBusy = 27,
-    /// The caller's executor, which the session's pool runs tasks on, broke its contract: it
-    /// returned before running every task, or ran a task twice at once. The outputs may be partly
-    /// written.
+    /// The caller's executor (`ple_pool_new_executor`) broke its contract: it returned before
+    /// running every task, or ran a task twice at once. The outputs may be partly written.
     ExecutorFailed = 28,
 }
 

@@ -630,7 +630,7 @@ int main(int argc, char **argv) {
     }
     printf("statuses walked: %zu of 19 (PLE_STATUS_PANIC needs an internal bug, "
            "PLE_STATUS_SYSTEM a thread the system refuses; PLE_STATUS_SESSION_BUSY two threads: "
-           "hardening.c; PLE_STATUS_EXECUTOR_FAILED a broken executor)\n",
+           "hardening.c; PLE_STATUS_EXECUTOR_FAILED: pool.c)\n",
            sizeof walked / sizeof walked[0] - (size_t)missing);
     printf("%d checks, %d failures\n", checks, failures + missing);
     return failures + missing ? 1 : 0;

@@ -1,9 +1,15 @@
 // wrapper.cpp: the C++ wrapper (include/ple.hpp): exceptions carry status and message, models
-// are shared by copy, sessions are move-only and keep their model alive.
+// and pools are shared by copy, sessions are move-only and keep their model and pool alive, a
+// caller's executor plugs in as a lambda.
 //
 //     wrapper QUICKSTART.ple
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <thread>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -27,6 +33,8 @@ static_assert(std::is_nothrow_move_constructible<ple::session>::value, "session 
 static_assert(std::is_copy_constructible<ple::model>::value, "model is shared by copy");
 static_assert(std::is_nothrow_default_constructible<ple::model>::value, "a model can be empty");
 static_assert(std::is_nothrow_default_constructible<ple::session>::value, "a session can be empty");
+static_assert(std::is_copy_constructible<ple::pool>::value, "pool is shared by copy");
+static_assert(std::is_nothrow_move_constructible<ple::pool>::value, "pool moves");
 
 // Expects `f` to throw ple::error with `status` and a message containing `needle`.
 template <class F>
@@ -141,6 +149,81 @@ int main(int argc, char **argv) {
     ple::session none;
     CHECK(!none);
     expect_error([&] { none.run(2, cols, out); }, PLE_STATUS_NULL_ARGUMENT, "session is NULL");
+
+    // Pools: shared by copy, kept alive by their sessions; the caller's executor (std::thread),
+    // destroyed with the pool. Scores equal those of a session without a pool.
+    {
+        const size_t big = 300;
+        std::vector<int64_t> bu(big), bi(big), bc(big), bseq(big * 6);
+        std::vector<float> bprice(big);
+        for (size_t i = 0; i < big; i++) {
+            bu[i] = int64_t(i * 7 % 64), bi[i] = int64_t(i * 3 % 64), bc[i] = int64_t(i % 8);
+            bprice[i] = float(i % 17) / 16.0f;
+        }
+        for (size_t i = 0; i < bseq.size(); i++) bseq[i] = int64_t(i * 5 % 64);
+        std::vector<ple_column> bcols{ple::ids(bu, "user_id"), ple::ids(bi, "item_id"),
+                                      ple::ids(bc, "category"), ple::ids(bseq, "recent_items"),
+                                      ple::floats(bprice, "price")};
+        std::vector<float> one(big * 2), pooled(big * 2, -1.0f);
+        ple::session(m, big).run(big, bcols, one);
+
+        ple::pool p(2);
+        CHECK(p && p.threads() == 2);
+        ple::pool shared = p;
+        CHECK(shared.get() == p.get());
+        p.set_spin(std::chrono::microseconds(0));
+        ple::session ps(m, big, p);
+        CHECK(ps.threads() == 2);
+        ps.set_min_parallel_batch(1);  // this small model's own threshold is above `big`
+        p.reset();
+        shared.reset();
+        ps.run(big, bcols, pooled);
+        CHECK(pooled == one);
+
+        struct counts {
+            std::atomic<int> runs{0}, destroyed{0};
+        } n;
+        struct run_threads {
+            counts *n;
+            void operator()(size_t tasks, ple::task t) const {
+                n->runs++;
+                std::vector<std::thread> threads;
+                for (size_t i = 1; i < tasks; i++) threads.emplace_back([=] { t(i); });
+                if (tasks > 0) t(0);
+                for (auto &th : threads) th.join();
+            }
+        };
+        {
+            ple::pool e = ple::pool::executor(3, [r = run_threads{&n}, guard = std::shared_ptr<int>(
+                                                     new int(0), [&](int *x) {
+                                                         n.destroyed++;
+                                                         delete x;
+                                                     })](size_t tasks, ple::task t) {
+                r(tasks, t);
+            });
+            CHECK(e.threads() == 3);
+            e.set_spin(std::chrono::microseconds(5));  // no effect on an executor, no error
+            ple::session es(m, big, e);
+            CHECK(es.threads() == 3);
+            es.set_min_parallel_batch(1);
+            e.reset();
+            std::fill(pooled.begin(), pooled.end(), -1.0f);
+            es.run(big, bcols, pooled);
+            CHECK(pooled == one);
+            CHECK(n.runs > 0);
+            CHECK(n.destroyed == 0);  // the session holds the pool
+        }
+        CHECK(n.destroyed == 1);
+        expect_error([&] { ple::pool::executor(0, run_threads{&n}); }, PLE_STATUS_INVALID_ARGUMENT,
+                     "threads");
+        expect_error([] { ple::pool(100000); }, PLE_STATUS_INVALID_ARGUMENT, "1024");
+        ple::pool empty_pool;
+        CHECK(!empty_pool && empty_pool.threads() == 0);
+        expect_error([&] { empty_pool.set_spin(std::chrono::microseconds(1)); },
+                     PLE_STATUS_NULL_ARGUMENT, "pool is NULL");
+        ple::session no_pool(m, big, empty_pool);
+        CHECK(no_pool.threads() == 1);
+    }
 
     std::printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
