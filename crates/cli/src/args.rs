@@ -48,8 +48,7 @@ options:
     help_template = TOP_TEMPLATE,
     after_help = "Every command takes -h / --help.\n\
                   Exit codes: 0 success, 1 failure (bad model, bad input, I/O), 2 usage error.\n\
-                  Manual: docs/CLI.md",
-    disable_help_flag = false
+                  Manual: docs/CLI.md"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -95,10 +94,6 @@ pub enum Command {
         after_help = BENCH_NOTES
     )]
     Bench(BenchArgs),
-}
-
-impl Command {
-    const NAMES: [&'static str; 4] = ["inspect", "check", "score", "bench"];
 }
 
 /// Options of every command that loads a model.
@@ -354,22 +349,42 @@ pub fn parse(args: &[OsString]) -> Result<Option<Command>, CliError> {
     let argv = std::iter::once(OsString::from("ple")).chain(args.iter().cloned());
     match Cli::try_parse_from(argv) {
         Ok(Cli { command: Some(c) }) => Ok(Some(c)),
-        Ok(Cli { command: None }) => Err(CliError::usage(
-            "no command given (inspect, check, score or bench); run 'ple --help'",
-        )),
+        Ok(Cli { command: None }) => Err(CliError::usage(format!(
+            "no command given ({}); run 'ple --help'",
+            command_list()
+        ))),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let mut out = std::io::stdout().lock();
             write!(out, "{}", e.render()).map_err(|e| CliError::write("stdout", e))?;
             Ok(None)
         }
-        Err(e) => Err(usage_error(&e, command_name(args))),
+        Err(e) => Err(usage_error(&e, command_name(args).as_deref())),
+    }
+}
+
+/// The commands' names, in the order they are declared.
+fn command_names() -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let names = cli.get_subcommands().map(|c| c.get_name().to_string());
+    names.filter(|n| n != "help").collect()
+}
+
+/// `inspect, check, score or bench`.
+fn command_list() -> String {
+    match command_names().split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => command_names().concat(),
     }
 }
 
 /// The command the arguments name, for error messages.
-fn command_name(args: &[OsString]) -> Option<&'static str> {
+fn command_name(args: &[OsString]) -> Option<String> {
+    let names = command_names();
     args.iter()
-        .find_map(|a| Command::NAMES.into_iter().find(|&n| a.to_str() == Some(n)))
+        .filter_map(|a| a.to_str())
+        .find(|a| names.iter().any(|n| n == a))
+        .map(str::to_string)
 }
 
 /// clap's error as one line, keeping its suggestion.
@@ -396,7 +411,8 @@ fn usage_error(e: &clap::Error, command: Option<&str>) -> CliError {
             let name = text(ContextKind::InvalidSubcommand);
             match text(ContextKind::SuggestedSubcommand) {
                 s if s.is_empty() => format!(
-                    "unknown command '{name}' (expected inspect, check, score or bench; run 'ple --help')"
+                    "unknown command '{name}' (expected {}; run 'ple --help')",
+                    command_list()
                 ),
                 s => format!("unknown command '{name}' (did you mean {s}?)"),
             }
@@ -469,6 +485,7 @@ mod tests {
     fn the_declaration_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        assert_eq!(command_list(), "inspect, check, score or bench");
     }
 
     #[test]

@@ -44,7 +44,6 @@ impl Measurement {
 
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let path = &args.model;
-    let warmup = args.warmup.unwrap_or((args.seconds / 10.0).min(0.5));
     let model = crate::open_model(path, &crate::load_options(&args.load)?)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if let Some(&t) = args.threads.0.iter().find(|&&t| t > cpus) {
@@ -54,14 +53,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let mut results = Vec::new();
     for &threads in &args.threads.0 {
         for &batch in &args.batches.0 {
-            results.push(measure(
-                &model,
-                batch,
-                threads,
-                args.seconds,
-                warmup,
-                args.seed,
-            )?);
+            results.push(measure(&model, batch, threads, args)?);
         }
     }
 
@@ -74,14 +66,14 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     crate::print_stdout(&text)
 }
 
+/// Times `threads` threads scoring batches of `batch` random samples, as `args` says.
 fn measure(
     model: &Model,
     batch: usize,
     threads: usize,
-    seconds: f64,
-    warmup: f64,
-    seed: u64,
+    args: &BenchArgs,
 ) -> Result<Measurement, CliError> {
+    let seed = args.seed;
     let values_per_sample: usize = model
         .inputs()
         .iter()
@@ -93,8 +85,9 @@ fn measure(
         .max(batch);
     let pool_batches = pool_samples.div_ceil(batch);
     let barrier = Arc::new(Barrier::new(threads + 1));
-    let measured = Duration::from_secs_f64(seconds);
-    let warm = Duration::from_secs_f64(warmup);
+    let measured = Duration::from_secs_f64(args.seconds);
+    // Default: a tenth of the measured time, at most 0.5 s.
+    let warm = Duration::from_secs_f64(args.warmup.unwrap_or((args.seconds / 10.0).min(0.5)));
 
     std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(threads);

@@ -41,15 +41,13 @@ impl Progress {
         let Some(bar) = &self.bar else {
             return;
         };
-        if !self.drawing {
-            if self.start.elapsed() < Duration::from_millis(300) {
-                return;
-            }
+        bar.set_position((fraction.clamp(0.0, 1.0) * STEPS as f64) as u64);
+        bar.set_message(note.to_string());
+        if !self.drawing && self.start.elapsed() >= Duration::from_millis(300) {
             bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            bar.tick();
             self.drawing = true;
         }
-        bar.set_message(note.to_string());
-        bar.set_position((fraction.clamp(0.0, 1.0) * STEPS as f64) as u64);
     }
 
     /// Erases the bar.
