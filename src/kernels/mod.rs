@@ -7,6 +7,7 @@
 //! Detection happens once (`SimdLevel::detect`) and the result is stored in the model, so scoring
 //! does no feature detection; `PLE_SIMD=scalar|avx2|avx512|neon` may lower the level, never raise it.
 
+mod driver;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
@@ -133,6 +134,34 @@ impl Gemm<'_> {
     fn panels(&self) -> usize {
         self.n.div_ceil(16)
     }
+
+    /// The operands as the blocked driver walks them, with panel 0 at `w`.
+    fn operands<E>(&self, w: *const E) -> driver::Operands<f32, E> {
+        driver::Operands {
+            m: self.m,
+            k: self.k,
+            n: self.n,
+            a: self.a,
+            lda: self.lda,
+            w,
+            panel_stride: self.k * 16,
+            c: self.c,
+            ldc: self.ldc,
+        }
+    }
+}
+
+/// The bias of the 16 columns from `j0` (`cols` of them real), zeros elsewhere or without bias.
+#[inline(always)]
+fn bias16(g: &Gemm, j0: usize, cols: usize) -> [f32; 16] {
+    let mut bias = [0f32; 16];
+    match g.bias {
+        // A fixed-size copy for full panels (a variable one is a memcpy call).
+        Some(b) if cols == 16 => bias.copy_from_slice(&b[j0..j0 + 16]),
+        Some(b) => bias[..cols].copy_from_slice(&b[j0..j0 + cols]),
+        None => {}
+    }
+    bias
 }
 
 /// Runs `g` with the kernel of `level`.

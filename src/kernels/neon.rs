@@ -1,12 +1,18 @@
-//! AArch64 NEON kernel: four 4-wide registers per 16-column panel row, MR = 4 rows. f16 panels are
-//! widened with integer operations (exact for every value, subnormals and inf/NaN included), so
-//! the kernel needs only baseline NEON, not the FP16 extension.
+//! AArch64 NEON microkernel for the blocked driver (`super::driver`): four 4-wide registers per
+//! 16-column panel row. f16 panels are widened with integer operations (exact for every value,
+//! subnormals and inf/NaN included), so the kernel needs only baseline NEON, not the FP16
+//! extension.
 
 use core::arch::aarch64::*;
+use core::marker::PhantomData;
 
-use super::{relu, Gemm, Panels};
+use super::driver::{self, Microkernel, Tile};
+use super::{bias16, Gemm, Panels};
 
+/// Tile rows: 4 rows × 4 registers = 16 accumulators (of 32 registers).
 const MR: usize = 4;
+/// Panels per single-row pass: 16 accumulators as well.
+const NP: usize = 4;
 
 trait NeonPanel {
     type E;
@@ -70,80 +76,67 @@ impl NeonPanel for F16x16 {
     }
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize, P: NeonPanel>(
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    wp: *const P::E,
-    bias: &[f32; 16],
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    apply_relu: bool,
-) {
-    // SAFETY: (whole body) same regions as the x86 tiles, guaranteed by `gemm`'s caller.
-    unsafe {
-        let mut acc = [[vdupq_n_f32(0.0); 4]; R];
-        for r in 0..k {
-            let w = P::load(wp.add(r * 16));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let av = vdupq_n_f32(*a.add(i * lda + r));
-                for q in 0..4 {
-                    acc[q] = vfmaq_f32(acc[q], av, w[q]);
+struct Neon<'g, P>(PhantomData<(&'g (), P)>);
+
+impl<'g, P: NeonPanel> Microkernel for Neon<'g, P> {
+    type Problem = Gemm<'g>;
+    type A = f32;
+    type E = P::E;
+
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const NP: usize>(g: &Gemm<'g>, t: &Tile<f32, P::E>) {
+        // SAFETY: (whole body) the regions are those of `Microkernel::tile`'s contract; NEON is
+        // baseline on AArch64.
+        unsafe {
+            let mut acc = [[[vdupq_n_f32(0.0); 4]; NP]; R];
+            if !t.first {
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        let mut tmp = [0f32; 16];
+                        let src = t.c.add(i * t.ldc + q * 16);
+                        std::ptr::copy_nonoverlapping(src, tmp.as_mut_ptr(), t.cols_of(q, NP));
+                        for (l, acc) in acc.iter_mut().enumerate() {
+                            *acc = vld1q_f32(tmp.as_ptr().add(4 * l));
+                        }
+                    }
                 }
             }
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            let mut tmp = [0f32; 16];
-            for q in 0..4 {
-                let b = vld1q_f32(bias.as_ptr().add(4 * q));
-                vst1q_f32(tmp.as_mut_ptr().add(4 * q), vaddq_f32(acc[q], b));
+            let rows: [*const f32; R] = std::array::from_fn(|i| t.a.add(i * t.lda));
+            let panels: [*const P::E; NP] = std::array::from_fn(|q| t.w.add(q * t.panel_stride));
+            for r in 0..t.k {
+                for q in 0..NP {
+                    let w = P::load(panels[q].add(r * 16));
+                    for i in 0..R {
+                        let av = vdupq_n_f32(*rows[i].add(r));
+                        for l in 0..4 {
+                            acc[i][q][l] = vfmaq_f32(acc[i][q][l], av, w[l]);
+                        }
+                    }
+                }
             }
-            if apply_relu {
-                tmp.iter_mut().for_each(|x| *x = relu(*x));
-            }
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), c.add(i * ldc), cols);
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn gemm_typed<P: NeonPanel>(g: &Gemm, w: *const P::E) {
-    let k = g.k;
-    for p in 0..g.panels() {
-        let j0 = p * 16;
-        let cols = (g.n - j0).min(16);
-        let mut bias = [0f32; 16];
-        if let Some(b) = g.bias {
-            bias[..cols].copy_from_slice(&b[j0..j0 + cols]);
-        }
-        // SAFETY: panel p lies inside the weight slice.
-        let wp = unsafe { w.add(p * k * 16) };
-        let mut i = 0;
-        // SAFETY: rows stay within 0..m; pointers within the caller's regions.
-        unsafe {
-            while i + MR <= g.m {
-                tile::<MR, P>(
-                    k,
-                    g.a.add(i * g.lda),
-                    g.lda,
-                    wp,
-                    &bias,
-                    g.c.add(i * g.ldc + j0),
-                    g.ldc,
-                    cols,
-                    g.relu,
-                );
-                i += MR;
-            }
-            let (a, c) = (g.a.add(i * g.lda), g.c.add(i * g.ldc + j0));
-            match g.m - i {
-                0 => {}
-                1 => tile::<1, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols, g.relu),
-                2 => tile::<2, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols, g.relu),
-                _ => tile::<3, P>(k, a, g.lda, wp, &bias, c, g.ldc, cols, g.relu),
+            let zero = vdupq_n_f32(0.0);
+            for q in 0..NP {
+                let cols = t.cols_of(q, NP);
+                let bias = if t.last {
+                    bias16(g, t.j0 + q * 16, cols)
+                } else {
+                    [0.0; 16]
+                };
+                for (i, acc) in acc.iter().enumerate() {
+                    let mut tmp = [0f32; 16];
+                    for (l, &v) in acc[q].iter().enumerate() {
+                        let mut v = v;
+                        if t.last {
+                            v = vaddq_f32(v, vld1q_f32(bias.as_ptr().add(4 * l)));
+                            if g.relu {
+                                // `x < 0 ? 0 : x`, as `super::relu`: keeps NaN and −0.0.
+                                v = vbslq_f32(vcltq_f32(v, zero), zero, v);
+                            }
+                        }
+                        vst1q_f32(tmp.as_mut_ptr().add(4 * l), v);
+                    }
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), t.c.add(i * t.ldc + q * 16), cols);
+                }
             }
         }
     }
@@ -153,11 +146,11 @@ unsafe fn gemm_typed<P: NeonPanel>(g: &Gemm, w: *const P::E) {
 /// See [`super::gemm`].
 #[target_feature(enable = "neon")]
 pub unsafe fn gemm(g: &Gemm) {
-    // SAFETY: forwarded contract.
+    // SAFETY: forwarded contract; NEON enabled by this function's attribute.
     unsafe {
         match g.w {
-            Panels::F32(w) => gemm_typed::<F32x16>(g, w.as_ptr()),
-            Panels::F16(w) => gemm_typed::<F16x16>(g, w.as_ptr()),
+            Panels::F32(w) => driver::run::<Neon<F32x16>, MR, NP>(g, &g.operands(w.as_ptr())),
+            Panels::F16(w) => driver::run::<Neon<F16x16>, MR, NP>(g, &g.operands(w.as_ptr())),
         }
     }
 }

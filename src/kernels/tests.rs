@@ -111,6 +111,11 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (64, 128, 64),
     (19, 600, 35),
     (7, 513, 16),
+    // Single leftover rows against groups of NP panels (4 or 8) plus a partial panel, with two
+    // k-blocks in the tiles: 13 = 2·6+1 = 3·4+1, 17 = 2·8+1.
+    (13, 530, 200),
+    (17, 600, 260),
+    (1, 40, 130),
 ];
 
 #[test]
@@ -260,21 +265,27 @@ fn results_do_not_depend_on_the_batch() {
         for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
             let c = case(m, k, n, 500 + s as u64);
             let packed = pack(&c.w, k, n);
-            let all = run(level, &c, Panels::F32(&packed), true);
-            for i in 0..m {
-                let one = Case {
-                    m: 1,
-                    a: c.a[i * c.lda..(i + 1) * c.lda].to_vec(),
-                    w: c.w.clone(),
-                    bias: c.bias.clone(),
-                    ..c
-                };
-                let alone = run(level, &one, Panels::F32(&packed), true);
-                let (x, y) = (&all[i * c.ldc..i * c.ldc + n], &alone[..n]);
-                assert!(
-                    x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{level:?} {m}x{k}x{n}: row {i} differs when scored alone"
-                );
+            let halves: Vec<u16> = packed
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_bits())
+                .collect();
+            for w in [Panels::F32(&packed), Panels::F16(&halves)] {
+                let all = run(level, &c, w, true);
+                for i in 0..m {
+                    let one = Case {
+                        m: 1,
+                        a: c.a[i * c.lda..(i + 1) * c.lda].to_vec(),
+                        w: c.w.clone(),
+                        bias: c.bias.clone(),
+                        ..c
+                    };
+                    let alone = run(level, &one, w, true);
+                    let (x, y) = (&all[i * c.ldc..i * c.ldc + n], &alone[..n]);
+                    assert!(
+                        x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{level:?} {m}x{k}x{n}: row {i} differs when scored alone"
+                    );
+                }
             }
         }
     }
