@@ -52,10 +52,8 @@ pub struct GateSlot {
 /// Samples per tile when the dense weights are small enough to stay in the last-level cache.
 pub const TILE_ROWS: usize = 64;
 /// Samples per tile when they are not: each tile reads every weight once, so when the weights
-/// come from DRAM a larger tile halves that traffic per sample. Measured on the benchmark's
-/// "large" model (29 MiB of f32 weights): ~10% faster at batch 256 than 64-row tiles (ORT's time
-/// ÷ ple's, paired per round: 0.87–0.92 against 0.78–0.82; 256 rows: no better), while for
-/// "criteo" (2.6 MiB) 64 rows stay slightly ahead (docs/DESIGN.md).
+/// come from DRAM a larger tile halves that traffic per sample (measurements in docs/DESIGN.md,
+/// "Memory").
 pub const TILE_ROWS_STREAMING: usize = 128;
 /// Dense weights above this size count as streaming from memory.
 pub const STREAMING_WEIGHT_BYTES: usize = 8 << 20;
