@@ -11,12 +11,12 @@
 
 /// Panel rows per k-block: 512 × 64 B = 32 KiB of f32 weights (16 KiB of f16); measured best
 /// (DESIGN.md).
-pub(super) const KC: usize = 512;
+pub(crate) const KC: usize = 512;
 
 /// Where one microkernel call reads and writes. Rows are `lda`/`ldc` elements apart; the `NP`
 /// panels of the call are `panel_stride` elements apart and each holds `k` rows of 16 at `w`
 /// (already advanced to the k-block).
-pub(super) struct Tile<A, E> {
+pub(crate) struct Tile<A, E> {
     /// Panel rows (steps of k) in this block.
     pub k: usize,
     /// Row 0 of the tile at the block's first k.
@@ -51,7 +51,7 @@ impl<A, E> Tile<A, E> {
 }
 
 /// One SIMD level's microkernel for one operand type.
-pub(super) trait Microkernel {
+pub(crate) trait Microkernel {
     /// What the epilogue needs (bias, activation, scales).
     type Problem;
     /// Element of A.
@@ -70,7 +70,7 @@ pub(super) trait Microkernel {
 }
 
 /// The operands of one call, as the driver walks them.
-pub(super) struct Operands<A, E> {
+pub(crate) struct Operands<A, E> {
     pub m: usize,
     /// Panel rows (steps of k).
     pub k: usize,
@@ -92,7 +92,7 @@ pub(super) struct Operands<A, E> {
 /// rows, C has `m` rows of `n` writable floats at stride `ldc`, disjoint from A; the CPU has the
 /// features `K` needs.
 #[inline(always)]
-pub(super) unsafe fn run<K: Microkernel, const MR: usize, const NP: usize>(
+pub(crate) unsafe fn run<K: Microkernel, const MR: usize, const NP: usize>(
     g: &K::Problem,
     o: &Operands<K::A, K::E>,
 ) {
@@ -109,30 +109,40 @@ pub(super) unsafe fn run<K: Microkernel, const MR: usize, const NP: usize>(
             let mut kb = 0;
             while kb < o.k {
                 let kc = (o.k - kb).min(KC);
-                let mut i = 0;
-                while i < tiled_rows {
+                let tile = |i: usize| {
                     // SAFETY: rows i.. are within 0..m, columns kb..kb+kc of A within 0..k,
-                    // panel p's rows kb..kb+kc within the panel, columns j0..j0+cols of C within
-                    // 0..n (caller contract).
-                    let t = unsafe {
-                        Tile {
-                            k: kc,
-                            a: o.a.add(i * o.lda + kb),
-                            lda: o.lda,
-                            w: o.w.add(p * o.panel_stride + kb * 16),
-                            panel_stride: o.panel_stride,
-                            c: o.c.add(i * o.ldc + j0),
-                            ldc: o.ldc,
-                            j0,
-                            cols,
-                            first: kb == 0,
-                            last: kb + kc == o.k,
-                        }
+                    // panel p's rows kb..kb+kc within the panel, columns j0..j0+cols of C
+                    // within 0..n (caller contract).
+                    let (a, w, c) = unsafe {
+                        (
+                            o.a.add(i * o.lda + kb),
+                            o.w.add(p * o.panel_stride + kb * 16),
+                            o.c.add(i * o.ldc + j0),
+                        )
                     };
-                    let rows = (tiled_rows - i).min(MR);
-                    // SAFETY: `rows` rows from i exist; the tile's regions are as above.
-                    unsafe { tile_of::<K, MR>(rows, g, &t) };
-                    i += rows;
+                    Tile {
+                        k: kc,
+                        a,
+                        lda: o.lda,
+                        w,
+                        panel_stride: o.panel_stride,
+                        c,
+                        ldc: o.ldc,
+                        j0,
+                        cols,
+                        first: kb == 0,
+                        last: kb + kc == o.k,
+                    }
+                };
+                let mut i = 0;
+                while i + MR <= tiled_rows {
+                    // SAFETY: MR rows from i exist; the tile's regions are as above.
+                    unsafe { K::tile::<MR, 1>(g, &tile(i)) };
+                    i += MR;
+                }
+                if i < tiled_rows {
+                    // SAFETY: `tiled_rows − i` (2..MR−1) rows from i exist.
+                    unsafe { tile_of::<K, MR>(tiled_rows - i, g, &tile(i)) };
                 }
                 kb += kc;
             }

@@ -12,7 +12,7 @@ mod driver;
 mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 pub mod activation;
 
@@ -151,17 +151,18 @@ impl Gemm<'_> {
     }
 }
 
-/// The bias of the 16 columns from `j0` (`cols` of them real), zeros elsewhere or without bias.
+/// The bias of the 16 columns from `j0` (`cols` of them real): straight from the bias slice for a
+/// full panel (no copy per tile), else zero-padded in `tmp` (all zeros without a bias).
 #[inline(always)]
-fn bias16(g: &Gemm, j0: usize, cols: usize) -> [f32; 16] {
-    let mut bias = [0f32; 16];
+fn bias16<'t>(g: &'t Gemm, j0: usize, cols: usize, tmp: &'t mut [f32; 16]) -> &'t [f32; 16] {
     match g.bias {
-        // A fixed-size copy for full panels (a variable one is a memcpy call).
-        Some(b) if cols == 16 => bias.copy_from_slice(&b[j0..j0 + 16]),
-        Some(b) => bias[..cols].copy_from_slice(&b[j0..j0 + cols]),
-        None => {}
+        Some(b) if cols == 16 => b[j0..j0 + 16].try_into().expect("16 bias values"),
+        Some(b) => {
+            tmp[..cols].copy_from_slice(&b[j0..j0 + cols]);
+            tmp
+        }
+        None => tmp,
     }
-    bias
 }
 
 /// Runs `g` with the kernel of `level`.

@@ -117,11 +117,8 @@ impl<'g, P: NeonPanel> Microkernel for Neon<'g, P> {
             let zero = vdupq_n_f32(0.0);
             for q in 0..NP {
                 let cols = t.cols_of(q, NP);
-                let bias = if t.last {
-                    bias16(g, t.j0 + q * 16, cols)
-                } else {
-                    [0.0; 16]
-                };
+                let mut tmp = [0f32; 16];
+                let bias = bias16(g, t.j0 + q * 16, cols, &mut tmp);
                 for (i, acc) in acc.iter().enumerate() {
                     let mut tmp = [0f32; 16];
                     for (l, &v) in acc[q].iter().enumerate() {

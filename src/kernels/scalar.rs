@@ -71,11 +71,8 @@ impl<'g, E: Element> Microkernel for Scalar<'g, E> {
         }
         for q in 0..NP {
             let cols = t.cols_of(q, NP);
-            let bias = if t.last {
-                bias16(g, t.j0 + q * 16, cols)
-            } else {
-                [0.0; 16]
-            };
+            let mut tmp = [0f32; 16];
+            let bias = bias16(g, t.j0 + q * 16, cols, &mut tmp);
             for (i, acc) in acc.iter_mut().enumerate() {
                 let v = &mut acc[q];
                 if t.last {

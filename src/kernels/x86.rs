@@ -125,11 +125,8 @@ impl<'g, P: Panel> Microkernel for Avx2<'g, P> {
             }
             for q in 0..NP {
                 let cols = t.cols_of(q, NP);
-                let bias = if t.last {
-                    bias16(g, t.j0 + q * 16, cols)
-                } else {
-                    [0.0; 16]
-                };
+                let mut tmp = [0f32; 16];
+                let bias = bias16(g, t.j0 + q * 16, cols, &mut tmp);
                 for i in 0..R {
                     let (mut v0, mut v1) = (acc0[i][q], acc1[i][q]);
                     if t.last {
@@ -150,7 +147,7 @@ impl<'g, P: Panel> Microkernel for Avx2<'g, P> {
 
 /// Loads `cols` (≤ 16) floats as two vectors, zeros past `cols`.
 #[inline(always)]
-unsafe fn load16_avx2(src: *const f32, cols: usize) -> (__m256, __m256) {
+pub(crate) unsafe fn load16_avx2(src: *const f32, cols: usize) -> (__m256, __m256) {
     // SAFETY: `src` has `cols` readable floats (caller); AVX enabled by the caller.
     unsafe {
         if cols == 16 {
@@ -168,7 +165,7 @@ unsafe fn load16_avx2(src: *const f32, cols: usize) -> (__m256, __m256) {
 
 /// Stores the first `cols` (≤ 16) lanes of two vectors.
 #[inline(always)]
-unsafe fn store16_avx2(dst: *mut f32, cols: usize, v0: __m256, v1: __m256) {
+pub(crate) unsafe fn store16_avx2(dst: *mut f32, cols: usize, v0: __m256, v1: __m256) {
     // SAFETY: `dst` has `cols` writable floats (caller); AVX enabled by the caller.
     unsafe {
         if cols == 16 {
@@ -239,11 +236,8 @@ impl<'g, P: Panel> Microkernel for Avx512<'g, P> {
                 }
             }
             for q in 0..NP {
-                let bias = if t.last {
-                    bias16(g, t.j0 + q * 16, t.cols_of(q, NP))
-                } else {
-                    [0.0; 16]
-                };
+                let mut tmp = [0f32; 16];
+                let bias = bias16(g, t.j0 + q * 16, t.cols_of(q, NP), &mut tmp);
                 for (i, acc) in acc.iter().enumerate() {
                     let mut v = acc[q];
                     if t.last {
