@@ -68,6 +68,16 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().to(torch.float64).numpy().copy()
 
 
+def _table(t: torch.Tensor) -> np.ndarray:
+    """An embedding table as numpy without copying it (a float32 CPU table is shared with the
+    model: tables can be gigabytes, and the writer reads them a slice at a time). Other dtypes
+    and devices are converted to float32 (exact from float16 and bfloat16)."""
+    t = t.detach()
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64, torch.float16):
+        t = t.to("cpu", torch.float32)
+    return t.numpy()
+
+
 def _is(obj: Any, module: str, name: str) -> bool:
     """Exact class check by module and name, so neither library must be importable."""
     cls = type(obj)
@@ -220,7 +230,7 @@ def _rechub_features(model: nn.Module, features: list, max_len, one_dim: bool = 
         emb = embed[owner]
         if type(emb) is not nn.Embedding or emb.max_norm is not None:
             raise ExportError(f"embedding.embed_dict.{owner}: only plain nn.Embedding without max_norm is supported")
-        tables[owner] = _np(emb.weight)
+        tables[owner] = _table(emb.weight)
         if isinstance(fea, SparseFeature):
             out_feats.append({"name": fea.name, "kind": "sparse", "table": owner, "id_f32": False})
         else:
@@ -330,7 +340,7 @@ def _deepctr_features(model: nn.Module) -> dict:
         emb = model.embedding_dict[c.embedding_name]
         if type(emb) is not nn.Embedding or emb.max_norm is not None:
             raise ExportError(f"embedding_dict.{c.embedding_name}: only plain nn.Embedding without max_norm is supported")
-        tables[c.embedding_name] = _np(emb.weight)
+        tables[c.embedding_name] = _table(emb.weight)
         if isinstance(c, SparseFeat):
             feats.append({"name": c.name, "kind": "sparse", "table": c.embedding_name, "id_f32": True})
             order["sparse"].append(c.name)
@@ -439,6 +449,8 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
     task_names: output names (default: DeepCTR's task_names; torch-rechub task0, task1, ...;
     ESMM keeps its fixed [cvr, ctr, ctcvr] / [ctr, ctcvr] names unless given).
     max_len: fixed padded length of torch-rechub sequence features ({name: L} or one int).
+    The spec's embedding tables are the model's own weights as numpy arrays (float32, not
+    copies): write the spec before training the model further.
     """
     lib = _library(model)
     kind = type(model).__name__
@@ -458,9 +470,12 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
 
 
 def export(model: nn.Module, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,
-           **kwargs) -> fmt.PleFile:
-    """Write a model as a .ple file: ``write(to_spec(model, **kwargs), path, ...)``."""
-    return fmt.write(to_spec(model, **kwargs), path, dtype=dtype, round_weights_to_f16=round_weights_to_f16)
+           *, progress: bool | None = None, **kwargs) -> fmt.PleFile:
+    """Write a model as a .ple file: ``write(to_spec(model, **kwargs), path, ...)``. The
+    embedding tables are streamed from the model's own memory (never copied whole);
+    ``progress`` as in :func:`ple_runtime.write` (None: a bar when stderr is a terminal)."""
+    return fmt.write(to_spec(model, **kwargs), path, dtype=dtype, round_weights_to_f16=round_weights_to_f16,
+                     progress=progress)
 
 
 def torch_inputs(model: nn.Module, inputs: dict) -> Any:

@@ -154,18 +154,61 @@ def _known(code: int, names: dict[int, str], what: str, field: str) -> None:
         raise FormatError(f"{what}: unknown {field} {code} (known: {known})")
 
 
+class _Blob:
+    """The bytes of a file held in memory."""
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+        self.size = len(blob)
+
+    def read(self, start: int, n: int) -> bytes:
+        return bytes(self.blob[start:start + n])
+
+    def crc32(self, start: int, end: int) -> int:
+        return zlib.crc32(memoryview(self.blob)[start:end])
+
+
+class _OpenFile:
+    """A file read a piece at a time: the reader needs the header and metadata, the data
+    checksum reads the rest in pieces, so a file of any size is checked in little memory."""
+
+    PIECE = 4 << 20
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.size = os.fstat(fh.fileno()).st_size
+
+    def read(self, start: int, n: int) -> bytes:
+        self.fh.seek(start)
+        out = self.fh.read(n)
+        if len(out) != n:
+            raise FormatError(f"the file changed while it was read ({len(out)} of {n} bytes at offset {start})")
+        return out
+
+    def crc32(self, start: int, end: int) -> int:
+        crc = 0
+        for pos in range(start, end, self.PIECE):
+            crc = zlib.crc32(self.read(pos, min(self.PIECE, end - pos)), crc)
+        return crc
+
+
 def read_header_and_meta(path: str | os.PathLike, verify_data: bool = True) -> PleFile:
-    """Parse and strictly validate a .ple file (FORMAT.md section 4); raise FormatError."""
+    """Parse and strictly validate a .ple file (FORMAT.md section 4); raise FormatError.
+    Reads the header and metadata, and with `verify_data` the data section in pieces (for
+    its checksum and padding): never the whole file at once."""
     with open(path, "rb") as fh:
-        blob = fh.read()
-    return parse(blob, verify_data=verify_data)
+        return _parse(_OpenFile(fh), verify_data)
 
 
 def parse(blob: bytes, verify_data: bool = True) -> PleFile:
     """Strictly validate the bytes of a .ple file; see :func:`read_header_and_meta`."""
-    header = _read_header(blob, verify_data)
+    return _parse(_Blob(blob), verify_data)
+
+
+def _parse(src, verify_data: bool) -> PleFile:
+    header = _read_header(src, verify_data)
     major, minor, file_size, meta_size, data_offset, data_size, meta_crc, data_crc = header
-    cur = _Cursor(blob[HEADER_SIZE:HEADER_SIZE + meta_size])
+    cur = _Cursor(src.read(HEADER_SIZE, meta_size))
     strings = _read_strings(cur)
 
     def string(i: int, what: str) -> str:
@@ -194,25 +237,26 @@ def parse(blob: bytes, verify_data: bool = True) -> PleFile:
                  model_name, flags, features, order, mlps, bottom, n_tasks, levels, towers, outputs)
     check_graph(pf)
     if verify_data:
-        _check_padding(pf, blob[data_offset:])
+        _check_padding(pf, src)
     return pf
 
 
-def _read_header(blob: bytes, verify_data: bool) -> tuple:
+def _read_header(src, verify_data: bool) -> tuple:
     """The 64-byte header (FORMAT.md section 2), checked against the file; both checksums
     (the data's only when `verify_data`)."""
-    if len(blob) < HEADER_SIZE:
-        raise FormatError(f"file is {len(blob)} bytes, shorter than the 64-byte header")
-    if blob[:8] != MAGIC:
+    if src.size < HEADER_SIZE:
+        raise FormatError(f"file is {src.size} bytes, shorter than the 64-byte header")
+    head = src.read(0, HEADER_SIZE)
+    if head[:8] != MAGIC:
         raise FormatError("wrong magic: not a .ple file")
     major, minor, header_size, file_size, meta_offset, meta_size, data_offset, data_size, meta_crc, data_crc = \
-        struct.unpack("<HHIQQQQQII", blob[8:64])
+        struct.unpack("<HHIQQQQQII", head[8:64])
     if major != MAJOR:
         raise FormatError(f"unsupported format version {major}.{minor} (this reader supports 1.x)")
     if header_size != HEADER_SIZE:
         raise FormatError(f"header_size is {header_size}, expected 64")
-    if file_size != len(blob):
-        raise FormatError(f"file_size field is {file_size} but the file is {len(blob)} bytes")
+    if file_size != src.size:
+        raise FormatError(f"file_size field is {file_size} but the file is {src.size} bytes")
     if meta_offset != HEADER_SIZE:
         raise FormatError(f"meta_offset is {meta_offset}, expected 64")
     if meta_size > MAX_META:
@@ -223,13 +267,13 @@ def _read_header(blob: bytes, verify_data: bool) -> tuple:
         raise FormatError(f"data_offset is {data_offset}, expected align64(64 + meta_size) = {align64(64 + meta_size)}")
     if data_offset > file_size or data_size != file_size - data_offset:
         raise FormatError(f"data_size is {data_size}, expected file_size - data_offset = {file_size - data_offset}")
-    got = zlib.crc32(blob[HEADER_SIZE:HEADER_SIZE + meta_size], zlib.crc32(blob[:56]))
+    got = zlib.crc32(src.read(HEADER_SIZE, meta_size), zlib.crc32(head[:56]))
     if got != meta_crc:
         raise FormatError(f"meta CRC mismatch: header says {meta_crc:#010x}, computed {got:#010x}")
-    if any(blob[HEADER_SIZE + meta_size:data_offset]):
+    if any(src.read(HEADER_SIZE + meta_size, data_offset - HEADER_SIZE - meta_size)):
         raise FormatError("non-zero padding between metadata and data")
     if verify_data:
-        got = zlib.crc32(blob[data_offset:])
+        got = src.crc32(data_offset, file_size)
         if got != data_crc:
             raise FormatError(f"data CRC mismatch: header says {data_crc:#010x}, computed {got:#010x}")
     return major, minor, file_size, meta_size, data_offset, data_size, meta_crc, data_crc
@@ -383,16 +427,19 @@ def _read_outputs(cur: _Cursor, string) -> list[OutputInfo]:
     return outputs
 
 
-def _check_padding(pf: PleFile, data: bytes) -> None:
-    """Padding after each tensor, and panel16 columns past n, must be zero."""
+def _check_padding(pf: PleFile, src) -> None:
+    """Padding after each tensor, and panel16 columns past n, must be zero (reads only those
+    bytes: the padding, and the last panel of a panel16 tensor whose n is not a multiple of 16)."""
     for i, t in enumerate(pf.tensors):
         end = t.offset + t.size
         nxt = pf.tensors[i + 1].offset if i + 1 < len(pf.tensors) else pf.data_size
-        if any(data[end:nxt]):
+        if any(src.read(pf.data_offset + end, nxt - end)):
             raise FormatError(f"tensor {i} ({t.name!r}): non-zero padding after the tensor")
         if t.layout == LAYOUT_PANEL16 and t.cols % 16:
-            flat = tensor_array(pf, data, i, logical=False).reshape(-1, t.rows, 16)
-            if np.any(flat[-1, :, t.cols % 16:] != 0):
+            panel = t.rows * 16 * ELEMENT_SIZE[t.dtype]
+            dt = np.dtype("<f4") if t.dtype == DTYPE_F32 else np.dtype("<f2")
+            last = np.frombuffer(src.read(pf.data_offset + end - panel, panel), dtype=dt).reshape(t.rows, 16)
+            if np.any(last[:, t.cols % 16:] != 0):
                 raise FormatError(f"tensor {i} ({t.name!r}): non-zero panel16 padding past column {t.cols}")
 
 

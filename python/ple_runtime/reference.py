@@ -106,7 +106,7 @@ def _lookup(feature: dict, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         sample = int(np.argwhere(bad)[0][0])
         raise ValueError(f"feature {feature['name']!r}, sample {sample}: id {int(ids[bad][0])} "
                          f"is outside the table's [0, {vocab})")
-    return table[ids]
+    return table[ids].astype(np.float64)  # tables may be float32 or float16 (spec.normalize keeps them)
 
 
 def embed(spec: dict, inputs: dict) -> np.ndarray:
@@ -133,7 +133,7 @@ def _pool(f: dict, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     # max: a sample with a real position takes the max over real positions; an
     # all-padding sample gets max_l f32(E[id_l] - 1e9), computed in f32 as DeepCTR does.
     real = np.where(m[:, :, None], e, -np.inf).max(axis=1)
-    shifted = (table.astype(np.float32)[ids] - np.float32(1e9)).max(axis=1).astype(np.float64)
+    shifted = (table[ids].astype(np.float32) - np.float32(1e9)).max(axis=1).astype(np.float64)
     return np.where(m.any(axis=1)[:, None], real, shifted)
 
 

@@ -55,7 +55,10 @@ gate (FORMAT.md section 3.7), so an exporter drops the library's softmax module.
 
 :func:`normalize` validates a spec and returns a canonical copy (float64 arrays,
 ``[out, in]`` weights, defaults filled in) or raises :class:`SpecError` with a path
-such as ``levels[1].task_gates[0][2].bias`` naming the offending field.
+such as ``levels[1].task_gates[0][2].bias`` naming the offending field. Embedding tables
+given as floating-point numpy arrays are the exception: the copy refers to them as they
+are (float16, float32 or float64), since a table can be gigabytes; the writer converts
+them a slice at a time as it writes the file.
 """
 
 from __future__ import annotations
@@ -125,6 +128,29 @@ def _array(value: Any, where: str, ndim: int, shape: tuple | None = None) -> np.
     if not np.all(np.isfinite(arr)):
         raise SpecError(f"{where}: contains NaN or infinity")
     return arr.copy()
+
+
+TABLE_CHECK_BYTES = 8 << 20
+"""Tables are checked for NaN and infinity this many bytes at a time (never copied whole)."""
+
+
+def _table(value: Any, where: str) -> np.ndarray:
+    """An embedding table [vocab, dim]. A floating-point numpy array is kept as it is (no
+    copy, whatever its float dtype: tables can be GBs, and the writer reads them a slice at a
+    time); anything else goes through :func:`_array` (float64)."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.dtype.itemsize > 8:
+        return _array(value, where, 2)
+    if value.ndim != 2:
+        raise SpecError(f"{where}: expected a 2-D array, got shape {value.shape}")
+    if value.size == 0:
+        raise SpecError(f"{where}: empty array of shape {value.shape}")
+    if max(value.shape) >= TENSOR_DIM_LIMIT:
+        raise SpecError(f"{where}: dimension of 2^31 or more in shape {value.shape}")
+    step = max(1, TABLE_CHECK_BYTES // (value.shape[1] * value.itemsize))
+    for start in range(0, value.shape[0], step):
+        if not np.all(np.isfinite(value[start:start + step])):
+            raise SpecError(f"{where}: contains NaN or infinity")
+    return value
 
 
 def _positive_int(value: Any, where: str, limit: int) -> int:
@@ -312,7 +338,7 @@ def normalize(spec: dict) -> dict:
     for tname, arr in raw_tables.items():
         check_string(tname, f"tables[{tname!r}] name")
         check_string("table." + tname, f"tables[{tname!r}] tensor name")
-        out["tables"][tname] = _array(arr, f"tables[{tname!r}]", 2)
+        out["tables"][tname] = _table(arr, f"tables[{tname!r}]")
 
     feats = spec.get("features")
     if not isinstance(feats, (list, tuple)) or not 1 <= len(feats) <= MAX_FEATURES:

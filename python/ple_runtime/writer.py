@@ -3,9 +3,15 @@
 :func:`write` turns a spec (:mod:`ple_runtime.spec`) into a file: it folds eval
 BatchNorm into the preceding Linear in float64 and rounds once (:mod:`.storage`), packs
 dense weights into panel16, lays tensors out canonically and checksums the result, then
-reads the file back with the strict reader (:func:`ple_runtime.reader.parse`, which checks
-everything FORMAT.md section 4 lists) so that a file it returns is one the Rust reader must
-accept.
+reads the file back with the strict reader (:func:`ple_runtime.reader.read_header_and_meta`,
+which checks everything FORMAT.md section 4 lists) so that a file it returns is one the Rust
+reader must accept.
+
+The file is streamed: the metadata needs only the tensors' shapes, so it is written first,
+then each tensor is converted and written in turn (an embedding table a slice of at most
+:data:`CHUNK_BYTES` at a time, never copied whole, never widened to float64), with the data
+checksum computed on the way and stored in the header last. Exporting a model with a
+gigabyte table therefore needs a few MiB beyond the model itself (docs/EXPORT.md, "Memory").
 
 Layout decisions FORMAT.md leaves to the writer, fixed here so that the same spec
 always gives the same bytes: strings are interned in first-use order (model name,
@@ -25,36 +31,46 @@ Tensor names: ``table.<table name>``; ``<mlp>.<layer>.w`` (panel16 weight),
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import struct
 import zlib
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
+from . import progress as progress_mod
 from . import spec as spec_mod
 from .codes import (
-    ACT_CODES, DTYPE_F16, DTYPE_F32, DTYPE_NAMES, FLAG_ID_F32, HEADER_SIZE, KIND_CODES, LAYOUT_PANEL16,
-    LAYOUT_PLAIN, MAGIC, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT, OUTPUT_TOWER,
-    POOL_CODES, TOWER_ACT_CODES, TOWER_INPUT_CODES, FormatError, align64,
+    ACT_CODES, DTYPE_F16, DTYPE_F32, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, HEADER_SIZE, KIND_CODES,
+    LAYOUT_PANEL16, LAYOUT_PLAIN, MAGIC, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT,
+    OUTPUT_TOWER, POOL_CODES, TOWER_ACT_CODES, TOWER_INPUT_CODES, FormatError, align64,
 )
-from .reader import PleFile, parse
+from .reader import PleFile, read_header_and_meta
 from .spec import iter_mlps, normalize
 from .storage import dice_bn_rows, fold_batchnorm, pack_panel16
+
+CHUNK_BYTES = 4 << 20
+"""The most bytes of a table converted at once (measured in the widest form a slice takes)."""
 
 
 @dataclasses.dataclass
 class _Tensor:
+    """A tensor's record, and how to produce its stored values when the data is written."""
+
     name: str
     dtype: int
     layout: int
     rows: int
     cols: int
-    data: bytes
+    size: int  # bytes
+    values: Callable[[], Iterator[np.ndarray]]  # the stored values in file order, in pieces
 
 
 class _Builder:
-    """Collects strings and tensors, then serialises the metadata."""
+    """Collects strings and tensor records, then serialises the metadata; tensor values are
+    computed only when :func:`_write_data` asks for them."""
 
     def __init__(self, dtype: str, round_weights_to_f16: bool):
         if dtype not in ("f32", "f16"):
@@ -72,36 +88,61 @@ class _Builder:
             self.strings.append(s)
         return self.string_index[s]
 
-    def _add(self, name: str, dtype: int, layout: int, rows: int, cols: int, values: np.ndarray) -> int:
-        if not np.all(np.isfinite(values)):
-            raise FormatError(f"tensor {name!r}: not finite after rounding to {DTYPE_NAMES[dtype]} "
-                              f"(a value is outside the {DTYPE_NAMES[dtype]} range)")
+    def _add(self, name: str, dtype: int, layout: int, rows: int, cols: int,
+             values: Callable[[], Iterator[np.ndarray]]) -> int:
+        elements = rows * cols if layout == LAYOUT_PLAIN else -(-cols // 16) * rows * 16
         self.string(name)
-        self.tensors.append(_Tensor(name, dtype, layout, rows, cols, values.astype("<" + values.dtype.str[1:]).tobytes()))
+        self.tensors.append(_Tensor(name, dtype, layout, rows, cols, elements * ELEMENT_SIZE[dtype], values))
         return len(self.tensors) - 1
 
-    def big(self, values: np.ndarray) -> tuple[int, np.ndarray]:
-        """Round a dense weight or table (float64) once to its storage dtype."""
-        with np.errstate(over="ignore"):  # overflow is reported by _add, naming the tensor
-            if self.big_dtype == DTYPE_F16:
-                return DTYPE_F16, values.astype(np.float16)
-            if self.round_f16:
-                return DTYPE_F32, values.astype(np.float16).astype(np.float32)
-            return DTYPE_F32, values.astype(np.float32)
+    def _big(self, name: str, values: np.ndarray) -> np.ndarray:
+        """A dense weight or table slice rounded once to its storage dtype."""
+        return _rounded(name, values, self.big_dtype, via_f16=self.round_f16)
 
     def table(self, name: str, arr: np.ndarray) -> int:
-        dtype, values = self.big(arr)
-        return self._add(name, dtype, LAYOUT_PLAIN, arr.shape[0], arr.shape[1], values)
+        rows, cols = arr.shape
+        widest = max(arr.itemsize, 4)
+        step = max(1, CHUNK_BYTES // (cols * widest))
 
-    def weight(self, name: str, w_out_in: np.ndarray) -> int:
-        logical = np.ascontiguousarray(w_out_in.T)  # [k = in, n = out]
-        dtype, values = self.big(logical)
-        return self._add(name, dtype, LAYOUT_PANEL16, logical.shape[0], logical.shape[1], pack_panel16(values))
+        def values() -> Iterator[np.ndarray]:
+            for start in range(0, rows, step):
+                yield self._big(name, arr[start:start + step])
 
-    def vector(self, name: str, arr: np.ndarray) -> int:
-        arr = np.asarray(arr, dtype=np.float64)
-        rows, cols = (1, arr.shape[0]) if arr.ndim == 1 else arr.shape
-        return self._add(name, DTYPE_F32, LAYOUT_PLAIN, rows, cols, arr.astype(np.float32).reshape(-1))
+        return self._add(name, self.big_dtype, LAYOUT_PLAIN, rows, cols, values)
+
+    def weight(self, name: str, layer: dict) -> int:
+        """A layer's weight with its BatchNorm folded in, as panel16 [k = in, n = out]."""
+        n, k = layer["weight"].shape
+
+        def values() -> Iterator[np.ndarray]:
+            logical = np.ascontiguousarray(fold_batchnorm(layer)[0].T)
+            yield pack_panel16(self._big(name, logical))
+
+        return self._add(name, self.big_dtype, LAYOUT_PANEL16, k, n, values)
+
+    def vector(self, name: str, rows: int, cols: int, make: Callable[[], np.ndarray]) -> int:
+        """A small f32 tensor (bias, activation parameter) of shape [rows, cols]."""
+
+        def values() -> Iterator[np.ndarray]:
+            yield _rounded(name, np.asarray(make(), dtype=np.float64).reshape(-1), DTYPE_F32, via_f16=False)
+
+        return self._add(name, DTYPE_F32, LAYOUT_PLAIN, rows, cols, values)
+
+
+def _rounded(name: str, values: np.ndarray, dtype: int, via_f16: bool) -> np.ndarray:
+    """Values rounded once to `dtype` (little-endian; through f16 first when `via_f16`);
+    a value outside the dtype's range is refused, naming the tensor."""
+    with np.errstate(over="ignore"):  # overflow is reported below
+        if dtype == DTYPE_F16:
+            out = values.astype("<f2")
+        elif via_f16:
+            out = values.astype(np.float16).astype("<f4")
+        else:
+            out = values.astype("<f4")
+    if not np.all(np.isfinite(out)):
+        raise FormatError(f"tensor {name!r}: not finite after rounding to {DTYPE_NAMES[dtype]} "
+                          f"(a value is outside the {DTYPE_NAMES[dtype]} range)")
+    return out
 
 
 def tensor_prefix(role: str) -> str:
@@ -159,8 +200,8 @@ def _tensor_table(tensors: list[_Tensor], string_index: dict[str, int]) -> bytes
     out = bytearray(struct.pack("<I", len(tensors)))
     offset = 0
     for t in tensors:
-        out += struct.pack("<IBBHIIQQ", string_index[t.name], t.dtype, t.layout, 0, t.rows, t.cols, offset, len(t.data))
-        offset = align64(offset + len(t.data))
+        out += struct.pack("<IBBHIIQQ", string_index[t.name], t.dtype, t.layout, 0, t.rows, t.cols, offset, t.size)
+        offset = align64(offset + t.size)
     return bytes(out)
 
 
@@ -191,20 +232,23 @@ def _mlps(canon: dict, b: _Builder) -> tuple[dict[str, int], list[bytes]]:
         layers = []
         for i, layer in enumerate(mlp):
             where = f"{tensor_prefix(role)}.{i}"
-            w, bias = fold_batchnorm(layer)
-            wi = b.weight(f"{where}.w", w)
-            bi = NONE if bias is None else b.vector(f"{where}.b", bias)
+            n = layer["weight"].shape[0]
+            wi = b.weight(f"{where}.w", layer)
+            has_bias = layer["bias"] is not None or layer["bn"] is not None  # fold_batchnorm's rule
+            bi = b.vector(f"{where}.b", 1, n, lambda layer=layer: fold_batchnorm(layer)[1]) if has_bias else NONE
             act = layer["activation"]
             scalar, param = 0.0, NONE
             if act == "leaky_relu":
                 scalar = _f32(layer["slope"], f"{where} slope")
             elif act == "prelu":
-                param = b.vector(f"{where}.a", layer["prelu_weight"])
+                a = layer["prelu_weight"]
+                param = b.vector(f"{where}.a", 1, a.shape[0], lambda a=a: a)
             elif act == "dice_rechub":
                 scalar = _f32(layer["dice_eps"], f"{where} dice eps")
-                param = b.vector(f"{where}.a", layer["dice_alpha"])
+                a = layer["dice_alpha"]
+                param = b.vector(f"{where}.a", 1, a.shape[0], lambda a=a: a)
             elif act == "dice_bn":
-                param = b.vector(f"{where}.a", dice_bn_rows(layer))
+                param = b.vector(f"{where}.a", 3, n, lambda layer=layer: dice_bn_rows(layer))
             layers.append(struct.pack("<IIB3xfI", wi, bi, ACT_CODES[act], scalar, param))
         index[role] = len(records)
         records.append(struct.pack("<I", len(layers)) + b"".join(layers))
@@ -238,45 +282,94 @@ def _outputs(canon: dict, names: list[int]) -> bytes:
     return bytes(out)
 
 
-def to_bytes(spec: dict, dtype: str = "f32", round_weights_to_f16: bool = False) -> bytes:
-    """Serialise a spec to the bytes of a .ple file (see :func:`write`)."""
+def _write_file(spec: dict, fh: BinaryIO, dtype: str, round_weights_to_f16: bool, progress: bool | None,
+                label: str) -> None:
+    """Stream a spec's file to ``fh`` (seekable, positioned at 0): header with the checksums
+    left at zero, metadata, padding, each tensor as it is converted; then the checksums."""
     canon = normalize(spec)
     builder = _Builder(dtype, round_weights_to_f16)
     meta = _build(canon, builder)
     if len(meta) > MAX_META:
         raise FormatError(f"metadata is {len(meta)} bytes, over the 64 MiB cap")
-    data = bytearray()
+    data_size = 0
     for t in builder.tensors:
-        data += t.data
-        data += bytes(align64(len(data)) - len(data))
+        data_size = align64(data_size + t.size)
     data_offset = align64(HEADER_SIZE + len(meta))
-    file_size = data_offset + len(data)
+    file_size = data_offset + data_size
     head = MAGIC + struct.pack("<HHIQQQQQ", MAJOR, MINOR, HEADER_SIZE, file_size, HEADER_SIZE, len(meta),
-                               data_offset, len(data))
+                               data_offset, data_size)
     meta_crc = zlib.crc32(meta, zlib.crc32(head))
-    data_crc = zlib.crc32(data)
-    head += struct.pack("<II", meta_crc, data_crc)
-    blob = head + meta + bytes(data_offset - HEADER_SIZE - len(meta)) + data
-    assert len(blob) == file_size
-    return bytes(blob)
+    fh.write(head + bytes(8))
+    fh.write(meta)
+    fh.write(bytes(data_offset - HEADER_SIZE - len(meta)))
+    with progress_mod.bar(file_size, f"writing {label}", unit="B", enabled=progress) as bar:
+        bar.update(data_offset)
+        data_crc = _write_data(builder.tensors, fh, bar)
+    fh.seek(56)
+    fh.write(struct.pack("<II", meta_crc, data_crc))
+    fh.seek(0, os.SEEK_END)
+    if fh.tell() != file_size:
+        raise AssertionError(f"wrote {fh.tell()} bytes, the header says {file_size}")
 
 
-def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False) -> PleFile:
+def _write_data(tensors: list[_Tensor], fh: BinaryIO, bar) -> int:
+    """Write every tensor's values then its padding to align 64; return the data CRC-32."""
+    crc = 0
+
+    def put(raw) -> None:
+        nonlocal crc
+        fh.write(raw)
+        crc = zlib.crc32(raw, crc)
+        bar.update(len(raw))
+
+    for t in tensors:
+        written = 0
+        for piece in t.values():
+            raw = memoryview(np.ascontiguousarray(piece)).cast("B")
+            put(raw)
+            written += len(raw)
+        if written != t.size:
+            raise AssertionError(f"tensor {t.name!r}: wrote {written} bytes, its record says {t.size}")
+        put(bytes(align64(written) - written))
+    return crc
+
+
+def to_bytes(spec: dict, dtype: str = "f32", round_weights_to_f16: bool = False) -> bytes:
+    """Serialise a spec to the bytes of a .ple file (see :func:`write`; this holds the whole
+    file in memory, :func:`write` does not)."""
+    buf = io.BytesIO()
+    _write_file(spec, buf, dtype, round_weights_to_f16, progress=False, label="<bytes>")
+    return buf.getvalue()
+
+
+def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,
+          *, progress: bool | None = None) -> PleFile:
     """Write a spec as a .ple file and return the parsed file after a strict read-back.
 
     dtype: "f32" or "f16" storage for dense weights and embedding tables (biases and
     activation parameters are always f32). round_weights_to_f16 (with dtype "f32"):
     store the same folded weights and tables rounded to f16 but widened back to f32,
     so a runtime's f16 and f32 paths can be compared with storage as the only rounding.
+    progress: a bar on stderr while writing (None: only when stderr is a terminal;
+    :mod:`ple_runtime.progress`).
+
+    The file is written to ``<path>.tmp`` a tensor at a time, read back (the data checksum
+    re-read from the file in pieces), and renamed to ``path`` only if the read-back accepts
+    it; on any failure the temporary file is removed and ``path`` is left as it was.
     """
     if round_weights_to_f16 and dtype != "f32":
         raise ValueError("round_weights_to_f16 applies to dtype='f32' only")
-    blob = to_bytes(spec, dtype, round_weights_to_f16)
-    parsed = parse(blob, verify_data=True)
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(blob)
-    os.replace(tmp, path)
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            _write_file(spec, fh, dtype, round_weights_to_f16, progress, os.path.basename(path))
+        parsed = read_header_and_meta(tmp, verify_data=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     return parsed
-
-
