@@ -88,6 +88,12 @@ def _np(variable: Any) -> np.ndarray:
     return np.array(variable.numpy(), dtype=np.float64)
 
 
+def _table(variable: Any) -> np.ndarray:
+    """An embedding table in its own float dtype, not widened to float64: the writer streams
+    tables a slice at a time (docs/EXPORT.md, "Memory")."""
+    return np.asarray(variable.numpy())
+
+
 def _check_keras2(model: Any) -> None:
     if _root(model) == "keras":
         major = str(getattr(sys.modules.get("keras"), "__version__", "2")).split(".")[0]
@@ -307,7 +313,7 @@ def _features(model: Any, x0: Any, where: str = "input vector") -> dict:
             features.append({"name": name, "kind": "dense", "width": int(shape[1])})
             continue
         emb = part[2]
-        tables[emb.name] = _np(emb.embeddings)
+        tables[emb.name] = _table(emb.embeddings)
         if not (tensor.dtype.is_integer or tensor.dtype.name in ("float32", "float64")):
             raise ExportError(f"model input {name!r}: ids of dtype {tensor.dtype.name} (integer, float32 or "
                               "float64 ids only)")
@@ -541,9 +547,11 @@ def to_spec(model: Any, *, name: str | None = None, task_names: list[str] | None
 
 
 def export(model: Any, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,
-           **kwargs) -> fmt.PleFile:
-    """Write a DeepCTR Keras model as a .ple file: ``write(to_spec(model, **kwargs), path, ...)``."""
-    return fmt.write(to_spec(model, **kwargs), path, dtype=dtype, round_weights_to_f16=round_weights_to_f16)
+           *, progress: bool | None = None, **kwargs) -> fmt.PleFile:
+    """Write a DeepCTR Keras model as a .ple file: ``write(to_spec(model, **kwargs), path, ...)``
+    (``progress`` as in :func:`ple_runtime.write`)."""
+    return fmt.write(to_spec(model, **kwargs), path, dtype=dtype, round_weights_to_f16=round_weights_to_f16,
+                     progress=progress)
 
 
 def keras_inputs(model: Any, inputs: dict) -> dict:
