@@ -6,6 +6,7 @@ TensorFlow with tf-keras for DeepCTR on Keras -- neither imports the other):
 
 - :class:`Model`: a ``.ple`` file loaded by libple (the native scorer, through ctypes):
   ``Model(path).predict({feature: array})`` -> ``[B, outputs]``; ``gates=True`` adds gate weights;
+  ``Model(path, threads=N)`` or ``pool=Pool(N)`` splits large batches across threads;
 - :func:`export` / :func:`to_spec`: torch-rechub / DeepCTR-Torch / DeepCTR (Keras) model ->
   ``.ple`` / spec;
 - :func:`verify`: the model vs its ``.ple`` file on the same inputs, per-output errors;
@@ -24,7 +25,7 @@ directory, the checkout's ``target/release`` and ``target/debug``, the system pa
 
 from ._native import LibraryNotFound
 from .format import FormatError, PleFile, read_header_and_meta, read_tensors, write
-from .model import GateInfo, InputInfo, Model, OutputInfo, PleError
+from .model import GateInfo, InputInfo, Model, OutputInfo, PleError, Pool
 from .reference import forward
 from .spec import ExportError, SpecError, normalize
 from .verify import VerifyError, VerifyReport, random_inputs, rel_err, verify
@@ -81,6 +82,7 @@ __all__ = [
     "Model",
     "OutputInfo",
     "PleError",
+    "Pool",
     "PleFile",
     "SpecError",
     "VerifyError",

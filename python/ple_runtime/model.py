@@ -38,7 +38,7 @@ import numpy as np
 from . import _native
 from ._native import Column
 
-__all__ = ["Model", "PleError", "InputInfo", "OutputInfo", "GateInfo"]
+__all__ = ["Model", "Pool", "PleError", "InputInfo", "OutputInfo", "GateInfo"]
 
 
 class PleError(ValueError):
@@ -104,17 +104,87 @@ def _s(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
+class Pool:
+    """Threads that sessions split one large batch across (libple's ``ple_pool``).
+
+    Pool(threads=0)  -- ``threads`` 0 means one per CPU; at most 1024.
+
+    Make one per process (or per group of models) and pass it to several models with
+    ``Model(path, pool=pool)``; ``Model(path, threads=N)`` makes a private one. Results are
+    bit-identical to one thread. A batch is split only when it is large enough to gain
+    (docs/DESIGN.md, "Threads"); idle threads sleep (after spinning ``spin_us``, default
+    50 µs). A pool serves one call at a time: a call that finds it busy with another
+    model's or thread's call scores on its own thread instead of waiting. Sessions hold
+    their own reference, so :meth:`close` (or collection) is safe while models use it.
+    """
+
+    def __init__(self, threads: int = 0, *, spin_us: int | None = None):
+        self._lib = _native.lib()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be an integer >= 0 (0: one per CPU), got {threads!r}")
+        ptr = ctypes.c_void_p()
+        status = self._lib.ple_pool_new(threads, ctypes.byref(ptr))
+        if status:
+            raise PleError(status, _native.last_error(), f"ple_pool_new({threads})")
+        self._ptr = ptr.value
+        self.threads: int = int(self._lib.ple_pool_threads(self._ptr))
+        if spin_us is not None:
+            self.set_spin_us(spin_us)
+
+    def set_spin_us(self, spin_us: int) -> None:
+        """How long an idle thread spins before it sleeps (0: sleep at once)."""
+        if not self._ptr:
+            raise ValueError("the pool is closed")
+        if not 0 <= int(spin_us) < 2**32:
+            raise ValueError(f"spin_us must be in 0..2^32-1, got {spin_us}")
+        status = self._lib.ple_pool_set_spin_us(self._ptr, int(spin_us))
+        if status:
+            raise PleError(status, _native.last_error(), "ple_pool_set_spin_us")
+
+    def close(self) -> None:
+        """Release this handle (models' sessions keep the threads until they are freed)."""
+        ptr, self._ptr = getattr(self, "_ptr", None), None
+        if ptr:
+            self._lib.ple_pool_free(ptr)
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"<ple_runtime.Pool {self.threads} threads{'' if self._ptr else ', closed'}>"
+
+
 class _Session:
     """One thread's ``ple_session``; freed when the thread's local storage goes away."""
 
-    def __init__(self, lib, model_ptr: int, max_batch: int):
+    def __init__(self, lib, model_ptr: int, max_batch: int, pool: int | None = None,
+                 min_parallel_batch: int | None = None):
         self._lib = lib
         ptr = ctypes.c_void_p()
-        status = lib.ple_session_new(model_ptr, max_batch, ctypes.byref(ptr))
+        if pool is None:
+            status = lib.ple_session_new(model_ptr, max_batch, ctypes.byref(ptr))
+        else:
+            status = lib.ple_session_new_with_pool(model_ptr, max_batch, pool, ctypes.byref(ptr))
         if status:
             raise PleError(status, _native.last_error(), "ple_session_new")
         self.ptr = ptr.value
         self.max_batch = int(lib.ple_session_max_batch(self.ptr))
+        self.threads = int(lib.ple_session_threads(self.ptr))
+        if min_parallel_batch is not None:
+            status = lib.ple_session_set_min_parallel_batch(self.ptr, min_parallel_batch)
+            if status:
+                detail = self.last_error()
+                self.free()
+                raise PleError(status, detail, "ple_session_set_min_parallel_batch")
 
     def last_error(self) -> str:
         return self._lib.ple_session_last_error(self.ptr).decode("utf-8", "replace")
@@ -138,21 +208,36 @@ def _ptr(arr: np.ndarray, ctype) -> Any:
 class Model:
     """A ``.ple`` model loaded by libple.
 
-    Model(path, verify_data=False, in_memory=False, max_batch=None)
+    Model(path, verify_data=False, in_memory=False, max_batch=None, threads=None, pool=None)
 
     - ``verify_data``: also check the data section's checksum at open (reads the file);
     - ``in_memory``: read the file into memory instead of mapping it (for files that may
       be rewritten in place);
     - ``max_batch``: the sessions' batch limit (default 2^24, the library's maximum;
       working memory does not grow with it). Larger batches are scored in chunks.
+    - ``threads``: split each large batch across this many threads (a private
+      :class:`Pool`; 0 means one per CPU; default 1: every call on the calling thread);
+    - ``pool``: a :class:`Pool` shared with other models instead (not with ``threads``);
+    - ``min_parallel_batch``: the smallest batch split across the pool (default: chosen by
+      the library from the model's size; scores never depend on it, only speed does).
 
     ``Model.from_bytes(data)`` loads a model from bytes. Use as a context manager or
     call :meth:`close` to release it early; otherwise it is released when collected.
     """
 
     def __init__(self, path: str | os.PathLike, *, verify_data: bool = False, in_memory: bool = False,
-                 max_batch: int | None = None, _data: bytes | None = None):
+                 max_batch: int | None = None, threads: int | None = None, pool: Pool | None = None,
+                 min_parallel_batch: int | None = None, _data: bytes | None = None):
         self._lib = _native.lib()
+        # The model's own reference to the pool (released by close): sessions are made lazily,
+        # one per thread, and must find the pool alive whatever the caller did with its handle.
+        chosen = self._choose_pool(threads, pool)
+        self._pool = self._lib.ple_pool_clone(chosen._ptr) if chosen is not None else None
+        if chosen is not None and pool is None:
+            chosen.close()
+        if min_parallel_batch is not None and (isinstance(min_parallel_batch, bool) or min_parallel_batch < 0):
+            raise ValueError(f"min_parallel_batch must be an integer >= 0, got {min_parallel_batch!r}")
+        self._min_parallel_batch = min_parallel_batch
         flags = (_native.OPEN_VERIFY_DATA if verify_data else 0) | (_native.OPEN_READ_INTO_MEMORY if in_memory else 0)
         ptr = ctypes.c_void_p()
         if _data is not None:
@@ -173,10 +258,32 @@ class Model:
         self._local = threading.local()
         self._read_info()
 
+    @staticmethod
+    def _choose_pool(threads, pool) -> Pool | None:
+        if pool is not None:
+            if threads is not None:
+                raise ValueError("give threads= or pool=, not both")
+            if not isinstance(pool, Pool):
+                raise TypeError(f"pool must be a ple_runtime.Pool, got {type(pool).__name__}")
+            if not pool._ptr:
+                raise ValueError("the pool is closed")
+            return pool
+        if threads is None or (threads == 1 and not isinstance(threads, bool)):
+            return None
+        return Pool(threads)
+
+    @property
+    def threads(self) -> int:
+        """The most threads one :meth:`predict` call runs on (1 without a pool)."""
+        return self._session().threads
+
     @classmethod
-    def from_bytes(cls, data: bytes, *, verify_data: bool = False, max_batch: int | None = None) -> "Model":
+    def from_bytes(cls, data: bytes, *, verify_data: bool = False, max_batch: int | None = None,
+                   threads: int | None = None, pool: Pool | None = None,
+                   min_parallel_batch: int | None = None) -> "Model":
         """A model from the bytes of a .ple file (copied by the library)."""
-        return cls("<memory>", verify_data=verify_data, max_batch=max_batch, _data=data)
+        return cls("<memory>", verify_data=verify_data, max_batch=max_batch, threads=threads, pool=pool,
+                   min_parallel_batch=min_parallel_batch, _data=data)
 
     # ------------------------------------------------------------------ introspection
 
@@ -275,6 +382,9 @@ class Model:
         ptr, self._ptr = getattr(self, "_ptr", None), None
         if ptr:
             self._lib.ple_model_free(ptr)
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool:  # sessions of other threads keep their own reference
+            self._lib.ple_pool_free(pool)
 
     def __enter__(self) -> "Model":
         return self
@@ -293,7 +403,7 @@ class Model:
         if sess is None:
             if not self._ptr:
                 raise ValueError("the model is closed")
-            sess = _Session(self._lib, self._ptr, self.max_batch)
+            sess = _Session(self._lib, self._ptr, self.max_batch, self._pool, self._min_parallel_batch)
             self._local.session = sess
         return sess
 

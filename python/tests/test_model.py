@@ -303,3 +303,57 @@ def test_library_env_variables(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == lib
     r = _run_python("import ple_runtime; print(ple_runtime.library_path())", PLE_LIB_DIR=os.path.dirname(lib))
     assert r.returncode == 0 and r.stdout.strip() == lib
+
+
+def test_pool_threads_are_bit_identical(tmp_path, spec):
+    """A model on a pool (private or shared) splits batches across threads and scores exactly as
+    one thread does; the pool's handle and the models may be released in any order."""
+    path = tmp_path / "m.ple"
+    ple_runtime.write(spec, path)
+    x = inputs_for(spec, np.random.default_rng(21), batch=300)
+    with ple_runtime.Model(path) as one:
+        want, want_gates = one.predict(x, gates=True)
+        assert one.threads == 1
+    # min_parallel_batch=0: split every batch that can be (the test model is far below the default threshold).
+    with ple_runtime.Model(path, threads=2, min_parallel_batch=0) as two:
+        assert two.threads == 2
+        got, gates = two.predict(x, gates=True)
+        assert np.array_equal(got, want) and np.array_equal(gates, want_gates)
+    pool = ple_runtime.Pool(2, spin_us=0)
+    assert pool.threads == 2 and "2 threads" in repr(pool)
+    a = ple_runtime.Model(path, pool=pool, min_parallel_batch=0)
+    b = ple_runtime.Model(path, pool=pool, min_parallel_batch=0)
+    assert a.threads == b.threads == 2
+    pool.close()  # the models' sessions hold their own references
+    results = [None, None]
+
+    def work(i, m):
+        results[i] = [m.predict(x) for _ in range(10)]
+
+    workers = [threading.Thread(target=work, args=(i, m)) for i, m in enumerate((a, b))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert all(np.array_equal(r, want) for rs in results for r in rs)
+    a.close()
+    b.close()
+
+
+def test_pool_arguments_are_checked(tmp_path, spec):
+    path = tmp_path / "m.ple"
+    ple_runtime.write(spec, path)
+    with pytest.raises(ValueError, match="threads must be an integer >= 0"):
+        ple_runtime.Pool(-1)
+    with pytest.raises(PleError, match="1024"):
+        ple_runtime.Pool(5000)
+    pool = ple_runtime.Pool(2)
+    with pytest.raises(ValueError, match="not both"):
+        ple_runtime.Model(path, threads=2, pool=pool)
+    with pytest.raises(TypeError, match="ple_runtime.Pool"):
+        ple_runtime.Model(path, pool=2)
+    pool.close()
+    with pytest.raises(ValueError, match="the pool is closed"):
+        ple_runtime.Model(path, pool=pool)
+    with pytest.raises(ValueError, match="min_parallel_batch"):
+        ple_runtime.Model(path, min_parallel_batch=-3)

@@ -83,14 +83,14 @@ pub enum Command {
     /// Score rows from CSV, JSON lines or .npy; write CSV or JSON lines
     #[command(
         help_template = COMMAND_TEMPLATE,
-        override_usage = "ple score MODEL --input FILE [--output FILE] [--gates] [options]",
+        override_usage = "ple score MODEL --input FILE [--output FILE] [--gates] [--threads N] [options]",
         after_help = SCORE_NOTES
     )]
     Score(ScoreArgs),
     /// Latency percentiles and throughput on random valid inputs
     #[command(
         help_template = COMMAND_TEMPLATE,
-        override_usage = "ple bench MODEL [--batch 1,16,256] [--threads N] [--seconds S] [--json] [options]",
+        override_usage = "ple bench MODEL [--batch 1,16,256] [--threads 1,2] [--sessions N] [--seconds S] [--json] [options]",
         after_help = BENCH_NOTES
     )]
     Bench(BenchArgs),
@@ -198,6 +198,9 @@ pub struct ScoreArgs {
     /// Rows scored per call (results do not depend on it)
     #[arg(long, value_name = "N", default_value = "256", value_parser = batch_size)]
     pub batch: usize,
+    /// Split each call across N threads (a ple pool; results do not depend on it)
+    #[arg(long, value_name = "N", default_value = "1", value_parser = thread_count)]
+    pub threads: usize,
     #[command(flatten)]
     pub load: ModelOptions,
 }
@@ -209,9 +212,13 @@ has one) for a warm-up and then --seconds, timing every call. Reports the p50, p
 max latency of one call and the throughput in samples per second. Inputs rotate through a pool
 of up to 4096 distinct samples so embedding lookups are not all cache hits.
 
-With --threads N, N threads each run their own Session over one shared Model at the same time;
-latencies are pooled over all threads and samples/s is the aggregate. A progress display is
-shown on stderr when it is a terminal.";
+With --threads N, each call is split across a pool of N threads (the calling thread included):
+the latency of one large request on N cores. Small batches stay on the calling thread (the
+session's threshold), as they would in a server. With --sessions N, N sessions over one shared
+Model score at the same time, each from its own thread (and each with its own pool when
+--threads is above 1): the throughput of a server running N requests at once. Latencies are
+pooled over all sessions and samples/s is the aggregate. A progress display is shown on stderr
+when it is a terminal.";
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -221,9 +228,12 @@ pub struct BenchArgs {
     /// Batch sizes, comma-separated
     #[arg(long = "batch", value_name = "LIST", default_value = "1,16,256", value_parser = batch_sizes)]
     pub batches: Counts,
-    /// Thread counts, comma-separated
+    /// Threads each call is split across (a pool per session), comma-separated
     #[arg(long, value_name = "LIST", default_value = "1", value_parser = thread_counts)]
     pub threads: Counts,
+    /// Sessions scoring at the same time, each on its own thread, comma-separated
+    #[arg(long, value_name = "LIST", default_value = "1", value_parser = thread_counts)]
+    pub sessions: Counts,
     /// Measured time per configuration
     #[arg(long, value_name = "S", default_value = "2", value_parser = seconds, allow_negative_numbers = true)]
     pub seconds: f64,
@@ -318,6 +328,10 @@ const MAX_THREADS: usize = 1024;
 
 fn thread_counts(text: &str) -> Result<Counts, String> {
     counts_in(text, MAX_THREADS)
+}
+
+fn thread_count(text: &str) -> Result<usize, String> {
+    count_in(text, MAX_THREADS)
 }
 
 fn seconds(text: &str) -> Result<f64, String> {
@@ -507,7 +521,18 @@ mod tests {
         };
         assert_eq!(b.batches.0, [1, 16, 256]);
         assert_eq!(b.threads.0, [1]);
+        assert_eq!(b.sessions.0, [1]);
         assert_eq!(b.seconds, 2.0);
+        let Some(Command::Bench(b)) =
+            parse_words("bench m.ple --threads 1,2 --sessions 3").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((b.threads.0, b.sessions.0), (vec![1, 2], vec![3]));
+        let Some(Command::Score(s)) = parse_words("score m.ple -i a --threads 4").unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.threads, 4);
     }
 
     #[test]

@@ -11,16 +11,17 @@ use crate::error::CliError;
 use crate::fmt;
 use crate::progress::Progress;
 use crate::rand::{random_columns, Rng};
-use ple::{Model, Session};
+use ple::{Model, Pool, Session};
 
-/// Samples of random inputs each thread cycles through (fewer for very wide models).
-const POOL_SAMPLES: usize = 4096;
-/// Cap on the input values held by all threads together (beyond one batch each).
-const POOL_VALUES: usize = 1 << 23;
+/// Samples of random inputs each session cycles through (fewer for very wide models).
+const INPUT_SAMPLES: usize = 4096;
+/// Cap on the input values held by all sessions together (beyond one batch each).
+const INPUT_VALUES: usize = 1 << 23;
 
-/// The timings of one (batch size, thread count) configuration.
+/// The timings of one (batch size, sessions, threads per call) configuration.
 struct Measurement {
     batch: usize,
+    sessions: usize,
     threads: usize,
     calls: usize,
     /// Seconds from the common start to the last thread's last call.
@@ -46,14 +47,18 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let path = &args.model;
     let model = crate::open_model(path, &crate::load_options(&args.load)?)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Some(&t) = args.threads.0.iter().find(|&&t| t > cpus) {
-        eprintln!("ple: note: {t} threads on {cpus} CPUs: threads will share cores");
+    let most = |c: &[usize]| c.iter().copied().max().unwrap_or(1);
+    let busiest = most(&args.sessions.0) * most(&args.threads.0);
+    if busiest > cpus {
+        eprintln!("ple: note: up to {busiest} threads on {cpus} CPUs: threads will share cores");
     }
 
     let mut results = Vec::new();
-    for &threads in &args.threads.0 {
-        for &batch in &args.batches.0 {
-            results.push(measure(&model, batch, threads, args)?);
+    for &sessions in &args.sessions.0 {
+        for &threads in &args.threads.0 {
+            for &batch in &args.batches.0 {
+                results.push(measure(&model, batch, sessions, threads, args)?);
+            }
         }
     }
 
@@ -66,10 +71,12 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     crate::print_stdout(&text)
 }
 
-/// Times `threads` threads scoring batches of `batch` random samples, as `args` says.
+/// Times `sessions` sessions, each on its own thread and splitting its calls across `threads`
+/// threads, scoring batches of `batch` random samples, as `args` says.
 fn measure(
     model: &Model,
     batch: usize,
+    sessions: usize,
     threads: usize,
     args: &BenchArgs,
 ) -> Result<Measurement, CliError> {
@@ -80,32 +87,38 @@ fn measure(
         .map(|f| f.values_per_sample())
         .sum::<usize>()
         .max(1);
-    let pool_samples = (POOL_VALUES / (values_per_sample * threads))
-        .clamp(1, POOL_SAMPLES)
+    let input_samples = (INPUT_VALUES / (values_per_sample * sessions))
+        .clamp(1, INPUT_SAMPLES)
         .max(batch);
-    let pool_batches = pool_samples.div_ceil(batch);
-    let barrier = Arc::new(Barrier::new(threads + 1));
+    let input_batches = input_samples.div_ceil(batch);
+    let barrier = Arc::new(Barrier::new(sessions + 1));
     let measured = Duration::from_secs_f64(args.seconds);
     // Default: a tenth of the measured time, at most 0.5 s.
     let warm = Duration::from_secs_f64(args.warmup.unwrap_or((args.seconds / 10.0).min(0.5)));
 
     std::thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(threads);
-        for t in 0..threads {
+        let mut handles = Vec::with_capacity(sessions);
+        for t in 0..sessions {
             let barrier = barrier.clone();
             let model = model.clone();
             handles.push(scope.spawn(move || -> Result<(Vec<f64>, Instant), String> {
                 // Everything allocated before the barrier: the timed loop only scores.
                 let setup = || -> Result<_, String> {
                     let mut rng = Rng::new(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let pool: Vec<Vec<InputColumn>> = (0..pool_batches)
+                    let inputs: Vec<Vec<InputColumn>> = (0..input_batches)
                         .map(|_| random_columns(&model, batch, &mut rng))
                         .collect();
-                    let session = Session::new(&model, batch).map_err(|e| e.to_string())?;
-                    Ok((pool, session))
+                    let session = if threads > 1 {
+                        let pool = Pool::new(threads).map_err(|e| e.to_string())?;
+                        Session::with_pool(&model, batch, &pool)
+                    } else {
+                        Session::new(&model, batch)
+                    }
+                    .map_err(|e| e.to_string())?;
+                    Ok((inputs, session))
                 };
                 let prepared = setup();
-                let (pool, mut session) = match prepared {
+                let (inputs, mut session) = match prepared {
                     Ok(x) => x,
                     Err(e) => {
                         barrier.wait();
@@ -113,7 +126,7 @@ fn measure(
                         return Err(e);
                     }
                 };
-                let pool: Vec<Vec<ple::Input>> = pool
+                let inputs: Vec<Vec<ple::Input>> = inputs
                     .iter()
                     .map(|cols| cols.iter().map(InputColumn::as_input).collect())
                     .collect();
@@ -125,7 +138,7 @@ fn measure(
                 let mut i = 0;
                 let mut err = None;
                 loop {
-                    if let Err(e) = session.run(&pool[i % pool.len()], batch, &mut out, None) {
+                    if let Err(e) = session.run(&inputs[i % inputs.len()], batch, &mut out, None) {
                         err = Some(e.to_string());
                         break;
                     }
@@ -143,7 +156,7 @@ fn measure(
                 loop {
                     let t0 = Instant::now();
                     session
-                        .run(&pool[i % pool.len()], batch, &mut out, None)
+                        .run(&inputs[i % inputs.len()], batch, &mut out, None)
                         .map_err(|e| e.to_string())?;
                     let t1 = Instant::now();
                     lat.push((t1 - t0).as_secs_f64());
@@ -157,14 +170,13 @@ fn measure(
 
         // Setup done → warm-up; then the measured window, with a progress display.
         barrier.wait();
-        let label = format!(
-            "batch {batch}{}",
-            if threads > 1 {
-                format!(", {threads} threads")
-            } else {
-                String::new()
-            }
-        );
+        let mut label = format!("batch {batch}");
+        if sessions > 1 {
+            label += &format!(", {sessions} sessions");
+        }
+        if threads > 1 {
+            label += &format!(", {threads} threads");
+        }
         let mut bar = Progress::new(label, true);
         let total = warm + measured;
         let t0 = Instant::now();
@@ -190,6 +202,7 @@ fn measure(
         lat.sort_by(f64::total_cmp);
         Ok(Measurement {
             batch,
+            sessions,
             threads,
             calls: lat.len(),
             wall: (end - begin).as_secs_f64(),
@@ -209,13 +222,14 @@ fn to_text(model: &Model, seconds: f64, results: &[Measurement]) -> String {
         seconds
     );
     s += &format!(
-        "{:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}\n",
-        "batch", "threads", "calls", "p50", "p90", "p99", "max", "samples/s"
+        "{:>6} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}\n",
+        "batch", "sessions", "threads", "calls", "p50", "p90", "p99", "max", "samples/s"
     );
     for r in results {
         s += &format!(
-            "{:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}\n",
+            "{:>6} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}\n",
             r.batch,
+            r.sessions,
             r.threads,
             fmt::thousands(r.calls as u64),
             fmt::duration(r.percentile(0.50)),
@@ -243,6 +257,7 @@ struct BenchReport<'a> {
 #[derive(Serialize)]
 struct MeasurementReport {
     batch: usize,
+    sessions: usize,
     threads: usize,
     calls: usize,
     seconds: f64,
@@ -261,6 +276,7 @@ impl<'a> BenchReport<'a> {
             .iter()
             .map(|r| MeasurementReport {
                 batch: r.batch,
+                sessions: r.sessions,
                 threads: r.threads,
                 calls: r.calls,
                 seconds: r.wall,

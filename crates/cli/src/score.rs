@@ -8,7 +8,7 @@ use crate::error::CliError;
 use crate::input::{self, Batch, InputSpec, RowSource};
 use crate::output::{OutputFormat, ScoreWriter};
 use crate::progress::Progress;
-use ple::{Error, InputKind, Model, Session};
+use ple::{Error, InputKind, Model, Pool, Session};
 
 pub fn run(args: &ScoreArgs) -> Result<(), CliError> {
     let output = args.output.as_deref().filter(|&o| o != "-");
@@ -103,7 +103,13 @@ fn score_all(
     show_progress: bool,
 ) -> Result<(), Stop> {
     let max_batch = args.batch;
-    let mut session = Session::new(model, max_batch).map_err(CliError::from)?;
+    let mut session = if args.threads > 1 {
+        let pool = Pool::new(args.threads).map_err(CliError::from)?;
+        Session::with_pool(model, max_batch, &pool)
+    } else {
+        Session::new(model, max_batch)
+    }
+    .map_err(CliError::from)?;
     let (ow, gw) = (model.output_width(), model.gate_width());
     let mut scores = vec![0f32; max_batch * ow];
     let mut gates = vec![0f32; if args.gates { max_batch * gw } else { 0 }];

@@ -526,6 +526,33 @@ fn quickstart_scores_match_torch() {
     }
 }
 
+#[test]
+fn score_with_threads_matches_one_thread() {
+    // --threads N gives the session a pool; the scores do not change by a bit.
+    let one = ok(&ple(&["score", QUICKSTART, "--input", QUICKSTART_INPUTS]));
+    let two = ok(&ple(&[
+        "score",
+        QUICKSTART,
+        "--input",
+        QUICKSTART_INPUTS,
+        "--threads",
+        "2",
+        "--batch",
+        "1000",
+    ]));
+    assert_eq!(one, two);
+    let o = ple(&[
+        "score",
+        QUICKSTART,
+        "--input",
+        QUICKSTART_INPUTS,
+        "--threads",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--threads"), "{}", stderr(&o));
+}
+
 /// Writes the fixture inputs of `dir` as CSV (mixing one-cell and `name[i]` forms) and JSON lines.
 fn text_inputs(model: &Model, dir: &Path) -> (String, String) {
     let (cols, rows) = load_inputs(model, dir);
@@ -873,6 +900,8 @@ fn bench_text_and_json() {
         "--batch",
         "4",
         "--threads",
+        "1,2",
+        "--sessions",
         "2",
         "--seconds",
         "0.1",
@@ -880,10 +909,13 @@ fn bench_text_and_json() {
     ]));
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 1);
-    let r = &results[0];
-    let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
+    assert_eq!(results.len(), 2);
+    let num = |r: &Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
+    assert_eq!(num(&results[0], "threads"), 1.0);
+    let r = &results[1];
+    let num = |k: &str| num(r, k);
     assert_eq!(num("batch"), 4.0);
+    assert_eq!(num("sessions"), 2.0);
     assert_eq!(num("threads"), 2.0);
     assert!(num("calls") >= 2.0);
     assert!(
