@@ -100,6 +100,29 @@
 #define PLE_OPEN_READ_INTO_MEMORY 2
 
 /**
+ * Flag for `ple_model_open`: bring every page of the model into memory before returning (as
+ * `ple_model_warm` does), so the first requests do not wait for page faults; opening then takes
+ * about as long as reading the file. To keep serving an old model meanwhile, open without it and
+ * call `ple_model_warm` on a background thread instead.
+ */
+#define PLE_OPEN_WARM 4
+
+/**
+ * Flag for `ple_model_open`: lock the model's pages in RAM (`mlock`, after warming them), so the
+ * kernel never evicts them while the model lives. The pages count against the process's
+ * `RLIMIT_MEMLOCK` (unless it has `CAP_IPC_LOCK`); a refusal fails the open with
+ * `PLE_STATUS_SYSTEM` and a message naming `RLIMIT_MEMLOCK` and its value.
+ */
+#define PLE_OPEN_LOCK 8
+
+/**
+ * Flag for `ple_model_open`: keep the kernel's readahead for the embedding tables of a mapped
+ * file. Without it the tables are advised random access (`MADV_RANDOM`): rows are read one at a
+ * time at random ids, so readahead around a cold row mostly reads rows nobody asked for.
+ */
+#define PLE_OPEN_TABLE_READAHEAD 16
+
+/**
  * Major version of the library this header belongs to (the Cargo package version).
  */
 #define PLE_VERSION_MAJOR 0
@@ -151,9 +174,15 @@ enum ple_status
     PLE_STATUS_PANIC = 3,
     /**
      * The operating system refused a resource the call needed (a pool's thread could not be
-     * started); the message says which.
+     * started, or the model's memory could not be locked: see `PLE_OPEN_LOCK`); the message
+     * says which.
      */
     PLE_STATUS_SYSTEM = 4,
+    /**
+     * The caller cancelled the call (`ple_model_warm`'s progress callback returned nonzero, or
+     * its cancel flag was set).
+     */
+    PLE_STATUS_CANCELLED = 5,
     /**
      * The model file could not be opened or read, or is not a regular file (a device, FIFO,
      * socket or directory).
@@ -311,6 +340,34 @@ typedef struct ple_pool ple_pool;
  * same session is refused with `PLE_STATUS_SESSION_BUSY`. Opaque.
  */
 typedef struct ple_session ple_session;
+
+/**
+ * Progress of `ple_model_warm`: called with the caller's `ctx`, the bytes done and the total.
+ * Return 0 to go on, nonzero to stop the warm-up (`PLE_STATUS_CANCELLED`).
+ */
+typedef int32_t (*ple_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/**
+ * How much of a model is resident in RAM (`ple_model_residency`).
+ */
+typedef struct ple_residency {
+    /**
+     * Bytes of the whole model (the file's size).
+     */
+    uint64_t total_bytes;
+    /**
+     * Of those, bytes resident in RAM now.
+     */
+    uint64_t resident_bytes;
+    /**
+     * Bytes of the embedding tables (a table shared by several inputs counted once).
+     */
+    uint64_t table_bytes;
+    /**
+     * Of those, bytes resident in RAM now.
+     */
+    uint64_t table_resident_bytes;
+} ple_residency;
 
 /**
  * One task of a job handed to an executor: call it as `task(task_ctx, index)`.
@@ -673,6 +730,59 @@ bool ple_model_file_changed(const struct ple_model *model);
  * `model` is NULL or a live handle.
  */
 PLE_MUST_USE ple_status ple_model_verify_data(const struct ple_model *model);
+
+/**
+ * Brings every page of `model` into memory, so the first requests after it find their table
+ * rows resident instead of each waiting for a page fault (for a cold file, a disk read). For a
+ * mapped model the kernel reads ahead of the pass and every page is touched, so it is mapped into
+ * this process too; it takes about as long as reading the file sequentially. A model read into
+ * memory is only touched.
+ *
+ * Run it on a background thread after opening a new model version and switch traffic to the
+ * model when it returns (examples/cpp/hot_reload.cpp): other threads may score with the same
+ * model meanwhile (it only reads the bytes). `progress` (may be NULL) is called on this thread
+ * with `progress_ctx` at the start and after every 8 MiB; a nonzero return stops the warm-up.
+ * `cancel` (may be NULL) points to an `int` that another thread may set to nonzero (an aligned,
+ * atomic store, e.g. `__atomic_store_n` or C11 `atomic_store` on an `atomic_int` of the same
+ * size) to stop it; it is read before each 8 MiB. A stopped warm-up returns
+ * `PLE_STATUS_CANCELLED`; the pages touched so far stay warm.
+ *
+ * Returns `PLE_STATUS_INVALID_FILE` without reading anything if the mapped file became shorter
+ * since it was opened (reading past its new end would crash the process). Warm pages stay
+ * resident as long as the kernel keeps them: under memory pressure it may evict them again,
+ * unless the model was opened with `PLE_OPEN_LOCK`.
+ *
+ * # Safety
+ * `model` is NULL or a live handle; `progress` is NULL or a function with this signature;
+ * `cancel` is NULL or points to an aligned `int` that stays valid for the call.
+ */
+PLE_MUST_USE
+ple_status ple_model_warm(const struct ple_model *model,
+                          ple_progress_fn progress,
+                          void *progress_ctx,
+                          const int32_t *cancel);
+
+/**
+ * Writes how much of `model`, and of its embedding tables, is resident in RAM now (counted by
+ * `mincore`) to `*out`: for a mapped model, the page cache's share of the file; a model read
+ * into memory is resident unless swapped out. Lets an operator see that a model is warm. Costs
+ * one system call per 16 MiB of the model.
+ *
+ * # Safety
+ * `model` is NULL or a live handle; `out` is NULL or valid for a write.
+ */
+PLE_MUST_USE
+ple_status ple_model_residency(const struct ple_model *model,
+                               struct ple_residency *out);
+
+/**
+ * Whether `model`'s pages are locked in RAM (opened with `PLE_OPEN_LOCK`). False for a NULL model
+ * (recorded in `ple_last_error`).
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+bool ple_model_is_locked(const struct ple_model *model);
 
 /**
  * Starts a pool of `threads` threads for sessions to split large batches across: `threads - 1`

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -96,6 +97,40 @@ public:
     /// Checks every checksum again over the bytes the model reads (`ple_model_verify_data`):
     /// throws `ple::error` (PLE_STATUS_CHECKSUM) if a mapped file was written in place.
     void verify_data() const { detail::check(ple_model_verify_data(m_)); }
+    /// Brings every page of the model into memory (`ple_model_warm`): run it on a background
+    /// thread before switching traffic to a newly opened model. `progress(done, total)` is called
+    /// every 8 MiB and returns true to go on; false, or `*cancel` set nonzero by another thread
+    /// (an atomic store), stops the warm-up with `ple::error` (PLE_STATUS_CANCELLED). An
+    /// exception thrown by `progress` stops it too and is rethrown here (it never crosses the C
+    /// API).
+    template <class F>
+    void warm(F &&progress, const int *cancel = nullptr) const {
+        struct context {
+            F *f;
+            std::exception_ptr thrown;
+        } ctx{&progress, nullptr};
+        auto call = [](void *c, uint64_t done, uint64_t total) -> int32_t {
+            auto *x = static_cast<context *>(c);
+            try {
+                return (*x->f)(done, total) ? 0 : 1;
+            } catch (...) {
+                x->thrown = std::current_exception();
+                return 1;
+            }
+        };
+        ple_status st = ple_model_warm(m_, call, &ctx, cancel);
+        if (ctx.thrown) std::rethrow_exception(ctx.thrown);
+        detail::check(st);
+    }
+    void warm() const { detail::check(ple_model_warm(m_, nullptr, nullptr, nullptr)); }
+    /// How much of the model and of its tables is resident in RAM now (`ple_model_residency`).
+    ple_residency residency() const {
+        ple_residency r{};
+        detail::check(ple_model_residency(m_, &r));
+        return r;
+    }
+    /// Whether the model's pages are locked in RAM (opened with PLE_OPEN_LOCK).
+    bool is_locked() const { return m_ && ple_model_is_locked(m_); }
     std::string name() const { return detail::str(ple_model_name(m_)); }
     std::string simd_level() const { return detail::str(ple_model_simd_level(m_)); }
     ple_dtype dtype() const { return ple_model_dtype(m_); }

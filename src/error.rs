@@ -100,6 +100,15 @@ pub enum Error {
     #[error("internal error while scoring (a panic, please report it): {message}")]
     Panic { message: Arc<str> },
 
+    /// The model's pages could not be locked in RAM (`LoadOptions::lock`); the message names
+    /// `RLIMIT_MEMLOCK`, the usual cause.
+    #[error("cannot lock the model in memory: {0}")]
+    Lock(#[source] std::io::Error),
+
+    /// The caller stopped the call (a warm-up's progress callback asked it to).
+    #[error("cancelled by the caller")]
+    Cancelled,
+
     /// The caller's executor (`Pool::from_executor`) broke its contract: it returned before
     /// running every task, or ran one task twice at once. The outputs may be partly written.
     #[error("the pool's executor broke its contract: {0}")]

@@ -26,6 +26,6 @@ pub mod session;
 pub use error::{Error, Result};
 pub use format::DType;
 pub use kernels::SimdLevel;
-pub use model::{InputKind, LoadOptions, Model, Pooling};
+pub use model::{InputKind, LoadOptions, Model, Pooling, Residency};
 pub use pool::{Executor, Pool};
 pub use session::{Input, Session};

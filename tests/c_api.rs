@@ -214,8 +214,18 @@ fn build(name: &str, sources: &[&str], lang: Lang, plain: bool) -> PathBuf {
 
 /// Runs `exe` (from the repository root) and fails with its output unless it exits 0.
 fn run(exe: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    run_with(exe, args, |_| {})
+}
+
+/// `run`, with the command adjusted by `configure` first.
+fn run_with(
+    exe: &Path,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+    configure: impl FnOnce(&mut Command),
+) -> String {
     let t = toolchain();
     let mut cmd = Command::new(exe);
+    configure(&mut cmd);
     cmd.current_dir(root())
         .env(
             "ASAN_OPTIONS",
@@ -291,7 +301,7 @@ fn c_status_walks_every_status() {
     let out = run(&exe, &[&quickstart(), &dense, &tmp]);
     print!("{out}");
     assert!(out.contains(", 0 failures"), "{out}");
-    assert!(out.contains("statuses walked: 15 of 19"), "{out}");
+    assert!(out.contains("statuses walked: 15 of 20"), "{out}");
     assert!(
         out.contains(&format!(
             "version {} number {}",
@@ -323,6 +333,52 @@ fn c_pools_score_like_one_thread() {
     let out = run(&exe, &[&quickstart()]);
     print!("{out}");
     assert!(out.contains(", 0 failures"), "{out}");
+}
+
+/// Warm-up, locking and residency from C (tests/c/warm.c), on a synthetic model with 8 MiB of
+/// tables; then the lock refused, in a run whose RLIMIT_MEMLOCK is 64 KiB (and which cannot regain
+/// CAP_IPC_LOCK when run as root: dropped from its bounding set before exec).
+#[test]
+fn c_warm_lock_and_residency() {
+    use std::os::unix::process::CommandExt;
+    let exe = build("warm", &["tests/c/warm.c"], Lang::C, false);
+    let shape = common::synth::Shape {
+        sparse: 3,
+        sequences: 1,
+        dim: 32,
+        vocab: 16384,
+        ..Default::default()
+    };
+    let path = toolchain().out_dir.join("warm_model.ple");
+    std::fs::write(&path, common::synth::ple(&shape, 5).to_bytes()).unwrap();
+    let out = run(&exe, &[&path]);
+    print!("{out}");
+    assert!(out.contains(", 0 failures"), "{out}");
+    let out = run_with(&exe, &[&path, &"refused"], |cmd| {
+        // SAFETY: between fork and exec the child calls only setrlimit and prctl
+        // (async-signal-safe system calls) and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 64 << 10,
+                    rlim_max: 64 << 10,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Fails without CAP_SETPCAP (not root): then there is no CAP_IPC_LOCK to drop.
+                const CAP_IPC_LOCK: libc::c_ulong = 14; // linux/capability.h
+                libc::prctl(libc::PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0);
+                Ok(())
+            })
+        };
+    });
+    print!("{out}");
+    assert!(
+        out.contains(", 0 failures") && out.contains("lock refused"),
+        "{out}"
+    );
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
@@ -945,6 +1001,7 @@ fn every_c_source_is_tested() {
         "tests/c/wrapper.cpp",
         "tests/c/hardening.c",
         "tests/c/pool.c",
+        "tests/c/warm.c",
         "tests/c/testing.h",
         "examples/c/score.c",
         "examples/cpp/server.cpp",
@@ -1278,6 +1335,7 @@ fn status_codes_are_stable() {
         (ple_status::InvalidArgument, 2),
         (ple_status::Panic, 3),
         (ple_status::System, 4),
+        (ple_status::Cancelled, 5),
         (ple_status::Io, 10),
         (ple_status::NotPle, 11),
         (ple_status::UnsupportedVersion, 12),

@@ -19,7 +19,44 @@ pub const PLE_OPEN_VERIFY_DATA: u32 = 1;
 /// before the tensor data are read, and never more than the header declares is read. Implied by
 /// `ple_model_open_memory`.
 pub const PLE_OPEN_READ_INTO_MEMORY: u32 = 2;
-const KNOWN_FLAGS: u32 = PLE_OPEN_VERIFY_DATA | PLE_OPEN_READ_INTO_MEMORY;
+/// Flag for `ple_model_open`: bring every page of the model into memory before returning (as
+/// `ple_model_warm` does), so the first requests do not wait for page faults; opening then takes
+/// about as long as reading the file. To keep serving an old model meanwhile, open without it and
+/// call `ple_model_warm` on a background thread instead.
+pub const PLE_OPEN_WARM: u32 = 4;
+/// Flag for `ple_model_open`: lock the model's pages in RAM (`mlock`, after warming them), so the
+/// kernel never evicts them while the model lives. The pages count against the process's
+/// `RLIMIT_MEMLOCK` (unless it has `CAP_IPC_LOCK`); a refusal fails the open with
+/// `PLE_STATUS_SYSTEM` and a message naming `RLIMIT_MEMLOCK` and its value.
+pub const PLE_OPEN_LOCK: u32 = 8;
+/// Flag for `ple_model_open`: keep the kernel's readahead for the embedding tables of a mapped
+/// file. Without it the tables are advised random access (`MADV_RANDOM`): rows are read one at a
+/// time at random ids, so readahead around a cold row mostly reads rows nobody asked for.
+pub const PLE_OPEN_TABLE_READAHEAD: u32 = 16;
+const KNOWN_FLAGS: u32 = PLE_OPEN_VERIFY_DATA
+    | PLE_OPEN_READ_INTO_MEMORY
+    | PLE_OPEN_WARM
+    | PLE_OPEN_LOCK
+    | PLE_OPEN_TABLE_READAHEAD;
+
+/// Progress of `ple_model_warm`: called with the caller's `ctx`, the bytes done and the total.
+/// Return 0 to go on, nonzero to stop the warm-up (`PLE_STATUS_CANCELLED`).
+pub type ple_progress_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, done: u64, total: u64) -> i32>;
+
+/// How much of a model is resident in RAM (`ple_model_residency`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ple_residency {
+    /// Bytes of the whole model (the file's size).
+    pub total_bytes: u64,
+    /// Of those, bytes resident in RAM now.
+    pub resident_bytes: u64,
+    /// Bytes of the embedding tables (a table shared by several inputs counted once).
+    pub table_bytes: u64,
+    /// Of those, bytes resident in RAM now.
+    pub table_resident_bytes: u64,
+}
 
 /// What a caller passes for an input feature.
 #[repr(i32)]
@@ -168,6 +205,9 @@ fn options(flags: u32, fn_name: &str) -> Result<LoadOptions, ple_status> {
         verify_data: flags & PLE_OPEN_VERIFY_DATA != 0,
         read_into_memory: flags & PLE_OPEN_READ_INTO_MEMORY != 0,
         simd: None,
+        warm: flags & PLE_OPEN_WARM != 0,
+        lock: flags & PLE_OPEN_LOCK != 0,
+        table_readahead: flags & PLE_OPEN_TABLE_READAHEAD != 0,
     })
 }
 
@@ -786,6 +826,125 @@ pub unsafe extern "C" fn ple_model_verify_data(model: *const ple_model) -> ple_s
     })
 }
 
+/// Brings every page of `model` into memory, so the first requests after it find their table
+/// rows resident instead of each waiting for a page fault (for a cold file, a disk read). For a
+/// mapped model the kernel reads ahead of the pass and every page is touched, so it is mapped into
+/// this process too; it takes about as long as reading the file sequentially. A model read into
+/// memory is only touched.
+///
+/// Run it on a background thread after opening a new model version and switch traffic to the
+/// model when it returns (examples/cpp/hot_reload.cpp): other threads may score with the same
+/// model meanwhile (it only reads the bytes). `progress` (may be NULL) is called on this thread
+/// with `progress_ctx` at the start and after every 8 MiB; a nonzero return stops the warm-up.
+/// `cancel` (may be NULL) points to an `int` that another thread may set to nonzero (an aligned,
+/// atomic store, e.g. `__atomic_store_n` or C11 `atomic_store` on an `atomic_int` of the same
+/// size) to stop it; it is read before each 8 MiB. A stopped warm-up returns
+/// `PLE_STATUS_CANCELLED`; the pages touched so far stay warm.
+///
+/// Returns `PLE_STATUS_INVALID_FILE` without reading anything if the mapped file became shorter
+/// since it was opened (reading past its new end would crash the process). Warm pages stay
+/// resident as long as the kernel keeps them: under memory pressure it may evict them again,
+/// unless the model was opened with `PLE_OPEN_LOCK`.
+///
+/// # Safety
+/// `model` is NULL or a live handle; `progress` is NULL or a function with this signature;
+/// `cancel` is NULL or points to an aligned `int` that stays valid for the call.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_model_warm(
+    model: *const ple_model,
+    progress: ple_progress_fn,
+    progress_ctx: *mut c_void,
+    cancel: *const i32,
+) -> ple_status {
+    guard("ple_model_warm", ple_status::Panic, || {
+        // SAFETY: NULL or a live handle per the contract.
+        let Some(m) = (unsafe { model.as_ref() }) else {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("ple_model_warm: model is NULL"),
+            );
+        };
+        let cancel = (!cancel.is_null()).then(|| {
+            // SAFETY: non-NULL, aligned and valid for the call per the contract; other threads
+            // only store to it atomically, so reading it as an atomic is sound.
+            unsafe { std::sync::atomic::AtomicI32::from_ptr(cancel.cast_mut()) }
+        });
+        let mut stopped_by = "";
+        let result = m.model.warm(|done, total| {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed) != 0) {
+                stopped_by = "its cancel flag was set";
+                return std::ops::ControlFlow::Break(());
+            }
+            if let Some(f) = progress {
+                // SAFETY: the caller's function with its own context, per the contract.
+                if unsafe { f(progress_ctx, done, total) } != 0 {
+                    stopped_by = "the progress callback returned nonzero";
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        match result {
+            Ok(()) => ple_status::Ok,
+            Err(crate::Error::Cancelled) => fail(
+                ple_status::Cancelled,
+                format_args!("ple_model_warm: cancelled ({stopped_by})"),
+            ),
+            Err(e) => fail(ple_status::of(&e), format_args!("ple_model_warm: {e}")),
+        }
+    })
+}
+
+/// Writes how much of `model`, and of its embedding tables, is resident in RAM now (counted by
+/// `mincore`) to `*out`: for a mapped model, the page cache's share of the file; a model read
+/// into memory is resident unless swapped out. Lets an operator see that a model is warm. Costs
+/// one system call per 16 MiB of the model.
+///
+/// # Safety
+/// `model` is NULL or a live handle; `out` is NULL or valid for a write.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_model_residency(
+    model: *const ple_model,
+    out: *mut ple_residency,
+) -> ple_status {
+    guard("ple_model_residency", ple_status::Panic, || {
+        // SAFETY: NULL or a live handle per the contract.
+        let Some(m) = (unsafe { model.as_ref() }).filter(|_| !out.is_null()) else {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("ple_model_residency: model and out must not be NULL"),
+            );
+        };
+        match m.model.residency() {
+            Ok(r) => {
+                // SAFETY: non-NULL (checked) and writable per the contract.
+                unsafe {
+                    *out = ple_residency {
+                        total_bytes: r.total_bytes,
+                        resident_bytes: r.resident_bytes,
+                        table_bytes: r.table_bytes,
+                        table_resident_bytes: r.table_resident_bytes,
+                    }
+                };
+                ple_status::Ok
+            }
+            Err(e) => fail(ple_status::of(&e), format_args!("ple_model_residency: {e}")),
+        }
+    })
+}
+
+/// Whether `model`'s pages are locked in RAM (opened with `PLE_OPEN_LOCK`). False for a NULL model
+/// (recorded in `ple_last_error`).
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_is_locked(model: *const ple_model) -> bool {
+    getter!(ple_model_is_locked(model) or false => |m| m.model.is_locked())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,6 +998,7 @@ mod tests {
         check!(ple_model_output_count() == 0);
         check!(ple_model_gate_width() == 0);
         check!(ple_model_gate_count() == 0);
+        check!(ple_model_is_locked() == false);
         check!(ple_model_input_name["5 inputs)"]() == std::ptr::null());
         check!(ple_model_input_kind["5 inputs)"]() == ple_input_kind::None);
         check!(ple_model_input_width["5 inputs)"]() == 0);

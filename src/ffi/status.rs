@@ -24,8 +24,12 @@ pub enum ple_status {
     /// written part of its outputs.
     Panic = 3,
     /// The operating system refused a resource the call needed (a pool's thread could not be
-    /// started); the message says which.
+    /// started, or the model's memory could not be locked: see `PLE_OPEN_LOCK`); the message
+    /// says which.
     System = 4,
+    /// The caller cancelled the call (`ple_model_warm`'s progress callback returned nonzero, or
+    /// its cancel flag was set).
+    Cancelled = 5,
     /// The model file could not be opened or read, or is not a regular file (a device, FIFO,
     /// socket or directory).
     Io = 10,
@@ -63,13 +67,14 @@ pub enum ple_status {
 
 impl ple_status {
     /// Every status, in numeric order.
-    pub fn all() -> [ple_status; 19] {
+    pub fn all() -> [ple_status; 20] {
         [
             ple_status::Ok,
             ple_status::NullArgument,
             ple_status::InvalidArgument,
             ple_status::Panic,
             ple_status::System,
+            ple_status::Cancelled,
             ple_status::Io,
             ple_status::NotPle,
             ple_status::UnsupportedVersion,
@@ -105,6 +110,8 @@ impl ple_status {
             Error::UnknownInput(_) => ple_status::UnknownInput,
             Error::InvalidThreadCount { .. } => ple_status::InvalidArgument,
             Error::ThreadStart { .. } => ple_status::System,
+            Error::Lock(_) => ple_status::System,
+            Error::Cancelled => ple_status::Cancelled,
             Error::Panic { .. } => ple_status::Panic,
             Error::ExecutorContract(_) => ple_status::ExecutorFailed,
         }
@@ -117,7 +124,10 @@ impl ple_status {
             ple_status::NullArgument => c"a required pointer argument is NULL",
             ple_status::InvalidArgument => c"invalid argument",
             ple_status::Panic => c"internal error (a panic was caught; please report it)",
-            ple_status::System => c"the operating system refused a resource (a thread)",
+            ple_status::System => {
+                c"the operating system refused a resource (a thread, or locked memory)"
+            }
+            ple_status::Cancelled => c"cancelled by the caller",
             ple_status::Io => c"the model file could not be read",
             ple_status::NotPle => c"not a .ple file",
             ple_status::UnsupportedVersion => {

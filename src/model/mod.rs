@@ -2,9 +2,11 @@
 //! plan and the SIMD level, all fixed at load.
 
 pub mod graph;
+mod memory;
 pub mod plan;
 mod storage;
 
+use std::ops::{ControlFlow, Range};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,6 +32,32 @@ pub struct LoadOptions {
     /// Force a SIMD level (must be available on this CPU); `None` = best available, lowered by the
     /// `PLE_SIMD` environment variable.
     pub simd: Option<SimdLevel>,
+    /// Bring every page of the model into memory before `open` returns ([`Model::warm`]), so the
+    /// first requests do not wait for page faults (a cold table row costs a disk read). Open then
+    /// takes as long as reading the file.
+    pub warm: bool,
+    /// Lock the model's pages in RAM (`mlock`, after warming them), so they are never evicted
+    /// while the model lives: latency stays flat under memory pressure. The pages count against
+    /// `RLIMIT_MEMLOCK`; a refusal is an [`Error::Lock`] that names it.
+    pub lock: bool,
+    /// Leave the kernel's readahead on for the embedding tables of a mapped file. Off by default:
+    /// tables are read one row at a time at random ids, so readahead around a cold row reads
+    /// mostly rows nobody asked for (docs/PERFORMANCE.md, cold start). No effect on a model
+    /// read into memory.
+    pub table_readahead: bool,
+}
+
+/// How much of a model is in RAM now ([`Model::residency`]): pages counted by `mincore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Residency {
+    /// Bytes of the whole model (the file's size).
+    pub total_bytes: u64,
+    /// Of those, bytes resident in RAM.
+    pub resident_bytes: u64,
+    /// Bytes of the embedding tables (each table counted once).
+    pub table_bytes: u64,
+    /// Of those, bytes resident in RAM.
+    pub table_resident_bytes: u64,
 }
 
 /// A loaded model. Cheap to clone (reference counted), `Send + Sync`: share one across all threads
@@ -47,6 +75,11 @@ pub(crate) struct Inner {
     pub(crate) graph: Graph,
     pub(crate) plan: Plan,
     pub(crate) simd: SimdLevel,
+    /// Byte ranges of the embedding tables, each table once.
+    tables: Vec<Range<usize>>,
+    /// Whether tables keep the kernel's readahead (`LoadOptions::table_readahead`).
+    table_readahead: bool,
+    locked: bool,
 }
 
 impl Model {
@@ -65,7 +98,7 @@ impl Model {
             if opts.read_into_memory || file.len() < format::HEADER_SIZE as u64 {
                 file.read()?
             } else {
-                file.map()?
+                file.map(!opts.table_readahead)?
             };
         Self::load(storage, header, meta, Some(origin), opts)
     }
@@ -110,16 +143,78 @@ impl Model {
         }
         let graph = Graph::from_meta(&header, &meta)?;
         let plan = plan::build(&graph)?;
+        let tables = table_ranges(&graph);
+        let mut inner = Inner {
+            storage,
+            origin,
+            header,
+            graph,
+            plan,
+            simd,
+            tables,
+            table_readahead: opts.table_readahead,
+            locked: false,
+        };
+        inner.advise_default();
+        if opts.warm || opts.lock {
+            inner.warm(&mut |_, _| ControlFlow::Continue(()))?;
+        }
+        if opts.lock {
+            inner.storage.lock().map_err(Error::Lock)?;
+            inner.locked = true;
+        }
         Ok(Model {
-            inner: Arc::new(Inner {
-                storage,
-                origin,
-                header,
-                graph,
-                plan,
-                simd,
-            }),
+            inner: Arc::new(inner),
         })
+    }
+
+    /// Brings every page of the model into memory, so that the first requests after it find their
+    /// table rows resident instead of waiting for page faults (for a cold file, one disk read
+    /// each). For a mapped file the kernel is asked to read ahead of the pass, and every page is
+    /// touched, so that it is also mapped into this process; for a model read into memory it only
+    /// touches the pages. Takes about as long as reading the file sequentially.
+    ///
+    /// `progress(bytes done, total)` is called at the start and after every 8 MiB; returning
+    /// `ControlFlow::Break(())` stops the pass with [`Error::Cancelled`] (the pages already
+    /// touched stay warm). Safe to run on a background thread while other threads score with
+    /// the model: it only reads the bytes. A mapped file found shorter than at open is an error
+    /// before any of it is read (reading past its new end would crash the process).
+    ///
+    /// The pages stay resident only as long as the kernel keeps them: under memory pressure it
+    /// may evict them again unless the model was opened with [`LoadOptions::lock`].
+    pub fn warm(&self, mut progress: impl FnMut(u64, u64) -> ControlFlow<()>) -> Result<()> {
+        self.inner.warm(&mut progress)
+    }
+
+    /// How much of the model, and of its embedding tables, is resident in RAM now. For a mapped
+    /// model this is the page cache's share of the file that this mapping sees; a model read into
+    /// memory is resident unless swapped out. Costs one `mincore` call per 16 MiB.
+    pub fn residency(&self) -> Result<Residency> {
+        let inner = &self.inner;
+        let io = |source| Error::Io {
+            path: inner
+                .origin
+                .as_ref()
+                .map_or_else(|| "(bytes in memory)".into(), |o| o.shown()),
+            source,
+        };
+        let bytes = inner.storage.bytes();
+        let mut r = Residency {
+            total_bytes: bytes.len() as u64,
+            resident_bytes: memory::resident(bytes).map_err(io)?,
+            table_bytes: 0,
+            table_resident_bytes: 0,
+        };
+        for t in &inner.tables {
+            r.table_bytes += t.len() as u64;
+            r.table_resident_bytes += memory::resident(&bytes[t.clone()]).map_err(io)?;
+        }
+        Ok(r)
+    }
+
+    /// Whether the model's pages are locked in RAM ([`LoadOptions::lock`]).
+    pub fn is_locked(&self) -> bool {
+        self.inner.locked
     }
 
     /// Whether the file the model was opened from has changed since: its path now names another
@@ -141,28 +236,19 @@ impl Model {
     /// it is read (reading past its new end would crash the process).
     pub fn verify_data(&self, progress: impl FnMut(u64, u64)) -> Result<()> {
         let header = &self.inner.header;
-        if let Some(len) = self.inner.storage.mapped_file_len() {
-            let len = len.map_err(|source| Error::Io {
-                path: self
-                    .inner
-                    .origin
-                    .as_ref()
-                    .map_or_else(String::new, |o| o.shown()),
-                source,
-            })?;
-            if len < header.file_size {
-                return Err(invalid!(
-                    "the mapped file was truncated to {len} bytes since it was opened ({} bytes)",
-                    header.file_size
-                ));
-            }
-        }
+        self.check_not_truncated()?;
         format::verify_meta_crc(self.bytes(), header)?;
         format::verify_data_crc(self.bytes(), header, progress)
     }
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// The file's length now, checked against its length at open (a mapped model only): reading
+    /// past the new end of a truncated file would crash the process.
+    fn check_not_truncated(&self) -> Result<()> {
+        self.inner.check_not_truncated()
     }
 
     fn bytes(&self) -> &[u8] {
@@ -301,6 +387,70 @@ impl Model {
             })
             .sum()
     }
+}
+
+impl Inner {
+    fn check_not_truncated(&self) -> Result<()> {
+        if let Some(len) = self.storage.mapped_file_len() {
+            let len = len.map_err(|source| Error::Io {
+                path: self.origin.as_ref().map_or_else(String::new, |o| o.shown()),
+                source,
+            })?;
+            if len < self.header.file_size {
+                return Err(invalid!(
+                    "the mapped file was truncated to {len} bytes since it was opened ({} bytes)",
+                    self.header.file_size
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The advice a mapped model keeps: the kernel's default readahead, except for the tables
+    /// (random access, unless `table_readahead`). Advice is only a hint: a refusal changes nothing
+    /// that matters for correctness.
+    fn advise_default(&self) {
+        if !self.storage.is_mapped() {
+            return;
+        }
+        let bytes = self.storage.bytes();
+        let _ = memory::advise(bytes, memory::Advice::Normal);
+        if !self.table_readahead {
+            for t in &self.tables {
+                let _ = memory::advise(&bytes[t.clone()], memory::Advice::Random);
+            }
+        }
+    }
+
+    /// `Model::warm`. For a mapped file the pass is advised sequential (large readahead) and the
+    /// tables get their random-access advice back afterwards.
+    fn warm(&self, progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>) -> Result<()> {
+        self.check_not_truncated()?;
+        let bytes = self.storage.bytes();
+        let mapped = self.storage.is_mapped();
+        if mapped {
+            let _ = memory::advise(bytes, memory::Advice::Sequential);
+        }
+        let outcome = memory::touch(bytes, mapped, progress);
+        self.advise_default();
+        match outcome {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(Error::Cancelled),
+        }
+    }
+}
+
+/// The byte range of every embedding table, each once (features may share a table).
+fn table_ranges(graph: &Graph) -> Vec<Range<usize>> {
+    let mut ranges: Vec<Range<usize>> = graph
+        .features
+        .iter()
+        .filter_map(|f| f.table)
+        .map(|t| t.offset..t.offset + t.rows * t.cols * t.dtype.size() as usize)
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    ranges.dedup();
+    ranges
 }
 
 impl std::fmt::Debug for Model {

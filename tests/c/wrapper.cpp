@@ -134,6 +134,31 @@ int main(int argc, char **argv) {
     CHECK(!m.file_changed());
     m.verify_data();
 
+    // Warm-up: progress up to the file size, resident afterwards; a progress function that
+    // returns false or throws stops it (the exception comes back here, not through the C API).
+    uint64_t last = 0, total = 0;
+    m.warm([&](uint64_t done, uint64_t all) {
+        last = done;
+        total = all;
+        return true;
+    });
+    ple_residency r = m.residency();
+    CHECK(last == total && total == r.total_bytes && r.resident_bytes == r.total_bytes);
+    CHECK(!m.is_locked());
+    expect_error([&] { m.warm([](uint64_t, uint64_t) { return false; }); }, PLE_STATUS_CANCELLED,
+                 "progress callback");
+    bool caught = false;
+    try {
+        m.warm([](uint64_t, uint64_t) -> bool { throw std::logic_error("from progress"); });
+    } catch (const std::logic_error &e) {
+        caught = std::strcmp(e.what(), "from progress") == 0;
+    }
+    CHECK(caught);
+    int cancel = 1;
+    expect_error([&] { m.warm([](uint64_t, uint64_t) { return true; }, &cancel); },
+                 PLE_STATUS_CANCELLED, "cancel flag");
+    m.warm();
+
     // Empty handles: a model member can wait for its first load (hot reload), and reset.
     ple::model empty;
     CHECK(!empty && empty.get() == nullptr);
@@ -142,6 +167,9 @@ int main(int argc, char **argv) {
     CHECK(!copy_of_empty);
     expect_error([&] { ple::session(empty, 4); }, PLE_STATUS_NULL_ARGUMENT, "model");
     expect_error([&] { empty.verify_data(); }, PLE_STATUS_NULL_ARGUMENT, "model is NULL");
+    expect_error([&] { empty.warm(); }, PLE_STATUS_NULL_ARGUMENT, "model is NULL");
+    expect_error([&] { empty.residency(); }, PLE_STATUS_NULL_ARGUMENT, "NULL");
+    CHECK(!empty.is_locked());
     empty = m;
     CHECK(empty && empty.get() == m.get());
     empty.reset();

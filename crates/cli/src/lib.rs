@@ -70,9 +70,9 @@ fn load_options(opts: &ModelOptions) -> Result<LoadOptions, CliError> {
         }
     }
     Ok(LoadOptions {
-        verify_data: false,
         read_into_memory: opts.no_mmap,
         simd: opts.simd,
+        ..LoadOptions::default()
     })
 }
 
