@@ -12,11 +12,15 @@ In one run it:
    the features version's x0 for the same samples);
 4. times, single thread, at every batch:
    - PyTorch eager (torch.set_num_threads(1), inference_mode), from Python;
+   - OpenVINO on the same ONNX file from Python, one thread, f32 forced and its default precision
+     (bf16 on CPUs with AVX512-BF16 / AMX);
    - ONNX Runtime from Python (sess.run with prebuilt feeds, and IoBinding with OrtValues bound
      once), 1 intra-op / 1 inter-op thread, sequential, ORT_ENABLE_ALL;
    - natively, in one process (benches/compare/native): ple f32 and f16 (Session::run), tract
      (tract-onnx, optimized plan) and ONNX Runtime through its C API (same options, IoBinding),
      with no Python in the loop;
+   and, at batch 256 and 1024, ple on a pool of 2 threads beside ONNX Runtime with 2 intra-op
+   threads (spinning by default, and disabled);
 5. checks that all runtimes agree with torch (max |a - torch| / max(1, |torch|));
 6. measures the machine: single-thread sgemm (MKL via torch) at 1024^3 and at the models' layer
    shapes, single-core read bandwidth for working sets the size of each model's weights;
@@ -67,6 +71,10 @@ MODELS = {
 
 F32_TOL = 1e-4   # f32 runtimes vs torch
 F16_TOL = 2e-2   # ple f16 (weights and tables stored in binary16) vs torch f32
+# The thread comparison: ple on a pool of THREADS threads and ONNX Runtime with THREADS intra-op
+# threads (spinning as by default, and disabled), at these batches, in the same interleaved loop.
+THREADS = "2"
+THREAD_BATCHES = (256, 1024)
 
 
 def log(*a):
@@ -297,6 +305,34 @@ def python_runners(torch_model, sess, over_sess, names, inputs: dict) -> tuple[d
     return fns, {"torch": ref, "ort-py": y_run, "ort-py-iobinding": y_bind}
 
 
+OV_CONFIG = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+
+
+def openvino_runners(onnx_path: Path, names: list[str], inputs: dict) -> tuple[dict, dict]:
+    """OpenVINO on the same ONNX file, reshaped to this batch (every shape known), one thread, one
+    stream: "ov-f32" with INFERENCE_PRECISION_HINT f32, and "ov" with OpenVINO's default precision
+    (bf16 on CPUs with AVX512-BF16 or AMX, f32 elsewhere). Empty when openvino is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return {}, {}
+    core = ov.Core()
+    fns, outs = {}, {}
+    for key, extra in (("ov-f32", {"INFERENCE_PRECISION_HINT": "f32"}), ("ov", {})):
+        model = core.read_model(str(onnx_path))
+        model.reshape({n: list(inputs[n].shape) for n in names})
+        compiled = core.compile_model(model, "CPU", {**OV_CONFIG, **extra})
+        req = compiled.create_infer_request()
+        for n in names:
+            req.set_tensor(n, ov.Tensor(np.ascontiguousarray(inputs[n]), shared_memory=True))
+        req.infer()
+        outs[key] = req.get_output_tensor(0).data.copy()
+        prec = compiled.get_property("INFERENCE_PRECISION_HINT")
+        outs[key + ":precision"] = prec.get_type_name() if hasattr(prec, "get_type_name") else str(prec)
+        fns[key] = req.infer
+    return fns, outs
+
+
 def sgemm_runner(n: int = 1024):
     a, b, c = torch.rand(n, n), torch.rand(n, n), torch.empty(n, n)
     return lambda: torch.mm(a, b, out=c)
@@ -464,6 +500,14 @@ def cache_info() -> str:
         return ""
 
 
+def openvino_version() -> str:
+    try:
+        import openvino
+        return openvino.__version__.split("-")[0]
+    except ImportError:
+        return "not installed"
+
+
 def cmd_version(cmd: list[str]) -> str:
     try:
         return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
@@ -629,6 +673,8 @@ def main() -> int:
                 if b == 1:
                     nargs += ["--bandwidth", f"bw-f32={dense_wb['f32']}", "--bandwidth", f"bw-f16={dense_wb['f16']}",
                               "--widen", f"wd-f16={dense_wb['f16']}"]
+                if b in THREAD_BATCHES:
+                    nargs += ["--threads", THREADS]
                 srv = Serve(bin_path, nargs, d / f"serve_b{b}.stderr")
                 for ln in srv.header:
                     if ln["kind"] == "ple-model" and ln["name"] == "ple-f32":
@@ -636,6 +682,11 @@ def main() -> int:
                         res["simd"] = ln["simd"]
                         res["parameters"] = ln["parameters"]
                 py, outs = python_runners(v["model"], sess, over, v["names"], inputs)
+                ov_fns, ov_outs = openvino_runners(d / "model.onnx", v["names"], inputs)
+                py.update(ov_fns)
+                outs.update(ov_outs)
+                if "ov:precision" in ov_outs:
+                    res["ov_precision"] = ov_outs["ov:precision"]
                 py["sgemm-1024"] = sgemm_runner(1024)
                 samples = time_group(srv, py, reps, min_s)
                 native_lines = {ln["runtime"]: ln for ln in srv.report() if ln["kind"] == "timing"}
@@ -649,14 +700,23 @@ def main() -> int:
                 ref = outs["torch"]
                 np.save(d / "out" / f"torch_b{b}.npy", ref)
                 errs = {"ort-py": rel_err(outs["ort-py"], ref), "ort-py-iobinding": rel_err(outs["ort-py-iobinding"], ref)}
-                for rt in ("ple-f32", "ple-f16", "tract", "ort", "ple-f32-dense", "ple-f16-dense"):
+                for rt in ("ov-f32", "ov"):
+                    if rt in outs:
+                        errs[rt] = rel_err(outs[rt], ref)
+                for rt in ("ple-f32", "ple-f16", "tract", "ort", "ple-f32-dense", "ple-f16-dense",
+                           f"ple-f32-t{THREADS}", f"ort-t{THREADS}", f"ort-t{THREADS}-nospin"):
                     p = d / "out" / f"{rt}_b{b}.npy"
                     if p.exists():
                         errs[rt] = rel_err(np.load(p), ref)
-                    elif not rt.endswith("-dense"):
+                    elif not rt.endswith("-dense") and f"-t{THREADS}" not in rt:
                         errs[rt] = float("inf")
                 for rt, e in errs.items():
                     res["errors"][rt] = max(res["errors"].get(rt, 0.0), e)
+                pooled = d / "out" / f"ple-f32-t{THREADS}_b{b}.npy"
+                if pooled.exists():
+                    same = np.array_equal(np.load(pooled), np.load(d / "out" / f"ple-f32_b{b}.npy"))
+                    sat = res.setdefault("same_as_one_thread", {})
+                    sat[f"ple-f32-t{THREADS}"] = sat.get(f"ple-f32-t{THREADS}", True) and same
             # the dense-input and features versions of one model agree with each other too
             results["models"][vname] = res
             del sess, over
@@ -711,6 +771,7 @@ def main() -> int:
         "torch": torch.__version__, "mkl": torch.backends.mkl.is_available(),
         "torch_rechub": getattr(torch_rechub, "__version__", "?"),
         "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "ple_runtime_py": ple_runtime.__version__,
+        "openvino": openvino_version(),
         "tract": lock_version(bin_path.parents[2] / "Cargo.lock", "tract-onnx"),
         "ort_crate": lock_version(bin_path.parents[2] / "Cargo.lock", "ort"),
         "rustc": cmd_version(["rustc", "--version"]),
@@ -731,11 +792,16 @@ def main() -> int:
 # --------------------------------------------------------------------------- report
 
 RUNTIME_LABEL = {
+    "ov-f32": "OpenVINO, f32 forced", "ov": "OpenVINO, default precision",
+    f"ple-f32-t{THREADS}": f"ple f32, {THREADS} threads", f"ple-f16-t{THREADS}": f"ple f16, {THREADS} threads",
+    f"ort-t{THREADS}": f"ONNX Runtime (C API), {THREADS} threads",
+    f"ort-t{THREADS}-nospin": f"ONNX Runtime (C API), {THREADS} threads, no spinning",
     "ple-f32": "ple f32", "ple-f16": "ple f16",
     "ple-f32-dense": "ple f32, dense-input model", "ple-f16-dense": "ple f16, dense-input model", "ort": "ONNX Runtime (C API)", "tract": "tract",
     "torch": "PyTorch eager", "ort-py": "ONNX Runtime (Python run)", "ort-py-iobinding": "ONNX Runtime (Python IoBinding)",
 }
-ROWS = ["ple-f32", "ple-f16", "ort", "tract", "torch", "ort-py", "ort-py-iobinding", "ple-f32-dense", "ple-f16-dense"]
+ROWS = ["ple-f32", "ple-f16", "ort", "ov-f32", "ov", "tract", "torch", "ort-py", "ort-py-iobinding", "ple-f32-dense",
+        "ple-f16-dense"]
 
 
 def t_of(res, rt, b) -> float:
@@ -900,13 +966,73 @@ def render(results: dict, args) -> str:
         w("")
         errs = res["errors"]
         parts = []
-        for rt in ("ple-f32", "ple-f16", "ple-f32-dense", "ple-f16-dense", "ort", "tract", "ort-py",
-                   "ort-py-iobinding", "torch features vs dense"):
+        for rt in ("ple-f32", "ple-f16", "ple-f32-dense", "ple-f16-dense", f"ple-f32-t{THREADS}", "ort", "tract",
+                   "ort-py", "ort-py-iobinding", f"ort-t{THREADS}", f"ort-t{THREADS}-nospin", "ov-f32",
+                   "torch features vs dense"):
             if rt in errs:
                 tol = F16_TOL if rt.startswith("ple-f16") else F32_TOL
                 ok = "ok" if errs[rt] <= tol else "**FAIL**"
                 parts.append(f"{RUNTIME_LABEL.get(rt, rt)} {errs[rt]:.1e} ({ok}, ≤ {tol:g})")
+        if "ov" in errs:
+            parts.append(f"{RUNTIME_LABEL['ov']} ({res.get('ov_precision', '?')} inference on this CPU) "
+                         f"{errs['ov']:.1e} (not a parity target: OpenVINO chose that precision)")
         w("Agreement with PyTorch over all batches (max |x − torch| / max(1, |torch|)): " + "; ".join(parts) + ".")
+        if f"ple-f32-t{THREADS}" in res.get("same_as_one_thread", {}):
+            same = res["same_as_one_thread"][f"ple-f32-t{THREADS}"]
+            w(f"ple f32 on {THREADS} threads gave bit-identical scores to one thread at every batch timed: "
+              f"{'yes' if same else '**NO**'}.")
+        w("")
+
+    # --- threads and OpenVINO
+    R = results["models"]
+    tb = [b for b in batches if b in THREAD_BATCHES]
+    t2, o2, o2n = f"ple-f32-t{THREADS}", f"ort-t{THREADS}", f"ort-t{THREADS}-nospin"
+    if tb and any(t2 in r["timings"] for r in R.values()):
+        w(f"## One request on {THREADS} cores")
+        w("")
+        w(f"ple f32 with a pool of {THREADS} threads (`Session::with_pool`, the default split threshold) beside ONNX "
+          f"Runtime with `intra_op_num_threads={THREADS}`, its spinning left at the default and then disabled "
+          "(`session.intra_op.allow_spinning=0`), in the same interleaved loop as the single-thread rows above. "
+          "Speed-up is one-thread time ÷ this time (paired per round); ×ORT compares ple and ORT at the same thread "
+          "count. ORT's spinning workers keep a core busy after each call, which also slows whatever runs next in "
+          "the loop; the no-spinning row is the fair one for a server that does other work.")
+        w("")
+        w(f"| model | batch | ple 1 thread µs | ple {THREADS} threads µs | ple speed-up | ORT 1 thread µs | "
+          f"ORT {THREADS} threads µs (speed-up) | ORT {THREADS}, no spinning µs (speed-up) | ple ×ORT, {THREADS} threads | "
+          f"ple ×ORT no spinning |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for vname, res in R.items():
+            for b in tb:
+                if t2 not in res["timings"] or b not in res["timings"][t2]:
+                    continue
+                w(f"| {vname} | {b} | {fmt_us(t_of(res, 'ple-f32', b))} | {fmt_us(t_of(res, t2, b))} | "
+                  f"{fmt_x(paired(res, 'ple-f32', t2, b))} | {fmt_us(t_of(res, 'ort', b))} | "
+                  f"{fmt_us(t_of(res, o2, b))} ({fmt_x(paired(res, 'ort', o2, b))}) | "
+                  f"{fmt_us(t_of(res, o2n, b))} ({fmt_x(paired(res, 'ort', o2n, b))}) | "
+                  f"{fmt_x(paired(res, o2, t2, b))} | {fmt_x(paired(res, o2n, t2, b))} |")
+        w("")
+    if any("ov-f32" in r["timings"] for r in R.values()):
+        prec = sorted({r.get("ov_precision", "?") for r in R.values()})
+        w("## Beside OpenVINO")
+        w("")
+        w(f"OpenVINO {env.get('openvino', '?')} (pip `openvino`) on the same ONNX file, from Python (`InferRequest.infer` "
+          "with input tensors set once over the numpy arrays, shared memory), the model reshaped to each batch size "
+          "(every shape known), `INFERENCE_NUM_THREADS=1`, one stream, latency hint: once with "
+          "`INFERENCE_PRECISION_HINT=f32`, once with OpenVINO's default precision, which on this CPU is "
+          f"**{', '.join(prec)}** (OpenVINO silently computes in bf16 on CPUs with AVX512-BF16 or AMX; its agreement "
+          "with PyTorch is under each model's table). Ratios are OpenVINO's time ÷ ple's (paired per round; > 1: ple is "
+          "faster); OpenVINO's figures include its Python call.")
+        w("")
+        w("| model | batch | ple f32 µs | OpenVINO f32 µs | ple f32 ×OV f32 | OpenVINO default µs | ple f32 ×OV default | "
+          "ple f16 ×OV default |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for vname, res in R.items():
+            for b in batches:
+                if b not in res["timings"].get("ov-f32", {}):
+                    continue
+                w(f"| {vname} | {b} | {fmt_us(t_of(res, 'ple-f32', b))} | {fmt_us(t_of(res, 'ov-f32', b))} | "
+                  f"{fmt_x(paired(res, 'ov-f32', 'ple-f32', b))} | {fmt_us(t_of(res, 'ov', b))} | "
+                  f"{fmt_x(paired(res, 'ov', 'ple-f32', b))} | {fmt_x(paired(res, 'ov', 'ple-f16', b))} |")
         w("")
 
     # --- targets
@@ -1003,6 +1129,16 @@ def render(results: dict, args) -> str:
                     r = paired(R[f"{m}-features"], rt, f"{rt}-dense", 256) - 1
                     row(f"{m} batch 256 {rt}: embeddings add ≤ 10% over the dense-input model (both timed in the "
                         "features loop)", f"{100 * r:+.1f}%", r <= 0.10)
+    for vv in R:
+        for b in (256, 1024):
+            if b in R[vv]["timings"].get(t2, {}):
+                r = paired(R[vv], "ple-f32", t2, b)
+                need = 1.8 if b == 1024 else 1.6
+                row(f"{vv} batch {b}: ple f32 on {THREADS} threads ≥ {need:g}× one thread (issue 16)", fmt_x(r),
+                    r >= need)
+                r = paired(R[vv], o2n, t2, b)
+                row(f"{vv} batch {b}: ple f32 ≥ 1.2× ORT at {THREADS} threads (ORT not spinning; issue 16)",
+                    f"{fmt_x(r)} (ORT spinning: {fmt_x(paired(R[vv], o2, t2, b))})", r >= 1.2)
     ow, oc = memory["open_warm"], memory["open_cold"]
     row(f"open a model with {fmt_bytes(memory['make']['table_bytes'])} of embedding tables in < 10 ms (page cache warm)",
         f"{ow['median_us'] / 1e3:.2f} ms", ow["median_us"] < 10e3)

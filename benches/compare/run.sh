@@ -30,6 +30,13 @@ import glob, os, onnxruntime
 libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))
 print(libs[0] if libs else "")')
 [ -n "$ORT_LIB" ] || { echo "[run.sh] libonnxruntime.so not found in the onnxruntime wheel" >&2; exit 1; }
+# OpenVINO is timed beside ONNX Runtime; it is a competitor, not a dependency of anything we
+# ship, so it is installed here only (a failure leaves it out of the report, with a warning).
+if ! "$PY" -c 'import openvino' 2>/dev/null; then
+  echo "[run.sh] installing openvino into $VENV" >&2
+  "$PY" -m pip install --disable-pip-version-check -q openvino >&2 \
+    || echo "[run.sh] WARNING: could not install openvino; the report will not include it" >&2
+fi
 
 echo "[run.sh] building the native bench binary (release; the first build compiles tract, a few minutes)" >&2
 cargo build --release --manifest-path "$HERE/native/Cargo.toml" >&2

@@ -13,6 +13,9 @@
 //!       --ort-identity FILE.onnx (with --ort-lib libonnxruntime.so), --bandwidth NAME=BYTES
 //!       (repeatable: one read of a buffer of that size per call), --widen NAME=BYTES (one read of
 //!       an f16 buffer of that size, widened with vcvtph2ps as the f16 kernels load weights).
+//!       --threads N (N >= 2) adds, for every --ple model, NAME-tN (a session on a ple pool of N
+//!       threads, default threshold) and, with --ort, ort-tN (ORT with N intra-op threads, its
+//!       default spinning) and ort-tN-nospin (session.intra_op.allow_spinning = 0).
 //!       Inputs are DIR/b{B}/{input name}.npy. For every batch, every runner first scores once
 //!       (outputs written to DUMP/{runner}_b{B}.npy with --dump), then the timed repetitions are
 //!       interleaved across runners (rep 1 of every runner, rep 2 of every runner, ...) so slow
@@ -44,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ple::{Input, InputKind, Model, Session};
+use ple::{Input, InputKind, Model, Pool, Session};
 
 // ------------------------------------------------------------------------------------------------
 // A counting allocator: bytes currently allocated through Rust's allocator (one relaxed atomic
@@ -363,6 +366,11 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
     if let Some(d) = &dump {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
+    let threads = match a.num("threads", 1usize)? {
+        1 => None,
+        0 => return Err("--threads must be at least 1".into()),
+        n => Some(n),
+    };
     let dump_to = |name: &str, shape: &[usize], v: &[f32]| -> Res<()> {
         match &dump {
             Some(d) if !v.is_empty() => {
@@ -406,27 +414,36 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
         // timed closure holds plain `Input`s and builds nothing per call.
         let cols: &'static [Data] = Box::leak(cols.into_boxed_slice());
         let inputs: Vec<Input<'static>> = cols.iter().map(Data::as_input).collect();
-        let mut session = Session::new(&m, batch).map_err(|e| e.to_string())?;
-        let mut out = vec![0f32; batch * m.output_width()];
-        session
-            .run(&inputs, batch, &mut out, None)
-            .map_err(|e| e.to_string())?;
-        dump_to(name, &[batch, m.output_width()], &out)?;
-        let info = J::new()
-            .n("scratch_bytes", session.scratch_bytes() as f64)
-            .n("flops", m.flops_per_sample() as f64 * batch as f64)
-            .s("simd", m.simd_level().name());
-        runners.push(Runner {
-            name: name.to_string(),
-            call: Box::new(move || {
-                session
-                    .run(&inputs, batch, &mut out, None)
-                    .map_err(|e| e.to_string())
-            }),
-            inner: 1,
-            samples: Vec::new(),
-            info: Some(info),
-        });
+        let mut sessions = vec![(name.to_string(), Session::new(&m, batch))];
+        if let Some(n) = threads {
+            let pool = Pool::new(n).map_err(|e| e.to_string())?;
+            sessions.push((format!("{name}-t{n}"), Session::with_pool(&m, batch, &pool)));
+        }
+        for (name, session) in sessions {
+            let mut session = session.map_err(|e| e.to_string())?;
+            let inputs = inputs.clone();
+            let mut out = vec![0f32; batch * m.output_width()];
+            session
+                .run(&inputs, batch, &mut out, None)
+                .map_err(|e| e.to_string())?;
+            dump_to(&name, &[batch, m.output_width()], &out)?;
+            let info = J::new()
+                .n("scratch_bytes", session.scratch_bytes() as f64)
+                .n("flops", m.flops_per_sample() as f64 * batch as f64)
+                .n("threads", session.threads() as f64)
+                .s("simd", m.simd_level().name());
+            runners.push(Runner {
+                name,
+                call: Box::new(move || {
+                    session
+                        .run(&inputs, batch, &mut out, None)
+                        .map_err(|e| e.to_string())
+                }),
+                inner: 1,
+                samples: Vec::new(),
+                info: Some(info),
+            });
+        }
     }
     if let Some(path) = a.get("tract") {
         let mut plan = tract_native::Plan::new(path, &dir, batch)?;
@@ -434,12 +451,20 @@ fn setup(a: &Args, batch: usize, describe: bool) -> Res<Vec<Runner<'static>>> {
         dump_to("tract", &shape, &out)?;
         runners.push(Runner::new("tract", move || plan.run().map(|_| ())));
     }
-    for (flag, name) in [("ort", "ort"), ("ort-identity", "ort-identity")] {
+    let mut ort_runs = vec![("ort", "ort".to_string(), 1, true)];
+    ort_runs.push(("ort-identity", "ort-identity".to_string(), 1, true));
+    if let Some(n) = threads {
+        ort_runs.push(("ort", format!("ort-t{n}"), n, true));
+        ort_runs.push(("ort", format!("ort-t{n}-nospin"), n, false));
+    }
+    for (flag, name, intra_threads, spinning) in ort_runs {
         if let Some(path) = a.get(flag) {
-            let mut bound = ort_native::Bound::new(path, a.req("ort-lib")?, &dir, batch)?;
+            let lib = a.req("ort-lib")?;
+            let mut bound =
+                ort_native::Bound::new(path, lib, &dir, batch, intra_threads, spinning)?;
             let (shape, out) = bound.run_once()?;
-            dump_to(name, &shape, &out)?;
-            runners.push(Runner::new(name, move || bound.run()));
+            dump_to(&name, &shape, &out)?;
+            runners.push(Runner::new(&name, move || bound.run()));
         }
     }
     for spec in a.all("bandwidth") {
@@ -647,12 +672,15 @@ mod ort_native {
         .map_err(Clone::clone)
     }
 
-    /// Same options as the Python timings: 1 intra-op and 1 inter-op thread, sequential
-    /// execution, all graph optimizations (ORT_ENABLE_ALL).
-    fn open(path: &str, lib: &str) -> Res<Session> {
+    /// Same options as the Python timings: `intra_threads` intra-op threads (1 unless the
+    /// thread comparison asks for more; `spinning` false sets session.intra_op.allow_spinning to
+    /// 0) and 1 inter-op thread, sequential execution, all graph optimizations (ORT_ENABLE_ALL).
+    fn open(path: &str, lib: &str, intra_threads: usize, spinning: bool) -> Res<Session> {
         Session::builder(env(lib)?)
             .map_err(e)?
-            .with_intra_threads(1)
+            .with_intra_threads(intra_threads)
+            .map_err(e)?
+            .with_intra_op_spinning(spinning)
             .map_err(e)?
             .with_inter_threads(1)
             .map_err(e)?
@@ -674,8 +702,15 @@ mod ort_native {
     }
 
     impl Bound {
-        pub fn new(path: &str, lib: &str, dir: &Path, batch: usize) -> Res<Bound> {
-            let session = open(path, lib)?;
+        pub fn new(
+            path: &str,
+            lib: &str,
+            dir: &Path,
+            batch: usize,
+            intra_threads: usize,
+            spinning: bool,
+        ) -> Res<Bound> {
+            let session = open(path, lib, intra_threads, spinning)?;
             let mut binding = session.create_binding().map_err(e)?;
             let mut held = Vec::new();
             let names: Vec<String> = session
