@@ -12,7 +12,8 @@
 #   * numpy, pytest
 #   * torch-rechub==0.9.0 and deepctr-torch==0.3.0 with --no-deps, plus what importing
 #     their multi-task model classes needs: tqdm, scikit-learn, pandas (torch-rechub),
-#     requests (deepctr-torch)
+#     requests (deepctr-torch); pyarrow and matplotlib (the package's Table input and gate
+#     heatmaps, tested here)
 #   * optional: onnx, onnxruntime, onnxscript (skip with PLE_WITH_ONNX=0; a failure only warns)
 #
 # Why there is a C compiler step: the PyPI torch 2.15.0 wheel for Linux x86_64 is built against
@@ -68,11 +69,13 @@ die() { printf '%s[python_env] ERROR:%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- requirements
 TORCH_VERSION=2.15.0
 # torch's own pure-Python requirements (from its wheel metadata), numpy, pytest,
-# and the import-time requirements of torch-rechub / deepctr-torch model classes.
+# the import-time requirements of torch-rechub / deepctr-torch model classes, and what the
+# package's optional features are tested with: pyarrow (Table input) and matplotlib (gate heatmaps).
 BASE_REQS=(
   "setuptools>=77.0.3" "sympy>=1.13.3" "networkx>=2.5.1" jinja2 "fsspec>=0.8.5" filelock
   "typing-extensions>=4.13.0" numpy pytest
   tqdm scikit-learn pandas requests
+  pyarrow matplotlib
 )
 NODEPS_REQS=("torch==$TORCH_VERSION" "torch-rechub==0.9.0" "deepctr-torch==0.3.0")
 ONNX_REQS=(onnx onnxruntime onnxscript)

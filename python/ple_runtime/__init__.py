@@ -25,6 +25,7 @@ directory, the checkout's ``target/release`` and ``target/debug``, the system pa
 
 from ._native import LibraryNotFound
 from .format import FormatError, PleFile, read_header_and_meta, read_tensors, write
+from .gates import GateReport, gate_report
 from .model import GateInfo, InputInfo, Model, OutputInfo, PleError, Pool
 from .reference import forward
 from .spec import ExportError, SpecError, normalize
@@ -77,6 +78,7 @@ __all__ = [
     "ExportError",
     "FormatError",
     "GateInfo",
+    "GateReport",
     "InputInfo",
     "LibraryNotFound",
     "Model",
@@ -89,6 +91,7 @@ __all__ = [
     "VerifyReport",
     "export",
     "forward",
+    "gate_report",
     "library_path",
     "library_version",
     "normalize",

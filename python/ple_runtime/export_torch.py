@@ -84,6 +84,20 @@ def _is(obj: Any, module: str, name: str) -> bool:
     return cls.__name__ == name and cls.__module__ == module
 
 
+def unwrap(model: Any) -> Any:
+    """The model inside ``nn.DataParallel`` / ``DistributedDataParallel`` (``.module``) and
+    ``torch.compile`` (``._orig_mod``) wrappers, which hold the same parameters."""
+    for _ in range(8):  # wrappers may nest (a compiled DataParallel)
+        cls = type(model)
+        if cls.__name__ in ("DataParallel", "DistributedDataParallel") and cls.__module__.startswith("torch.nn"):
+            model = model.module
+        elif cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo"):
+            model = model._orig_mod
+        else:
+            break
+    return model
+
+
 def _library(model: nn.Module) -> str:
     mod = type(model).__module__
     if mod.startswith("torch_rechub."):
@@ -452,6 +466,7 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
     The spec's embedding tables are the model's own weights as numpy arrays (float32, not
     copies): write the spec before training the model further.
     """
+    model = unwrap(model)
     lib = _library(model)
     kind = type(model).__name__
     if kind not in _KINDS:
@@ -500,6 +515,7 @@ def torch_inputs(model: nn.Module, inputs: dict) -> Any:
 
 def run_model(model: nn.Module, inputs: dict) -> np.ndarray:
     """Score numpy inputs with the real model in eval mode; float32 [B, output_width]."""
+    model = unwrap(model)
     model.eval()
     with torch.no_grad():
         return model(torch_inputs(model, inputs)).detach().cpu().numpy().astype(np.float32)
@@ -534,6 +550,7 @@ def _gate_modules(model: nn.Module) -> list[tuple[nn.Module, bool]]:
 def run_gates(model: nn.Module, inputs: dict) -> np.ndarray:
     """The real model's gate weights for `inputs` (captured with forward hooks), float32
     [B, gate_width] in FORMAT.md section 5 order; softmax applied to DeepCTR's logits."""
+    model = unwrap(model)
     mods = _gate_modules(model)
     captured: dict[int, torch.Tensor] = {}
     handles = [m.register_forward_hook(lambda mod, args, out, i=i: captured.__setitem__(i, out.detach().clone()))

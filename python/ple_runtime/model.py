@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
+from . import inputs as _inputs
 from ._native import Column
 
 __all__ = ["Model", "Pool", "PleError", "InputInfo", "OutputInfo", "GateInfo"]
@@ -462,18 +463,25 @@ class Model:
             raise ValueError(f"input {info.name!r}: array of shape {arr.shape}, expected {want} "
                              f"({info.kind}{'' if info.kind == 'sparse' else f', {per} values per sample'})")
 
-    def predict(self, inputs: Mapping | np.ndarray, gates: bool = False):
+    def predict(self, inputs: Any, gates: bool = False, *, pad_id: int | Mapping | None = None):
         """Score a batch.
 
         inputs: ``{feature name: array}`` (every input of the model, each exactly once;
-        ids int [B] or [B, max_len], dense float [B, width] or [B] for width 1), or a 2-D
-        float array [B, width] for a model whose only input is one dense feature.
+        ids int [B] or [B, max_len], dense float [B, width] or [B] for width 1; lists of
+        lists may be ragged), a single row (scalars for ids: a batch of one), a pandas
+        DataFrame or pyarrow Table (a column per input, list cells for sequences and vectors;
+        other columns ignored), or a 2-D float array [B, width] for a model whose only input
+        is one dense feature. Short sequences are padded with the feature's pad id, or with
+        ``pad_id`` (an id for every sequence without one, or ``{feature: id}``).
         Returns float32 [B, output_width] (columns in :attr:`outputs` order), or
         ``(scores, gate_weights [B, gate_width])`` with ``gates=True``.
-        Raises :class:`PleError` (a ValueError) with the library's message on bad input.
+        Raises :class:`PleError` (a ValueError) with the library's message on bad input,
+        and ValueError / TypeError naming the input and row for what only Python sees.
         """
         if not self._ptr:
             raise ValueError("the model is closed")
+        if not isinstance(inputs, (np.ndarray, list, tuple)):
+            inputs, _ = _inputs.to_columns(inputs, self._by_name, pad_id)
         if not isinstance(inputs, Mapping):
             dense = [i for i in self.inputs if i.kind == "dense"]
             if len(self.inputs) != 1 or not dense:

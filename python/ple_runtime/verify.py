@@ -244,11 +244,16 @@ def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batc
     tolerance (unless ``raise_on_failure=False``), and returns the :class:`VerifyReport`.
     """
     framework, exporter = _framework(model)
+    if framework == "torch":
+        model = exporter.unwrap(model)
 
     with Model(path) as m:
         if inputs is None:
             inputs = random_inputs(m, batch, seed)
         inputs = {k: np.asarray(v) for k, v in inputs.items()}
+        # ple first: it checks every name, length and id with its own messages (an out-of-range
+        # id would otherwise surface as the training library's IndexError).
+        ours, our_gates = m.predict(inputs, gates=True)
         was_training = bool(getattr(model, "training", False))
         try:
             ref = exporter.run_model(model, inputs)
@@ -263,7 +268,6 @@ def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batc
         finally:
             if framework == "torch":
                 model.train(was_training)
-        ours, our_gates = m.predict(inputs, gates=True)
         n = ours.shape[0]
         if ref.shape != ours.shape:
             raise VerifyError(f"{path}: the {framework} model returns shape {ref.shape}, the file {ours.shape} "

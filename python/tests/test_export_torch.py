@@ -130,3 +130,37 @@ def test_export_roundtrip_f16(tmp_path):
     mf.randomize(model, np.random.default_rng(0))
     pf = export_torch.export(model, tmp_path / "a.ple", dtype="f16", **opts)
     assert any(t.dtype == fmt.DTYPE_F16 for t in pf.tensors)
+
+
+def test_wrappers_are_unwrapped(tmp_path):
+    """nn.DataParallel and torch.compile hold the same parameters: export and verify see through
+    them (a compiled model is never run: verify scores the model inside)."""
+    import ple_runtime
+
+    model, opts = mf.build_rechub_cgc()
+    mf.randomize(model, np.random.default_rng(3))
+    export_torch.export(model, tmp_path / "plain.ple", **opts)
+    plain = (tmp_path / "plain.ple").read_bytes()
+    for wrapped in (torch.nn.DataParallel(model), torch.compile(model), torch.compile(torch.nn.DataParallel(model))):
+        assert export_torch.unwrap(wrapped) is model
+        path = tmp_path / "w.ple"
+        ple_runtime.export(wrapped, path, **opts)
+        assert path.read_bytes() == plain
+        report = ple_runtime.verify(wrapped, path, batch=32, verbose=False)
+        assert report.ok
+
+
+def test_verify_checks_ids_with_ple_messages(tmp_path):
+    import ple_runtime
+
+    model, opts = mf.build_rechub_cgc()
+    mf.randomize(model, np.random.default_rng(4))
+    path = tmp_path / "m.ple"
+    export_torch.export(model, path, **opts)
+    with ple_runtime.Model(path) as m:
+        x = ple_runtime.random_inputs(m, 8, 0)
+        sparse = next(i for i in m.inputs if i.kind == "sparse")
+    x[sparse.name] = x[sparse.name].copy()
+    x[sparse.name][5] = sparse.vocab_size  # one past the table: torch would raise IndexError
+    with pytest.raises(ple_runtime.PleError, match=rf"input '{sparse.name}', sample 5.*out of range"):
+        ple_runtime.verify(model, path, inputs=x, verbose=False)
