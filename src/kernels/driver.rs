@@ -17,6 +17,8 @@ pub(crate) const KC: usize = 512;
 /// panels of the call are `panel_stride` elements apart and each holds `k` rows of 16 at `w`
 /// (already advanced to the k-block).
 pub(crate) struct Tile<A, E> {
+    /// Batch row of the tile's row 0 (int8 reads its rows' quantization parameters by it).
+    pub i0: usize,
     /// Panel rows (steps of k) in this block.
     pub k: usize,
     /// Row 0 of the tile at the block's first k.
@@ -121,6 +123,7 @@ pub(crate) unsafe fn run<K: Microkernel, const MR: usize, const NP: usize>(
                         )
                     };
                     Tile {
+                        i0: i,
                         k: kc,
                         a,
                         lda: o.lda,
@@ -158,6 +161,7 @@ pub(crate) unsafe fn run<K: Microkernel, const MR: usize, const NP: usize>(
             // SAFETY: row i is within 0..m; panels p..p+np exist; the whole k is read.
             let t = unsafe {
                 Tile {
+                    i0: i,
                     k: o.k,
                     a: o.a.add(i * o.lda),
                     lda: o.lda,

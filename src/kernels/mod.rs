@@ -15,6 +15,7 @@ mod scalar;
 pub(crate) mod x86;
 
 pub mod activation;
+pub mod int8;
 
 /// Instruction-set level used by the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
