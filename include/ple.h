@@ -274,9 +274,13 @@ enum ple_dtype
      */
     PLE_DTYPE_F16 = 2,
     /**
-     * The file mixes f32 and f16 layers.
+     * The file mixes layers of different dtypes (f32, f16, int8).
      */
     PLE_DTYPE_MIXED = 3,
+    /**
+     * Every dense layer is int8 (quantized; format 1.1).
+     */
+    PLE_DTYPE_I8 = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

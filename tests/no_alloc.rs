@@ -65,7 +65,60 @@ fn main() {
         scoring_allocates_nothing(Some(pool));
     }
     large_batches_on_a_shared_pool_allocate_nothing(&pools[0]);
+    int8_scoring_allocates_nothing(&pools[0]);
     eprintln!("no_alloc: ok");
+}
+
+/// A synthetic PLE with int8 dense layers (activation quantization into the session's scratch),
+/// every SIMD level, batches 0..=300 on one thread and split across a pool.
+fn int8_scoring_allocates_nothing(pool: &Pool) {
+    let shape = Shape {
+        expert_dims: vec![64, 32],
+        tower_dims: vec![32],
+        dense_width: 40,
+        dtype: ple::DType::I8,
+        ..Shape::default()
+    };
+    let bytes = synth::ple(&shape, 3).to_bytes();
+    let batch = 300;
+    for level in SimdLevel::available() {
+        let opts = ple::LoadOptions {
+            simd: Some(level),
+            ..Default::default()
+        };
+        let model = Model::from_bytes_with(&bytes, &opts).unwrap();
+        let cols = synth::inputs(&model, batch, 1);
+        let inputs: Vec<Input> = cols.iter().map(Column::as_input).collect();
+        let mut out = vec![0f32; batch * model.output_width()];
+        let mut single = Session::new(&model, batch).unwrap();
+        let mut pooled = Session::with_pool(&model, batch, pool).unwrap();
+        pooled.set_min_parallel_batch(1);
+        let during = count_allocations(|| {
+            for session in [&mut single, &mut pooled] {
+                for b in [batch, 1, 77, 64, 129] {
+                    let mut prefix = [Input::Floats(&[]); 16];
+                    for (p, i) in prefix.iter_mut().zip(&inputs) {
+                        *p = match *i {
+                            Input::Ids(v) => Input::Ids(&v[..v.len() / batch * b]),
+                            Input::Floats(v) => Input::Floats(&v[..v.len() / batch * b]),
+                        };
+                    }
+                    let ow = model.output_width();
+                    session
+                        .run(&prefix[..inputs.len()], b, &mut out[..b * ow], None)
+                        .unwrap();
+                }
+            }
+        });
+        assert_eq!(
+            during, 0,
+            "int8 {level:?}: {during} allocations while scoring"
+        );
+    }
+    eprintln!(
+        "int8 model, every level, 1 and {} threads: 0 allocations",
+        pool.threads()
+    );
 }
 
 /// Every fixture, on one thread or (with `pool`) split across the pool even for small batches.

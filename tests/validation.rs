@@ -216,8 +216,8 @@ fn unknown_codes() {
     let (good, at) = w.to_bytes_with_offsets();
     // (record start, byte offset of the field inside the record, value, expected message)
     let cases = [
-        (at.tensors[0], 4, 3, "tensor 0 'table.s0': unknown dtype 3 (known: 1 f32, 2 f16)"),
-        (at.tensors[0], 5, 2, "tensor 0 'table.s0': unknown layout 2 (known: 0 plain, 1 panel16)"),
+        (at.tensors[0], 4, 4, "tensor 0 'table.s0': unknown dtype 4 (known: 1 f32, 2 f16, 3 i8)"),
+        (at.tensors[0], 5, 3, "tensor 0 'table.s0': unknown layout 3 (known: 0 plain, 1 panel16, 2 panel16x4)"),
         (at.features[0], 4, 9, "feature 0 'dense': unknown kind 9 (known: 1 dense, 2 sparse, 3 sequence)"),
         (at.features[3], 5, 7, "feature 3 'q0': unknown pooling 7 (known: 1 sum, 2 mean, 3 max)"),
         (at.features[3], 6, 2, "feature 3 'q0': unknown mask 2 (known: 0 none, 1 pad id)"),

@@ -43,7 +43,9 @@ def export(model, path, dtype: str = "f32", **kwargs):
     """Write a torch-rechub / DeepCTR-Torch model (needs torch; see
     :func:`ple_runtime.export_torch.export`: ``name``, ``task_names``, ``max_len``) or a DeepCTR
     Keras model (needs TensorFlow; see :func:`ple_runtime.export_keras.export`: ``name``,
-    ``task_names``) as a ``.ple`` file."""
+    ``task_names``) as a ``.ple`` file. ``dtype``: "f32", "f16" or "int8" (dense layers of at
+    least 32 outputs int8, the rest f32); ``precision={"<mlp>[.<layer>]": "f32"|"f16"|"int8"}``
+    overrides it per layer (:func:`ple_runtime.write`)."""
     return _exporter(model).export(model, path, dtype=dtype, **kwargs)
 
 

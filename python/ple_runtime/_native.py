@@ -56,7 +56,7 @@ OPEN_READ_INTO_MEMORY = 2
 MAX_BATCH_LIMIT = 1 << 24  # PLE_STATUS_INVALID_MAX_BATCH above this (docs/C_API.md)
 
 KIND_NAMES = {1: "dense", 2: "sparse", 3: "sequence"}
-DTYPE_NAMES = {1: "f32", 2: "f16", 3: "mixed"}
+DTYPE_NAMES = {1: "f32", 2: "f16", 3: "mixed", 4: "i8"}
 
 
 class LibraryNotFound(OSError):

@@ -9,17 +9,18 @@ committed ``tests/cross_writer/codes.txt`` (see :func:`table`).
 from __future__ import annotations
 
 MAGIC = b"\x89PLE\r\n\x1a\n"
-MAJOR, MINOR = 1, 0
+MAJOR, MINOR = 1, 1
+MINOR_INT8 = 1  # the first minor that may hold i8 tensors; files without them say 0
 HEADER_SIZE = 64
 ALIGN = 64
 NONE = 0xFFFFFFFF
 
 # Codes (FORMAT.md sections 3.2-3.7), each as {name: code}; the names are the ones the spec
 # (ple_runtime.spec) and the Rust reader's messages use.
-DTYPE_F32, DTYPE_F16 = 1, 2
-DTYPE_CODES = {"f32": DTYPE_F32, "f16": DTYPE_F16}
-LAYOUT_PLAIN, LAYOUT_PANEL16 = 0, 1
-LAYOUT_CODES = {"plain": LAYOUT_PLAIN, "panel16": LAYOUT_PANEL16}
+DTYPE_F32, DTYPE_F16, DTYPE_I8 = 1, 2, 3
+DTYPE_CODES = {"f32": DTYPE_F32, "f16": DTYPE_F16, "i8": DTYPE_I8}
+LAYOUT_PLAIN, LAYOUT_PANEL16, LAYOUT_PANEL16X4 = 0, 1, 2
+LAYOUT_CODES = {"plain": LAYOUT_PLAIN, "panel16": LAYOUT_PANEL16, "panel16x4": LAYOUT_PANEL16X4}
 KIND_DENSE, KIND_SPARSE, KIND_SEQUENCE = 1, 2, 3
 KIND_CODES = {"dense": KIND_DENSE, "sparse": KIND_SPARSE, "sequence": KIND_SEQUENCE}
 POOL_CODES = {"sum": 1, "mean": 2, "max": 3}  # 0: a feature that does not pool
@@ -44,7 +45,7 @@ ACT_NAMES = {code: name for name, code in ACT_CODES.items()}
 TOWER_INPUT_NAMES = {code: name for name, code in TOWER_INPUT_CODES.items()}
 TOWER_ACT_NAMES = {code: name for name, code in TOWER_ACT_CODES.items()}
 OUTPUT_KIND_NAMES = {code: name for name, code in OUTPUT_KIND_CODES.items()}
-ELEMENT_SIZE = {DTYPE_F32: 4, DTYPE_F16: 2}
+ELEMENT_SIZE = {DTYPE_F32: 4, DTYPE_F16: 2, DTYPE_I8: 1}
 
 # Limits (FORMAT.md section 3.8): a reader refuses a file beyond them, a writer a spec.
 MAX_META = 64 << 20

@@ -13,7 +13,8 @@ import math
 from typing import TYPE_CHECKING
 
 from .codes import (
-    ACT_CODES, ACT_NAMES, DTYPE_F16, DTYPE_F32, DTYPE_NAMES, KIND_DENSE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PLAIN,
+    ACT_CODES, ACT_NAMES, DTYPE_F16, DTYPE_F32, DTYPE_NAMES, KIND_DENSE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4,
+    LAYOUT_PLAIN,
     MAX_WORKING_FLOATS, NONE, OUTPUT_PRODUCT, TOWER_INPUT_NAMES, FormatError,
 )
 
@@ -136,8 +137,8 @@ def _mlp_widths(pf: PleFile, m: int) -> tuple[int, int]:
         if layer.weight >= len(tensors):
             raise FormatError(f"{what}: weight index {layer.weight} out of range")
         w = tensors[layer.weight]
-        if w.layout != LAYOUT_PANEL16:
-            raise FormatError(f"{what}: weight {w.name!r} is not panel16")
+        if w.layout not in (LAYOUT_PANEL16, LAYOUT_PANEL16X4):
+            raise FormatError(f"{what}: weight {w.name!r} is not panel16 or panel16x4")
         if k_prev is not None and w.rows != k_prev:
             raise FormatError(f"{what}: weight {w.name!r} reads {w.rows} inputs, previous layer gives {k_prev}")
         n = w.cols

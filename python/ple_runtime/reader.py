@@ -17,15 +17,15 @@ import zlib
 import numpy as np
 
 from .codes import (
-    ACT_NAMES, DTYPE_F32, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, FormatError, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
-    KIND_SEQUENCE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PLAIN, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC,
+    ACT_NAMES, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, FormatError, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
+    KIND_SEQUENCE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MINOR_INT8, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC,
     MAJOR, MASK_NAMES, MASK_PAD_ID, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS, MAX_LEN,
     MAX_LEVELS, MAX_META, MAX_OUTPUTS, MAX_TASKS, MINOR, NONE, OUTPUT_KIND_NAMES, OUTPUT_TOWER, POOL_NAMES,
     TENSOR_DIM_LIMIT, TOWER_ACT_NAMES, TOWER_INPUT_NAMES, align64,
 )
 from .graph_check import check_graph, unique_name
 from .spec import SpecError, check_string
-from .storage import unpack_panel16
+from .storage import int8_problem, int8_weight_bytes, unpack_int8, unpack_panel16
 
 
 @dataclasses.dataclass
@@ -217,6 +217,8 @@ def _parse(src, verify_data: bool) -> PleFile:
         return strings[i]
 
     tensors = _read_tensors(cur, string, data_size)
+    if minor < MINOR_INT8 and any(t.dtype == DTYPE_I8 for t in tensors):
+        raise FormatError(f"an i8 tensor in a {major}.{minor} file (i8 needs format 1.{MINOR_INT8})")
     name_i, flags = cur.unpack("II", "model header")
     if flags != 0:
         raise FormatError(f"model flags {flags:#x} must be 0")
@@ -313,9 +315,17 @@ def _read_tensors(cur: _Cursor, string, data_size: int) -> list[TensorInfo]:
             raise FormatError(f"{what}: reserved field must be 0")
         if not (1 <= rows < TENSOR_DIM_LIMIT and 1 <= cols < TENSOR_DIM_LIMIT):
             raise FormatError(f"{what}: shape [{rows}, {cols}] must have dimensions in 1..2^31 - 1")
-        elements = rows * cols if layout == LAYOUT_PLAIN else -(-cols // 16) * rows * 16
-        if size != elements * ELEMENT_SIZE[dtype]:
-            raise FormatError(f"{what}: size {size} != {elements} elements x {ELEMENT_SIZE[dtype]} bytes")
+        if (dtype == DTYPE_I8) != (layout == LAYOUT_PANEL16X4):
+            raise FormatError(f"{what}: dtype {DTYPE_NAMES[dtype]} with layout {LAYOUT_NAMES[layout]} "
+                              f"(i8 goes with panel16x4 and only with it)")
+        if layout == LAYOUT_PANEL16X4:
+            if size != int8_weight_bytes(rows, cols):
+                raise FormatError(f"{what}: size {size} != {int8_weight_bytes(rows, cols)} bytes of "
+                                  f"{rows}x{cols} i8 panel16x4")
+        else:
+            elements = rows * cols if layout == LAYOUT_PLAIN else -(-cols // 16) * rows * 16
+            if size != elements * ELEMENT_SIZE[dtype]:
+                raise FormatError(f"{what}: size {size} != {elements} elements x {ELEMENT_SIZE[dtype]} bytes")
         if offset != expected_offset:
             raise FormatError(f"{what}: offset {offset} is not canonical (expected {expected_offset})")
         end = offset + size
@@ -435,6 +445,11 @@ def _check_padding(pf: PleFile, src) -> None:
         nxt = pf.tensors[i + 1].offset if i + 1 < len(pf.tensors) else pf.data_size
         if any(src.read(pf.data_offset + end, nxt - end)):
             raise FormatError(f"tensor {i} ({t.name!r}): non-zero padding after the tensor")
+        if t.layout == LAYOUT_PANEL16X4:
+            problem = int8_problem(np.frombuffer(src.read(pf.data_offset + t.offset, t.size), dtype=np.uint8),
+                                   t.rows, t.cols)
+            if problem:
+                raise FormatError(f"tensor {i} ({t.name!r}): {problem}")
         if t.layout == LAYOUT_PANEL16 and t.cols % 16:
             panel = t.rows * 16 * ELEMENT_SIZE[t.dtype]
             dt = np.dtype("<f4") if t.dtype == DTYPE_F32 else np.dtype("<f2")
@@ -447,6 +462,12 @@ def tensor_array(pf: PleFile, data: bytes, index: int, logical: bool = True) -> 
     """Tensor `index` from the data section as stored (f32 or f16); panel16 unpacked to
     its logical [k, n] matrix when `logical`."""
     t = pf.tensors[index]
+    if t.layout == LAYOUT_PANEL16X4:
+        raw = np.frombuffer(data, dtype=np.uint8, count=t.size, offset=t.offset)
+        if not logical:
+            return raw
+        codes, scales, _ = unpack_int8(raw, t.rows, t.cols)
+        return codes.astype(np.float64) * scales.astype(np.float64)
     dt = np.dtype("<f4") if t.dtype == DTYPE_F32 else np.dtype("<f2")
     flat = np.frombuffer(data, dtype=dt, count=t.size // dt.itemsize, offset=t.offset)
     if t.layout == LAYOUT_PLAIN:

@@ -43,13 +43,20 @@ import numpy as np
 from . import progress as progress_mod
 from . import spec as spec_mod
 from .codes import (
-    ACT_CODES, DTYPE_F16, DTYPE_F32, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, HEADER_SIZE, KIND_CODES,
-    LAYOUT_PANEL16, LAYOUT_PLAIN, MAGIC, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT,
+    ACT_CODES, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, HEADER_SIZE, KIND_CODES,
+    LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MAGIC, MINOR_INT8, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT,
     OUTPUT_TOWER, POOL_CODES, TOWER_ACT_CODES, TOWER_INPUT_CODES, FormatError, align64,
 )
 from .reader import PleFile, read_header_and_meta
 from .spec import iter_mlps, normalize
-from .storage import dice_bn_rows, fold_batchnorm, pack_panel16
+from .storage import (
+    INT8_MAX_K, dice_bn_rows, fold_batchnorm, int8_weight_bytes, pack_int8, pack_panel16, quantize_int8,
+)
+
+# With dtype="int8", layers with fewer outputs than this stay f32 unless `precision` says
+# otherwise: quantizing their input costs as much as their whole product (gates, the last tower
+# layer; docs/DESIGN.md, int8 dense layers).
+INT8_MIN_OUTPUTS = 32
 
 CHUNK_BYTES = 4 << 20
 """The most bytes of a table converted at once (measured in the widest form a slice takes)."""
@@ -72,11 +79,17 @@ class _Builder:
     """Collects strings and tensor records, then serialises the metadata; tensor values are
     computed only when :func:`_write_data` asks for them."""
 
-    def __init__(self, dtype: str, round_weights_to_f16: bool):
-        if dtype not in ("f32", "f16"):
-            raise ValueError(f"dtype must be 'f32' or 'f16', got {dtype!r}")
+    def __init__(self, dtype: str, round_weights_to_f16: bool, precision: dict | None = None):
+        if dtype not in ("f32", "f16", "int8"):
+            raise ValueError(f"dtype must be 'f32', 'f16' or 'int8', got {dtype!r}")
+        self.int8 = dtype == "int8"
         self.big_dtype = DTYPE_F16 if dtype == "f16" else DTYPE_F32
         self.round_f16 = bool(round_weights_to_f16)
+        self.precision = dict(precision or {})
+        for key, value in self.precision.items():
+            if value not in ("f32", "f16", "int8"):
+                raise ValueError(f"precision[{key!r}] must be 'f32', 'f16' or 'int8', got {value!r}")
+        self.used_precision: set[str] = set()
         self.strings: list[str] = []
         self.string_index: dict[str, int] = {}
         self.tensors: list[_Tensor] = []
@@ -90,9 +103,13 @@ class _Builder:
 
     def _add(self, name: str, dtype: int, layout: int, rows: int, cols: int,
              values: Callable[[], Iterator[np.ndarray]]) -> int:
-        elements = rows * cols if layout == LAYOUT_PLAIN else -(-cols // 16) * rows * 16
+        if layout == LAYOUT_PANEL16X4:
+            size = int8_weight_bytes(rows, cols)
+        else:
+            elements = rows * cols if layout == LAYOUT_PLAIN else -(-cols // 16) * rows * 16
+            size = elements * ELEMENT_SIZE[dtype]
         self.string(name)
-        self.tensors.append(_Tensor(name, dtype, layout, rows, cols, elements * ELEMENT_SIZE[dtype], values))
+        self.tensors.append(_Tensor(name, dtype, layout, rows, cols, size, values))
         return len(self.tensors) - 1
 
     def _big(self, name: str, values: np.ndarray) -> np.ndarray:
@@ -110,15 +127,45 @@ class _Builder:
 
         return self._add(name, self.big_dtype, LAYOUT_PLAIN, rows, cols, values)
 
+    def layer_dtype(self, name: str, k: int, n: int) -> str:
+        """The storage of weight `name` ("<mlp>.<layer>.w"): `precision`'s entry for the layer
+        ("<mlp>.<layer>") or its MLP ("<mlp>"), else int8 for layers of at least
+        INT8_MIN_OUTPUTS outputs in an int8 file, else the file's dtype."""
+        layer = name[:-2] if name.endswith(".w") else name
+        mlp = layer.rsplit(".", 1)[0]
+        for key in (layer, mlp):
+            if key in self.precision:
+                self.used_precision.add(key)
+                chosen = self.precision[key]
+                break
+        else:
+            if not self.int8:
+                return DTYPE_NAMES[self.big_dtype]
+            chosen = "int8" if n >= INT8_MIN_OUTPUTS else "f32"
+        if chosen == "int8" and k > INT8_MAX_K:
+            raise FormatError(f"tensor {name!r}: {k} inputs, over the int8 limit of {INT8_MAX_K}")
+        return chosen
+
     def weight(self, name: str, layer: dict) -> int:
-        """A layer's weight with its BatchNorm folded in, as panel16 [k = in, n = out]."""
+        """A layer's weight with its BatchNorm folded in, as panel16 [k = in, n = out] (f32 or
+        f16), or panel16x4 int8 (quantized in float64 from the folded weight)."""
         n, k = layer["weight"].shape
+        chosen = self.layer_dtype(name, k, n)
+        if chosen == "int8":
+            def quantized() -> Iterator[np.ndarray]:
+                logical = np.ascontiguousarray(fold_batchnorm(layer)[0].T, dtype=np.float64)
+                if not np.all(np.isfinite(logical)):
+                    raise FormatError(f"tensor {name!r}: a weight is not finite")
+                yield pack_int8(*quantize_int8(logical))
+
+            return self._add(name, DTYPE_I8, LAYOUT_PANEL16X4, k, n, quantized)
+        dtype = DTYPE_CODES[chosen]
 
         def values() -> Iterator[np.ndarray]:
             logical = np.ascontiguousarray(fold_batchnorm(layer)[0].T)
-            yield pack_panel16(self._big(name, logical))
+            yield pack_panel16(_rounded(name, logical, dtype, via_f16=self.round_f16))
 
-        return self._add(name, self.big_dtype, LAYOUT_PANEL16, k, n, values)
+        return self._add(name, dtype, LAYOUT_PANEL16, k, n, values)
 
     def vector(self, name: str, rows: int, cols: int, make: Callable[[], np.ndarray]) -> int:
         """A small f32 tensor (bias, activation parameter) of shape [rows, cols]."""
@@ -283,12 +330,18 @@ def _outputs(canon: dict, names: list[int]) -> bytes:
 
 
 def _write_file(spec: dict, fh: BinaryIO, dtype: str, round_weights_to_f16: bool, progress: bool | None,
-                label: str) -> None:
+                label: str, precision: dict | None = None) -> None:
     """Stream a spec's file to ``fh`` (seekable, positioned at 0): header with the checksums
     left at zero, metadata, padding, each tensor as it is converted; then the checksums."""
     canon = normalize(spec)
-    builder = _Builder(dtype, round_weights_to_f16)
+    builder = _Builder(dtype, round_weights_to_f16, precision)
     meta = _build(canon, builder)
+    unused = set(builder.precision) - builder.used_precision
+    if unused:
+        raise ValueError(f"precision names no layer or MLP of the model: {sorted(unused)} "
+                         f"(layers: {sorted(t.name[:-2] for t in builder.tensors if t.name.endswith('.w'))})")
+    # Files without int8 keep minor 0, so that every 1.x reader loads them (FORMAT.md section 7).
+    minor = MINOR_INT8 if any(t.dtype == DTYPE_I8 for t in builder.tensors) else 0
     if len(meta) > MAX_META:
         raise FormatError(f"metadata is {len(meta)} bytes, over the 64 MiB cap")
     data_size = 0
@@ -296,7 +349,7 @@ def _write_file(spec: dict, fh: BinaryIO, dtype: str, round_weights_to_f16: bool
         data_size = align64(data_size + t.size)
     data_offset = align64(HEADER_SIZE + len(meta))
     file_size = data_offset + data_size
-    head = MAGIC + struct.pack("<HHIQQQQQ", MAJOR, MINOR, HEADER_SIZE, file_size, HEADER_SIZE, len(meta),
+    head = MAGIC + struct.pack("<HHIQQQQQ", MAJOR, minor, HEADER_SIZE, file_size, HEADER_SIZE, len(meta),
                                data_offset, data_size)
     meta_crc = zlib.crc32(meta, zlib.crc32(head))
     fh.write(head + bytes(8))
@@ -334,20 +387,25 @@ def _write_data(tensors: list[_Tensor], fh: BinaryIO, bar) -> int:
     return crc
 
 
-def to_bytes(spec: dict, dtype: str = "f32", round_weights_to_f16: bool = False) -> bytes:
+def to_bytes(spec: dict, dtype: str = "f32", round_weights_to_f16: bool = False,
+             precision: dict | None = None) -> bytes:
     """Serialise a spec to the bytes of a .ple file (see :func:`write`; this holds the whole
     file in memory, :func:`write` does not)."""
     buf = io.BytesIO()
-    _write_file(spec, buf, dtype, round_weights_to_f16, progress=False, label="<bytes>")
+    _write_file(spec, buf, dtype, round_weights_to_f16, progress=False, label="<bytes>", precision=precision)
     return buf.getvalue()
 
 
 def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,
-          *, progress: bool | None = None) -> PleFile:
+          *, progress: bool | None = None, precision: dict | None = None) -> PleFile:
     """Write a spec as a .ple file and return the parsed file after a strict read-back.
 
     dtype: "f32" or "f16" storage for dense weights and embedding tables (biases and
-    activation parameters are always f32). round_weights_to_f16 (with dtype "f32"):
+    activation parameters are always f32), or "int8": dense layers of at least
+    INT8_MIN_OUTPUTS (32) outputs as int8 (symmetric, one scale per output column), the
+    others and the tables f32. precision: per-layer overrides, {"<mlp>.<layer>" or "<mlp>":
+    "f32" | "f16" | "int8"}, with the tensor names' MLP prefixes (``ple inspect`` lists them),
+    e.g. {"tower0": "f32", "l0.t0.e0.1": "int8"}; a key naming nothing is an error. round_weights_to_f16 (with dtype "f32"):
     store the same folded weights and tables rounded to f16 but widened back to f32,
     so a runtime's f16 and f32 paths can be compared with storage as the only rounding.
     progress: a bar on stderr while writing (None: only when stderr is a terminal;
@@ -363,7 +421,7 @@ def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            _write_file(spec, fh, dtype, round_weights_to_f16, progress, os.path.basename(path))
+            _write_file(spec, fh, dtype, round_weights_to_f16, progress, os.path.basename(path), precision)
         parsed = read_header_and_meta(tmp, verify_data=True)
         os.replace(tmp, path)
     except BaseException:

@@ -190,12 +190,13 @@ def test_reader_rejects_structural_tampering(blob):
     with pytest.raises(fmt.FormatError, match="canonical"):
         fmt.parse(_retag(b))
     b = bytearray(blob)
-    b[rec0 + 4] = 3  # unknown dtype: the message names the record, field, value and known codes, as in Rust
-    with pytest.raises(fmt.FormatError, match=r"tensor 0 \('table\.\w+'\): unknown dtype 3 \(known: 1 f32, 2 f16\)"):
+    b[rec0 + 4] = 4  # unknown dtype: the message names the record, field, value and known codes, as in Rust
+    with pytest.raises(fmt.FormatError, match=r"tensor 0 \('table\.\w+'\): unknown dtype 4 \(known: 1 f32, 2 f16, 3 i8\)"):
         fmt.parse(_retag(b))
 
 def test_reader_trailing_metadata_depends_on_minor(blob):
-    """Minor 0 files must be consumed exactly; a newer minor may append fields."""
+    """Files of this reader's minor or older must be consumed exactly; a newer minor may append
+    fields."""
     pf = fmt.parse(blob)
     msize, pad = pf.meta_size, pf.data_offset - 64 - pf.meta_size
     assert pad >= 1, "test needs room for one more metadata byte"
@@ -203,7 +204,10 @@ def test_reader_trailing_metadata_depends_on_minor(blob):
     struct.pack_into("<Q", grown, 32, msize + 1)
     with pytest.raises(fmt.FormatError, match="trailing metadata"):
         fmt.parse(_retag(grown))
-    struct.pack_into("<H", grown, 10, 1)
+    struct.pack_into("<H", grown, 10, fmt.MINOR)
+    with pytest.raises(fmt.FormatError, match="trailing metadata"):
+        fmt.parse(_retag(grown))
+    struct.pack_into("<H", grown, 10, fmt.MINOR + 1)
     fmt.parse(_retag(grown))
 
 

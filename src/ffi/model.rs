@@ -82,8 +82,10 @@ pub enum ple_dtype {
     F32 = 1,
     /// IEEE binary16 (widened to f32 while scoring).
     F16 = 2,
-    /// The file mixes f32 and f16 layers.
+    /// The file mixes layers of different dtypes (f32, f16, int8).
     Mixed = 3,
+    /// Every dense layer is int8 (quantized; format 1.1).
+    I8 = 4,
 }
 
 /// A loaded model: immutable, reference counted and safe to use from any number of threads at
@@ -459,6 +461,7 @@ pub unsafe extern "C" fn ple_model_dtype(model: *const ple_model) -> ple_dtype {
     getter!(ple_model_dtype(model) or ple_dtype::None => |m| match m.model.weight_dtype() {
         Some(DType::F32) => ple_dtype::F32,
         Some(DType::F16) => ple_dtype::F16,
+        Some(DType::I8) => ple_dtype::I8,
         None => ple_dtype::Mixed,
     })
 }

@@ -84,6 +84,9 @@ codes! {
         F32 = 1 => "f32",
         /// IEEE 754 binary16, widened to f32 as it is read.
         F16 = 2 => "f16",
+        /// Signed 8-bit codes with one f32 scale per output column (dense weights only, in the
+        /// panel16x4 layout; format 1.1).
+        I8 = 3 => "i8",
     }
 
     /// Storage order of a tensor (§3.2).
@@ -92,6 +95,9 @@ codes! {
         Plain = 0 => "plain",
         /// Dense-layer weight `[k, n]` stored as `ceil(n/16)` panels of `k × 16`.
         Panel16 = 1 => "panel16",
+        /// int8 dense-layer weight: `ceil(n/16)` panels of a 128-byte header (column scales and
+        /// code sums) and `ceil(k/4)` rows of 16 columns × 4 consecutive k (format 1.1).
+        Panel16x4 = 2 => "panel16x4",
     }
 
     /// What a caller passes for one input feature (§3.4 `kind`).
@@ -169,6 +175,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 => 2,
+            DType::I8 => 1,
         }
     }
 }

@@ -20,11 +20,27 @@ pub struct TensorRecord {
 }
 
 impl TensorRecord {
+    /// Bytes the tensor must have: its elements times the element size, or the panels of
+    /// panel16x4 (`None` on overflow).
+    pub fn stored_size(&self) -> Option<u64> {
+        if self.layout == Layout::Panel16x4 {
+            let (k, n) = (self.rows as u64, self.cols as u64);
+            return k
+                .div_ceil(4)
+                .checked_mul(64)?
+                .checked_add(crate::kernels::int8::PANEL_HEADER as u64)?
+                .checked_mul(n.div_ceil(16));
+        }
+        self.stored_elements()?.checked_mul(self.dtype.size())
+    }
+
     /// Number of stored elements (panel16 pads the columns to a multiple of 16).
     pub fn stored_elements(&self) -> Option<u64> {
         let cols = match self.layout {
             Layout::Plain => self.cols as u64,
-            Layout::Panel16 => (self.cols as u64).div_ceil(16).checked_mul(16)?,
+            Layout::Panel16 | Layout::Panel16x4 => {
+                (self.cols as u64).div_ceil(16).checked_mul(16)?
+            }
         };
         (self.rows as u64).checked_mul(cols)
     }
@@ -449,6 +465,7 @@ pub fn check_tensor_layout(
     tensors: &[TensorRecord],
     strings: &[String],
     data_size: u64,
+    minor: u16,
 ) -> Result<()> {
     let mut expected_offset = 0u64;
     let mut end = 0u64;
@@ -458,9 +475,22 @@ pub fn check_tensor_layout(
         if !names.insert(t.name) {
             return Err(invalid!("tensor {i}: duplicate tensor name '{name}'"));
         }
+        if (t.dtype == DType::I8) != (t.layout == Layout::Panel16x4) {
+            return Err(invalid!(
+                "tensor {i} '{name}': dtype {} with layout {} (i8 goes with panel16x4 and only \
+                 with it)",
+                t.dtype.name(),
+                t.layout.name()
+            ));
+        }
+        if t.dtype == DType::I8 && minor < super::MINOR_INT8 {
+            return Err(invalid!(
+                "tensor {i} '{name}': an i8 tensor in a 1.{minor} file (i8 needs format 1.{})",
+                super::MINOR_INT8
+            ));
+        }
         let expected_size = t
-            .stored_elements()
-            .and_then(|e| e.checked_mul(t.dtype.size()))
+            .stored_size()
             .ok_or_else(|| invalid!("tensor {i} '{name}': size overflows"))?;
         if t.size != expected_size {
             return Err(invalid!(

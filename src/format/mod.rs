@@ -19,7 +19,10 @@ use crate::error::{invalid, Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"\x89PLE\r\n\x1a\n";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+pub const MINOR: u16 = 1;
+/// The first minor whose files may hold i8 tensors; writers give files without them minor 0, so
+/// that every 1.x reader loads them.
+pub const MINOR_INT8: u16 = 1;
 pub const HEADER_SIZE: usize = 64;
 pub const ALIGN: u64 = 64;
 pub const NONE: u32 = u32::MAX;
@@ -210,7 +213,7 @@ pub fn parse_head(head: &[u8], file_len: u64) -> Result<(Header, FileMeta)> {
     verify_meta_crc(head, &h)?;
     let meta_bytes = &head[64..64 + h.meta_size as usize];
     let meta = meta::parse_meta(meta_bytes, h.minor)?;
-    meta::check_tensor_layout(&meta.tensors, &meta.strings, h.data_size)?;
+    meta::check_tensor_layout(&meta.tensors, &meta.strings, h.data_size, h.minor)?;
     Ok((h, meta))
 }
 

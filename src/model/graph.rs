@@ -419,13 +419,20 @@ impl Resolver<'_> {
     /// One layer; `prev` is the previous layer's output width, which must be this one's input.
     fn layer(&self, l: &LayerRecord, what: &str, prev: Option<usize>) -> Result<Layer> {
         let (t, weight) = self.tensor(l.weight, what)?;
-        if t.layout != Layout::Panel16 {
+        if !matches!(t.layout, Layout::Panel16 | Layout::Panel16x4) {
             return Err(invalid!(
-                "{what}: weight '{}' must use the panel16 layout",
+                "{what}: weight '{}' must use the panel16 or panel16x4 layout",
                 self.name(t.name)
             ));
         }
         let (k, n) = (weight.rows, weight.cols);
+        if t.dtype == DType::I8 && k > crate::kernels::int8::MAX_K {
+            return Err(invalid!(
+                "{what}: i8 weight '{}' has {k} inputs, over the int8 limit of {}",
+                self.name(t.name),
+                crate::kernels::int8::MAX_K
+            ));
+        }
         if let Some(p) = prev.filter(|&p| p != k) {
             return Err(invalid!(
                 "{what}: weight '{}' has {k} inputs, but the previous layer outputs {p}",

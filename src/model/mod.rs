@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::error::{invalid, Error, Result};
 use crate::format::{self, DType, FileMeta, Header};
+use crate::kernels::int8::{self, I8Level};
 use crate::kernels::{Panels, SimdLevel};
 use graph::{Feature, Graph, TensorRef};
 use plan::{GateSlot, Plan};
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) graph: Graph,
     pub(crate) plan: Plan,
     pub(crate) simd: SimdLevel,
+    /// The int8 kernels' level, within `simd` (`I8Level::for_simd`).
+    pub(crate) int8: I8Level,
     /// Byte ranges of the embedding tables, each table once.
     tables: Vec<Range<usize>>,
     /// Whether tables keep the kernel's readahead (`LoadOptions::table_readahead`).
@@ -142,6 +145,7 @@ impl Model {
             format::verify_data_crc(storage.bytes(), &header, |_, _| {})?;
         }
         let graph = Graph::from_meta(&header, &meta)?;
+        check_int8_weights(&graph, storage.bytes())?;
         let plan = plan::build(&graph)?;
         let tables = table_ranges(&graph);
         let mut inner = Inner {
@@ -151,6 +155,7 @@ impl Model {
             graph,
             plan,
             simd,
+            int8: I8Level::for_simd(simd),
             tables,
             table_readahead: opts.table_readahead,
             locked: false,
@@ -280,13 +285,19 @@ impl Model {
         self.bytes().as_ptr().wrapping_add(offset)
     }
 
-    /// A dense layer's weight panels.
-    pub(crate) fn panels(&self, t: &TensorRef) -> Panels<'_> {
+    /// A dense layer's weight: f32 / f16 panels, or int8 panels (`None`).
+    pub(crate) fn panels(&self, t: &TensorRef) -> Option<Panels<'_>> {
         let len = t.cols.div_ceil(16) * 16 * t.rows;
         match t.dtype {
-            DType::F32 => Panels::F32(self.f32s(t, len)),
-            DType::F16 => Panels::F16(self.f16s(t, len)),
+            DType::F32 => Some(Panels::F32(self.f32s(t, len))),
+            DType::F16 => Some(Panels::F16(self.f16s(t, len))),
+            DType::I8 => None,
         }
+    }
+
+    /// An int8 dense layer's panels (`int8::weight_bytes(k, n)` bytes, checked at load).
+    pub(crate) fn int8_panels(&self, t: &TensorRef) -> &[u8] {
+        &self.bytes()[t.offset..t.offset + int8::weight_bytes(t.rows, t.cols)]
     }
 
     // ---- introspection ----------------------------------------------------------------------
@@ -306,6 +317,14 @@ impl Model {
     /// The SIMD level the kernels use.
     pub fn simd_level(&self) -> SimdLevel {
         self.inner.simd
+    }
+    /// The int8 kernels' instruction set (used by the file's i8 layers, if it has any).
+    pub fn int8_level(&self) -> I8Level {
+        self.inner.int8
+    }
+    /// Whether any dense layer of the file is int8.
+    pub fn has_int8_layers(&self) -> bool {
+        self.inner.plan.quant_slots > 0
     }
     /// The input features, in the order scoring calls take them.
     pub fn inputs(&self) -> &[Feature] {
@@ -462,4 +481,27 @@ impl std::fmt::Debug for Model {
             .field("simd", &self.simd_level())
             .finish()
     }
+}
+
+/// Every int8 layer's panels must pass `int8::check_weights` (scales finite and positive, codes
+/// within ±127, zero padding, column sums that are the sums of the codes): a hostile file could
+/// otherwise feed the kernels values their overflow bound does not cover. Reads the int8 weights
+/// once (they are a quarter of the f32 bytes; tables are not read).
+fn check_int8_weights(graph: &Graph, bytes: &[u8]) -> Result<()> {
+    for (i, mlp) in graph.mlps.iter().enumerate() {
+        for (j, l) in mlp.layers.iter().enumerate() {
+            if l.weight.dtype != DType::I8 {
+                continue;
+            }
+            let t = &l.weight;
+            let w = bytes
+                .get(t.offset..t.offset + int8::weight_bytes(t.rows, t.cols))
+                .ok_or_else(|| {
+                    Error::InvalidFile(format!("MLP {i} layer {j}: weight out of range"))
+                })?;
+            int8::check_weights(w, t.rows, t.cols)
+                .map_err(|e| Error::InvalidFile(format!("MLP {i} layer {j}: i8 weight: {e}")))?;
+        }
+    }
+    Ok(())
 }

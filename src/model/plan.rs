@@ -7,7 +7,8 @@ use std::ops::Range;
 
 use super::graph::{Graph, Layer, OutputKind, TowerInput};
 use crate::error::{invalid, Result};
-use crate::format::limits;
+use crate::format::{limits, DType};
+use crate::kernels::int8;
 
 /// One step of the forward pass. Columns are offsets into a sample's arena row.
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub enum Op {
         input: usize,
         layer: Layer,
         out: usize,
+        /// For an int8 layer, where its quantized input lives.
+        quant: Option<QuantSlot>,
     },
     /// Softmax in place over `n` columns (gate logits → weights).
     Softmax { col: usize, n: usize },
@@ -36,6 +39,19 @@ pub enum Op {
         n: usize,
         out: usize,
     },
+}
+
+/// Where an int8 layer's quantized input lives in a session's code buffer. Layers reading the
+/// same input columns (a level's experts and gates all read the level's input) share one slot:
+/// the first quantizes, the others reuse the codes (input columns are never rewritten).
+#[derive(Debug, Clone, Copy)]
+pub struct QuantSlot {
+    /// Index of the slot's per-sample scale and zero point.
+    pub slot: usize,
+    /// Byte offset of the codes in a sample's code row (a multiple of 4).
+    pub offset: usize,
+    /// Whether this layer quantizes the input (the slot's first reader) or reuses its codes.
+    pub fresh: bool,
 }
 
 /// Where one gate's weights live, for the optional gate output.
@@ -74,6 +90,19 @@ pub struct Plan {
     pub gates: Vec<GateSlot>,
     pub output_width: usize,
     pub gate_width: usize,
+    /// Bytes of quantized int8-layer inputs per sample (every slot's codes).
+    pub quant_row_bytes: usize,
+    /// Quantized inputs (slots) per sample.
+    pub quant_slots: usize,
+}
+
+impl Plan {
+    /// Floats of session memory per sample: the working row, then (for int8 layers) the
+    /// quantized inputs' codes (`quant_row_bytes`, a multiple of 4) and each slot's scale and
+    /// zero point.
+    pub fn floats_per_row(&self) -> usize {
+        self.width + self.quant_row_bytes / 4 + 2 * self.quant_slots
+    }
 }
 
 struct Builder<'g> {
@@ -98,6 +127,7 @@ impl Builder<'_> {
                 input,
                 layer: *layer,
                 out,
+                quant: None,
             });
             input = out;
         }
@@ -239,6 +269,9 @@ pub fn build(g: &Graph) -> Result<Plan> {
         .ops
         .iter()
         .map(|op| match op {
+            Op::Dense { layer, .. } if layer.weight.dtype == DType::I8 => {
+                int8::weight_bytes(layer.k, layer.n)
+            }
             Op::Dense { layer, .. } => {
                 layer.k * layer.n.div_ceil(16) * 16 * layer.weight.dtype.size() as usize
             }
@@ -246,6 +279,7 @@ pub fn build(g: &Graph) -> Result<Plan> {
         })
         .sum();
     let streaming = dense_weight_bytes > STREAMING_WEIGHT_BYTES;
+    let (quant_row_bytes, quant_slots) = assign_quant_slots(&mut b.ops);
     Ok(Plan {
         width: b.width,
         tile_rows: if streaming {
@@ -260,5 +294,45 @@ pub fn build(g: &Graph) -> Result<Plan> {
         gates,
         output_width,
         gate_width,
+        quant_row_bytes,
+        quant_slots,
     })
+}
+
+/// Gives every int8 layer a slot for its quantized input, one per distinct input (columns and
+/// width); returns the bytes per sample and the number of slots.
+fn assign_quant_slots(ops: &mut [Op]) -> (usize, usize) {
+    let mut slots: Vec<(usize, usize, usize)> = Vec::new(); // (input column, k, offset)
+    let mut bytes = 0;
+    for op in ops {
+        if let Op::Dense {
+            input,
+            layer,
+            quant,
+            ..
+        } = op
+        {
+            if layer.weight.dtype != DType::I8 {
+                continue;
+            }
+            let key = (*input, layer.k);
+            *quant = Some(match slots.iter().position(|s| (s.0, s.1) == key) {
+                Some(slot) => QuantSlot {
+                    slot,
+                    offset: slots[slot].2,
+                    fresh: false,
+                },
+                None => {
+                    slots.push((*input, layer.k, bytes));
+                    bytes += int8::row_bytes(layer.k);
+                    QuantSlot {
+                        slot: slots.len() - 1,
+                        offset: bytes - int8::row_bytes(layer.k),
+                        fresh: true,
+                    }
+                }
+            });
+        }
+    }
+    (bytes, slots.len())
 }

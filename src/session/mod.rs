@@ -219,7 +219,7 @@ impl Session {
             max_batch,
             rows,
             arenas: (0..workers)
-                .map(|_| Arena::new(rows * plan.width))
+                .map(|_| Arena::new(rows * plan.floats_per_row()))
                 .collect(),
             min_parallel_batch: default_min_parallel_batch(model),
             pool,
@@ -257,7 +257,7 @@ impl Session {
 
     /// Bytes of working memory this session holds (all its threads' arenas).
     pub fn scratch_bytes(&self) -> usize {
-        self.arenas.len() * self.rows * self.model.inner().plan.width * 4
+        self.arenas.len() * self.rows * self.model.inner().plan.floats_per_row() * 4
     }
 
     /// Scores a model whose only input is one dense vector per sample (`batch × width` floats).

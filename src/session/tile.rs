@@ -6,8 +6,9 @@
 
 use crate::format::DType;
 use crate::kernels::activation::{self, ActArgs};
+use crate::kernels::int8::{self, GemmI8, Quantized};
 use crate::kernels::{self, Gemm, SimdLevel};
-use crate::model::graph::{Act, Feature, InputKind, Pooling, TensorRef};
+use crate::model::graph::{Act, Feature, InputKind, Layer, Pooling, TensorRef};
 use crate::model::plan::Op;
 use crate::model::Model;
 use crate::session::Input;
@@ -87,6 +88,19 @@ impl Tile<'_> {
         }
     }
 
+    /// Applies a layer's activation to its outputs at column `out` of rows `0..rows`, unless the
+    /// kernel already did (identity, ReLU).
+    fn activate(&mut self, rows: usize, out: usize, layer: &Layer) {
+        let width = self.model.inner().plan.width;
+        let act = act_args(self.model, &layer.act, layer.n);
+        if !matches!(act, ActArgs::Identity | ActArgs::Relu) {
+            for r in 0..rows {
+                let row = &mut self.arena[r * width + out..r * width + out + layer.n];
+                activation::apply_row(&act, row);
+            }
+        }
+    }
+
     /// Runs the plan on arena rows `0..rows`.
     fn forward(&mut self, rows: usize) {
         let model = self.model;
@@ -98,6 +112,75 @@ impl Tile<'_> {
                     input,
                     ref layer,
                     out,
+                    quant: Some(q),
+                } => {
+                    let cap = self.arena.len() / inner.plan.floats_per_row();
+                    let arena = self.arena.as_mut_ptr();
+                    let (ld, slots) = (inner.plan.quant_row_bytes, inner.plan.quant_slots);
+                    let (k, code_len) = (layer.k, (rows - 1) * ld + int8::row_bytes(layer.k));
+                    // SAFETY: the arena holds `cap` rows of `width` floats, then `cap` rows of
+                    // `ld` code bytes, then `slots × cap` scales and as many zero points
+                    // (`Plan::floats_per_row`); this slot's codes start `q.offset` bytes into
+                    // each code row and its scales and zero points at `q.slot × cap`. These
+                    // regions are disjoint from each other and from the rows' f32 columns.
+                    let (codes, scale, zero) = unsafe {
+                        let codes = (arena.add(cap * width) as *mut u8).add(q.offset);
+                        let params = arena.add(cap * width + cap * ld / 4);
+                        (
+                            std::slice::from_raw_parts_mut(codes, code_len),
+                            std::slice::from_raw_parts_mut(params.add(q.slot * cap), rows),
+                            std::slice::from_raw_parts_mut(
+                                params.add((slots + q.slot) * cap) as *mut i32,
+                                rows,
+                            ),
+                        )
+                    };
+                    if q.fresh {
+                        // SAFETY: rows 0..rows of the arena hold `k` floats from `input`; the
+                        // int8 level was checked available at load.
+                        unsafe {
+                            int8::quantize_rows(
+                                inner.int8,
+                                rows,
+                                k,
+                                arena.add(input),
+                                width,
+                                codes,
+                                ld,
+                                scale,
+                                zero,
+                            )
+                        };
+                    }
+                    let g = GemmI8 {
+                        m: rows,
+                        k,
+                        n: layer.n,
+                        a: Quantized {
+                            codes,
+                            ld,
+                            scale,
+                            zero,
+                        },
+                        w: model.int8_panels(&layer.weight),
+                        bias: layer.bias.map(|b| model.f32s(&b, layer.n)),
+                        // SAFETY: `out` is a column offset inside the arena row.
+                        c: unsafe { arena.add(out) },
+                        ldc: width,
+                        relu: matches!(layer.act, Act::Relu),
+                    };
+                    // SAFETY: C covers columns out..out+n of rows 0..rows (disjoint from the
+                    // codes); the codes were written for this input by this layer or an earlier
+                    // one reading the same columns in this pass (`QuantSlot::fresh`); the weights
+                    // have the panel16x4 length and were checked at load; k ≤ MAX_K (load).
+                    unsafe { int8::gemm_i8(inner.int8, &g) };
+                    self.activate(rows, out, layer);
+                }
+                Op::Dense {
+                    input,
+                    ref layer,
+                    out,
+                    quant: None,
                 } => {
                     // Taken afresh for each layer: the row slices below reborrow the arena.
                     let arena = self.arena.as_mut_ptr();
@@ -109,7 +192,9 @@ impl Tile<'_> {
                         // (the plan allocated them below `width`); the pointers stay in bounds.
                         a: unsafe { arena.add(input) },
                         lda: width,
-                        w: model.panels(&layer.weight),
+                        w: model
+                            .panels(&layer.weight)
+                            .expect("an f32 or f16 layer (int8 ones have a quant slot)"),
                         bias: layer.bias.map(|b| model.f32s(&b, layer.n)),
                         // SAFETY: as above.
                         c: unsafe { arena.add(out) },
@@ -121,13 +206,7 @@ impl Tile<'_> {
                     // they are disjoint; the weight slice has the panel16 length (checked at
                     // load); the SIMD level was checked available at load.
                     unsafe { kernels::gemm(inner.simd, &g) };
-                    let act = act_args(model, &layer.act, layer.n);
-                    if !matches!(act, ActArgs::Identity | ActArgs::Relu) {
-                        for r in 0..rows {
-                            let row = &mut self.arena[r * width + out..r * width + out + layer.n];
-                            activation::apply_row(&act, row);
-                        }
-                    }
+                    self.activate(rows, out, layer);
                 }
                 Op::Softmax { col, n } => {
                     for r in 0..rows {
@@ -221,6 +300,7 @@ fn lookup(model: &Model, level: SimdLevel, table: &TensorRef, id: i64, dst: &mut
         // one 16-float row costs more than the copy (5% of a criteo batch at 26 lookups/sample).
         DType::F32 => copy_floats(dst, &model.f32s(table, base + dim)[base..]),
         DType::F16 => kernels::widen_f16(level, &model.f16s(table, base + dim)[base..], dst),
+        DType::I8 => unreachable!("tables are plain f32 or f16 (checked at load)"),
     }
 }
 
@@ -326,6 +406,7 @@ fn for_each_chunk(
                 f(c * 64, &buf[..chunk.len()]);
             }
         }
+        DType::I8 => unreachable!("tables are plain f32 or f16 (checked at load)"),
     }
 }
 

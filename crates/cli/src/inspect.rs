@@ -91,13 +91,17 @@ fn act_text(act: &Act) -> String {
     }
 }
 
-/// `40 → 64 relu → 32 relu → 1` (identity activations are not written).
+/// `40 → 64 relu → 32 relu → 1` (identity activations are not written); a layer whose weights are
+/// not f32 says so: `40 → 64 relu i8 → 1`.
 fn mlp_text(m: &Mlp) -> String {
     let mut s = m.in_width().to_string();
     for l in &m.layers {
         let _ = write!(s, " → {}", l.n);
         if !matches!(l.act, Act::Identity) {
             let _ = write!(s, " {}", act_text(&l.act));
+        }
+        if l.weight.dtype != ple::DType::F32 {
+            let _ = write!(s, " {}", l.weight.dtype.name());
         }
     }
     s
@@ -112,7 +116,7 @@ fn tower_input_text(input: TowerInput, task: usize, levels: usize) -> String {
 }
 
 fn dtype_text(model: &Model) -> &'static str {
-    model.weight_dtype().map_or("mixed f32/f16", |d| d.name())
+    model.weight_dtype().map_or("mixed", |d| d.name())
 }
 
 fn checksum_text(crc: &DataCrc) -> String {
@@ -140,9 +144,14 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
     let _ = writeln!(s, "checksums   {}", checksum_text(crc));
     let _ = writeln!(
         s,
-        "simd        {} (available: {})",
+        "simd        {} (available: {}){}",
         model.simd_level().name(),
-        crate::available_levels()
+        crate::available_levels(),
+        if model.has_int8_layers() {
+            format!("; int8 layers: {}", model.int8_level().name())
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(s, "parameters  {}", fmt::thousands(model.parameter_count()));
     let _ = writeln!(

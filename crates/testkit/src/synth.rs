@@ -82,9 +82,14 @@ fn mlp(
     let mut k = input;
     for (i, &n) in dims.iter().enumerate() {
         let scale = 1.0 / (k as f32).sqrt();
+        // An int8 model keeps narrow layers f32, as the exporter does by default.
+        let layer_dtype = match dtype {
+            DType::I8 if n < ple::kernels::int8::INT8_MIN_OUTPUTS => DType::F32,
+            d => d,
+        };
         let weight = w.weight(
             &format!("{name}.{i}.w"),
-            dtype,
+            layer_dtype,
             n,
             k,
             &rng.vec(n * k, scale),
@@ -139,9 +144,10 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
             ),
         };
         let values = rng.vec(shape.vocab * shape.dim, 0.5);
+        // Tables of an int8 model stay f32 (8- and 4-bit tables are not part of the format yet).
         let table = w.plain(
             &format!("table.{name}"),
-            dt,
+            if dt == DType::I8 { DType::F32 } else { dt },
             shape.vocab,
             shape.dim,
             &values,

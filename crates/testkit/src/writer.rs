@@ -4,8 +4,9 @@
 //! checks it against files the Python package wrote).
 
 use ple::format::codes::FEATURE_FLAG_IDS_F32;
-use ple::format::{align64, crc32, meta_crc, DType, Layout, MAGIC, MAJOR, MINOR, NONE};
+use ple::format::{align64, crc32, meta_crc, DType, Layout, MAGIC, MAJOR, MINOR_INT8, NONE};
 use ple::format::{FileMeta, TensorRecord};
+use ple::kernels::int8;
 
 /// Builds a file part by part; indices returned by `add_*` are what the records refer to. `meta`
 /// is the same type the reader parses, so what is written is exactly what can be read back.
@@ -76,9 +77,15 @@ impl Writer {
         )
     }
 
-    /// A dense-layer weight given as PyTorch `[n = out, k = in]` row-major, stored panel16.
+    /// A dense-layer weight given as PyTorch `[n = out, k = in]` row-major, stored panel16 (f32,
+    /// f16) or, for `DType::I8`, quantized into panel16x4 (`int8::quantize_weights`).
     pub fn weight(&mut self, name: &str, dtype: DType, n: usize, k: usize, out_in: &[f32]) -> u32 {
         assert_eq!(out_in.len(), n * k);
+        if dtype == DType::I8 {
+            let in_out: Vec<f32> = (0..k * n).map(|x| out_in[(x % n) * k + x / n]).collect();
+            let bytes = int8::quantize_weights(&in_out, k, n).expect("quantizable weights");
+            return self.push_tensor(name, dtype, Layout::Panel16x4, k, n, bytes);
+        }
         let panels = n.div_ceil(16);
         let mut packed = vec![0f32; panels * k * 16];
         for o in 0..n {
@@ -188,7 +195,9 @@ impl Writer {
         let mut f = Vec::with_capacity(file_size as usize);
         f.extend_from_slice(&MAGIC);
         f.extend_from_slice(&MAJOR.to_le_bytes());
-        f.extend_from_slice(&MINOR.to_le_bytes());
+        // Files without int8 keep minor 0, as the Python writer does (FORMAT.md §7).
+        let minor = if m_has_i8(&self.meta) { MINOR_INT8 } else { 0 };
+        f.extend_from_slice(&minor.to_le_bytes());
         f.extend_from_slice(&64u32.to_le_bytes());
         for v in [file_size, 64, m.len() as u64, data_offset, data_size] {
             f.extend_from_slice(&v.to_le_bytes());
@@ -213,6 +222,10 @@ pub struct RecordOffsets {
     pub outputs: Vec<usize>,
 }
 
+fn m_has_i8(meta: &FileMeta) -> bool {
+    meta.tensors.iter().any(|t| t.dtype == DType::I8)
+}
+
 fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -220,6 +233,7 @@ fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
             .iter()
             .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
             .collect(),
+        DType::I8 => panic!("i8 is only for dense weights (Writer::weight)"),
     }
 }
 
