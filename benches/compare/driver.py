@@ -682,6 +682,10 @@ def main() -> int:
                         res["simd"] = ln["simd"]
                         res["parameters"] = ln["parameters"]
                 py, outs = python_runners(v["model"], sess, over, v["names"], inputs)
+                # ple from Python (ple_runtime.Model.predict over ctypes): what a Python caller pays.
+                ple_py = ple_runtime.Model(d / "f32.ple")
+                py["ple-py"] = lambda m=ple_py, x=inputs: m.predict(x)
+                outs["ple-py"] = ple_py.predict(inputs)
                 ov_fns, ov_outs = openvino_runners(d / "model.onnx", v["names"], inputs)
                 py.update(ov_fns)
                 outs.update(ov_outs)
@@ -699,7 +703,8 @@ def main() -> int:
                     res["timings"].setdefault(rt, {})[b] = t
                 ref = outs["torch"]
                 np.save(d / "out" / f"torch_b{b}.npy", ref)
-                errs = {"ort-py": rel_err(outs["ort-py"], ref), "ort-py-iobinding": rel_err(outs["ort-py-iobinding"], ref)}
+                errs = {"ort-py": rel_err(outs["ort-py"], ref), "ort-py-iobinding": rel_err(outs["ort-py-iobinding"], ref),
+                        "ple-py": rel_err(outs["ple-py"], ref)}
                 for rt in ("ov-f32", "ov"):
                     if rt in outs:
                         errs[rt] = rel_err(outs[rt], ref)
@@ -798,9 +803,9 @@ RUNTIME_LABEL = {
     f"ort-t{THREADS}-nospin": f"ONNX Runtime (C API), {THREADS} threads, no spinning",
     "ple-f32": "ple f32", "ple-f16": "ple f16",
     "ple-f32-dense": "ple f32, dense-input model", "ple-f16-dense": "ple f16, dense-input model", "ort": "ONNX Runtime (C API)", "tract": "tract",
-    "torch": "PyTorch eager", "ort-py": "ONNX Runtime (Python run)", "ort-py-iobinding": "ONNX Runtime (Python IoBinding)",
+    "torch": "PyTorch eager", "ple-py": "ple f32 (Python predict)", "ort-py": "ONNX Runtime (Python run)", "ort-py-iobinding": "ONNX Runtime (Python IoBinding)",
 }
-ROWS = ["ple-f32", "ple-f16", "ort", "ov-f32", "ov", "tract", "torch", "ort-py", "ort-py-iobinding", "ple-f32-dense",
+ROWS = ["ple-f32", "ple-f16", "ort", "ov-f32", "ov", "tract", "torch", "ple-py", "ort-py", "ort-py-iobinding", "ple-f32-dense",
         "ple-f16-dense"]
 
 
@@ -967,7 +972,7 @@ def render(results: dict, args) -> str:
         errs = res["errors"]
         parts = []
         for rt in ("ple-f32", "ple-f16", "ple-f32-dense", "ple-f16-dense", f"ple-f32-t{THREADS}", "ort", "tract",
-                   "ort-py", "ort-py-iobinding", f"ort-t{THREADS}", f"ort-t{THREADS}-nospin", "ov-f32",
+                   "ple-py", "ort-py", "ort-py-iobinding", f"ort-t{THREADS}", f"ort-t{THREADS}-nospin", "ov-f32",
                    "torch features vs dense"):
             if rt in errs:
                 tol = F16_TOL if rt.startswith("ple-f16") else F32_TOL
@@ -1287,13 +1292,15 @@ def render(results: dict, args) -> str:
         idp = t_of(res, "ort-py-identity", b0)
         parts.append(f"| {vname} | {fmt_us(nat)} | {fmt_us(py)} ({fmt_signed(paired_diff(res, 'ort-py', 'ort', b0))}) "
                      f"| {fmt_us(pyb)} ({fmt_signed(paired_diff(res, 'ort-py-iobinding', 'ort', b0))}) "
-                     f"| {fmt_us(idn)} | {fmt_us(idp)} |")
-    w(f"Python overhead of ONNX Runtime at batch {batches[0]} (medians, µs per call; in parentheses the median over "
+                     f"| {fmt_us(idn)} | {fmt_us(idp)} | {fmt_us(t_of(res, 'ple-f32', b0))} | "
+                     f"{fmt_us(t_of(res, 'ple-py', b0))} ({fmt_signed(paired_diff(res, 'ple-py', 'ple-f32', b0))}) |")
+    w(f"Python overhead of ONNX Runtime and of ple (`ple_runtime.Model.predict`, ctypes) at batch {batches[0]} (medians, µs per call; in parentheses the median over "
       "rounds of Python − C API; the identity model has the same inputs and returns its first one, so it measures "
       "the fixed cost of a call):")
     w("")
-    w("| model | ORT C API | Python `run` (overhead) | Python IoBinding (overhead) | identity model, C API | identity model, Python `run` |")
-    w("|---|---:|---:|---:|---:|---:|")
+    w("| model | ORT C API | Python `run` (overhead) | Python IoBinding (overhead) | identity model, C API | "
+      "identity model, Python `run` | ple native | ple Python `predict` (overhead) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
     for p in parts:
         w(p)
     w("")
