@@ -313,3 +313,26 @@ fn tables_are_advised_random_unless_readahead_is_asked_for() {
     let m = Model::open_with(path, &opts).unwrap();
     assert_eq!(random_mappings(&m), 0);
 }
+
+/// Scoring a cold file with fault batching (the default: on a disk, the first cold lookup of a
+/// call makes it request every row of the call) gives the scores of scoring without it, at
+/// batch 1 and over several tiles, sparse and sequence inputs alike.
+#[test]
+fn fault_batching_keeps_the_scores() {
+    let path = &big_file("fault-ahead");
+    for batch in [1, 300] {
+        let cols = {
+            let m = Model::open(path).unwrap();
+            synth::inputs(&m, batch, 17 + batch as u64)
+        };
+        let plain = LoadOptions {
+            fault_ahead: false,
+            ..Default::default()
+        };
+        drop_from_page_cache(path);
+        let expected = scores(&Model::open_with(path, &plain).unwrap(), &cols, batch);
+        drop_from_page_cache(path);
+        let got = scores(&Model::open(path).unwrap(), &cols, batch);
+        assert_eq!(got, expected, "batch {batch}");
+    }
+}

@@ -581,7 +581,7 @@ def main() -> int:
         with open(args.render, "rb") as fh:
             results = pickle.load(fh)
         report = render(results, args)
-        Path(args.out).write_text(report)
+        write_report(Path(args.out), report)
         print(report)
         return 0
     if not args.native or not args.ort_lib:
@@ -788,7 +788,7 @@ def main() -> int:
         pickle.dump(results, fh)
     (work / "results.json").write_text(json.dumps(jsonable(results), indent=1, default=str))
     report = render(results, args)
-    Path(args.out).write_text(report)
+    write_report(Path(args.out), report)
     print(report)
     log(f"wrote {args.out} and {work / 'results.json'} in {time.time() - t_start:.0f} s")
     return 0
@@ -847,6 +847,19 @@ def bound_us(res, dt) -> float:
     """Weight-streaming bound at batch 1: one read of the dense weights of dtype dt, timed
     interleaved with the runtimes."""
     return t_of(res, f"bw-{dt}", 1)
+
+
+# Sections measured by other benchmarks (benches/cold_start.rs) follow this line in the report;
+# regenerating the report keeps them.
+KEPT_MARKER = "<!-- Below: sections measured by other benchmarks, kept when this file is regenerated. -->"
+
+
+def write_report(out: Path, report: str) -> None:
+    """Writes the report, keeping the hand-measured sections after KEPT_MARKER in the old file."""
+    old = out.read_text() if out.exists() else ""
+    if KEPT_MARKER in old:
+        report = report.rstrip("\n") + "\n\n" + KEPT_MARKER + old.split(KEPT_MARKER, 1)[1]
+    out.write_text(report)
 
 
 def render(results: dict, args) -> str:

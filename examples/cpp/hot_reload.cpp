@@ -9,7 +9,8 @@
 // `file_changed()` every 10 ms (one stat). Halfway through, a deployer thread replaces the file the
 // safe way: it writes NEW_MODEL next to it and renames it over (a mapped model must never be
 // written in place). The watcher notices, opens the new file while the old model is still
-// scoring, checks it, publishes it and drops its reference to the old one. Each worker notices the
+// scoring, warms it (every page read into memory, so the first requests on it are as fast as the
+// rest), checks it, publishes it and drops its reference to the old one. Each worker notices the
 // new generation between two requests, creates a session on the new model and destroys its old
 // session: the old model is freed when the last session using it is gone, never under a call.
 #include <atomic>
@@ -118,8 +119,20 @@ int main(int argc, char **argv) try {
             serving = current;
         }
         if (!serving.file_changed()) continue;
-        // Open and check the new file while the workers still score with the old model.
+        // Open, warm and check the new file while the workers still score with the old model.
+        // Warming reads every page of it now, here, so that the workers' first requests on the
+        // new model find their table rows in memory instead of each waiting for a page fault (on
+        // a large model just copied to a cold disk, a disk read per cold row).
         ple::model next = ple::model::open(served.string());
+        const auto warm_start = std::chrono::steady_clock::now();
+        next.warm([](uint64_t, uint64_t) { return true; });
+        const ple_residency resident = next.residency();
+        std::printf("warmed the new model in %.1f ms: %llu of %llu bytes resident\n",
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              warm_start)
+                        .count(),
+                    (unsigned long long)resident.resident_bytes,
+                    (unsigned long long)resident.total_bytes);
         std::mt19937_64 rng(99);
         request probe(next, batch, rng);
         std::vector<float> out(batch * next.output_width());

@@ -36,6 +36,8 @@ STATUS_NAMES = {
     1: "PLE_STATUS_NULL_ARGUMENT",
     2: "PLE_STATUS_INVALID_ARGUMENT",
     3: "PLE_STATUS_PANIC",
+    4: "PLE_STATUS_SYSTEM",
+    5: "PLE_STATUS_CANCELLED",
     10: "PLE_STATUS_IO",
     11: "PLE_STATUS_NOT_PLE",
     12: "PLE_STATUS_UNSUPPORTED_VERSION",
@@ -53,6 +55,8 @@ STATUS_NAMES = {
 
 OPEN_VERIFY_DATA = 1
 OPEN_READ_INTO_MEMORY = 2
+OPEN_WARM = 4
+OPEN_LOCK = 8
 MAX_BATCH_LIMIT = 1 << 24  # PLE_STATUS_INVALID_MAX_BATCH above this (docs/C_API.md)
 
 KIND_NAMES = {1: "dense", 2: "sparse", 3: "sequence"}
@@ -61,6 +65,21 @@ DTYPE_NAMES = {1: "f32", 2: "f16", 3: "mixed", 4: "i8"}
 
 class LibraryNotFound(OSError):
     """libple could not be found or loaded (the message lists every place tried)."""
+
+
+# int progress(void *ctx, uint64_t done, uint64_t total): nonzero stops ple_model_warm.
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
+
+
+class Residency(ctypes.Structure):
+    """``ple_residency``: bytes of the model and of its tables, and how many are in RAM."""
+
+    _fields_ = [
+        ("total_bytes", ctypes.c_uint64),
+        ("resident_bytes", ctypes.c_uint64),
+        ("table_bytes", ctypes.c_uint64),
+        ("table_resident_bytes", ctypes.c_uint64),
+    ]
 
 
 class Column(ctypes.Structure):
@@ -129,6 +148,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ple_model_gate_name": (cstr, [P, sz]),
         "ple_model_gate_offset": (sz, [P, sz]),
         "ple_model_gate_len": (sz, [P, sz]),
+        "ple_model_warm": (i32, [P, PROGRESS_FN, P, ctypes.POINTER(i32)]),
+        "ple_model_residency": (i32, [P, ctypes.POINTER(Residency)]),
+        "ple_model_is_locked": (ctypes.c_bool, [P]),
         "ple_session_new": (i32, [P, sz, ctypes.POINTER(P)]),
         "ple_session_new_with_pool": (i32, [P, sz, P, ctypes.POINTER(P)]),
         "ple_session_threads": (sz, [P]),

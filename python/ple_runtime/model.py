@@ -209,11 +209,15 @@ def _ptr(arr: np.ndarray, ctype) -> Any:
 class Model:
     """A ``.ple`` model loaded by libple.
 
-    Model(path, verify_data=False, in_memory=False, max_batch=None, threads=None, pool=None)
+    Model(path, verify_data=False, in_memory=False, warm=False, lock=False, max_batch=None,
+          threads=None, pool=None)
 
     - ``verify_data``: also check the data section's checksum at open (reads the file);
     - ``in_memory``: read the file into memory instead of mapping it (for files that may
       be rewritten in place);
+    - ``warm``: bring the whole model into memory before returning (:meth:`warm`), so the
+      first predictions do not wait for page faults; ``lock``: also lock it in RAM (mlock:
+      within ``RLIMIT_MEMLOCK``, else :class:`PleError` naming it);
     - ``max_batch``: the sessions' batch limit (default 2^24, the library's maximum;
       working memory does not grow with it). Larger batches are scored in chunks.
     - ``threads``: split each large batch across this many threads (a private
@@ -227,7 +231,7 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike, *, verify_data: bool = False, in_memory: bool = False,
-                 max_batch: int | None = None, threads: int | None = None, pool: Pool | None = None,
+                 warm: bool = False, lock: bool = False, max_batch: int | None = None, threads: int | None = None, pool: Pool | None = None,
                  min_parallel_batch: int | None = None, _data: bytes | None = None):
         self._lib = _native.lib()
         # The model's own reference to the pool (released by close): sessions are made lazily,
@@ -240,6 +244,7 @@ class Model:
             raise ValueError(f"min_parallel_batch must be an integer >= 0, got {min_parallel_batch!r}")
         self._min_parallel_batch = min_parallel_batch
         flags = (_native.OPEN_VERIFY_DATA if verify_data else 0) | (_native.OPEN_READ_INTO_MEMORY if in_memory else 0)
+        flags |= (_native.OPEN_WARM if warm else 0) | (_native.OPEN_LOCK if lock else 0)
         ptr = ctypes.c_void_p()
         if _data is not None:
             buf = ctypes.create_string_buffer(bytes(_data), len(_data))
@@ -370,6 +375,49 @@ class Model:
         state = "closed" if not self._ptr else f"{len(self.inputs)} inputs, outputs {self.output_names}"
         return f"<ple_runtime.Model {self.name!r} ({self.dtype}, {state})>"
 
+    # ------------------------------------------------------------------ memory
+
+    def warm(self, progress=None, cancel: threading.Event | None = None) -> None:
+        """Bring every page of the model into memory (``ple_model_warm``), so the first
+        predictions find their table rows resident. Run it on a background thread before
+        switching traffic to a newly opened model: other threads may predict meanwhile (the
+        GIL is released while it reads).
+
+        ``progress(done, total)`` is called every 8 MiB; returning ``False`` stops it, as does
+        setting ``cancel``: :class:`PleError` with ``PLE_STATUS_CANCELLED``. An exception
+        raised by ``progress`` stops it and is re-raised here.
+        """
+        thrown = []
+
+        def call(_ctx, done, total):
+            try:
+                if cancel is not None and cancel.is_set():
+                    return 1
+                return 1 if progress is not None and progress(int(done), int(total)) is False else 0
+            except BaseException as exc:  # never into the C library
+                thrown.append(exc)
+                return 1
+
+        status = self._lib.ple_model_warm(self._handle(), _native.PROGRESS_FN(call), None, None)
+        if thrown:
+            raise thrown[0]
+        if status:
+            raise PleError(status, _native.last_error(), "warm")
+
+    def residency(self) -> dict:
+        """How much of the model, and of its embedding tables, is in RAM now (``mincore``):
+        ``{"total_bytes", "resident_bytes", "table_bytes", "table_resident_bytes"}``."""
+        r = _native.Residency()
+        status = self._lib.ple_model_residency(self._handle(), ctypes.byref(r))
+        if status:
+            raise PleError(status, _native.last_error(), "residency")
+        return {name: int(getattr(r, name)) for name, _ in _native.Residency._fields_}
+
+    @property
+    def locked(self) -> bool:
+        """Whether the model's pages are locked in RAM (opened with ``lock=True``)."""
+        return bool(self._ptr) and bool(self._lib.ple_model_is_locked(self._ptr))
+
     # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
@@ -398,6 +446,11 @@ class Model:
             self.close()
         except Exception:  # interpreter shutdown
             pass
+
+    def _handle(self) -> int:
+        if not self._ptr:
+            raise ValueError("the model is closed")
+        return self._ptr
 
     def _session(self) -> _Session:
         sess = getattr(self._local, "session", None)

@@ -210,6 +210,7 @@ fn options(flags: u32, fn_name: &str) -> Result<LoadOptions, ple_status> {
         warm: flags & PLE_OPEN_WARM != 0,
         lock: flags & PLE_OPEN_LOCK != 0,
         table_readahead: flags & PLE_OPEN_TABLE_READAHEAD != 0,
+        ..LoadOptions::default()
     })
 }
 

@@ -21,7 +21,7 @@ use storage::{AlignedBytes, ModelFile, Origin, Storage};
 pub use graph::{InputKind, Pooling};
 
 /// How to load a model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Also verify the data checksum (reads every byte of the file; off by default so large
     /// embedding tables still open in milliseconds).
@@ -46,6 +46,25 @@ pub struct LoadOptions {
     /// mostly rows nobody asked for (docs/PERFORMANCE.md, cold start). No effect on a model
     /// read into memory.
     pub table_readahead: bool,
+    /// When a scoring call finds a table row that is not in memory (a lookup that took a page
+    /// fault from disk), ask the kernel for the rows of the rest of its tile at once, so that
+    /// their reads overlap instead of queueing one by one (docs/DESIGN.md, "Cold start"). On by
+    /// default; costs two clock reads per sample while everything is resident. Mapped files only.
+    pub fault_ahead: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            verify_data: false,
+            read_into_memory: false,
+            simd: None,
+            warm: false,
+            lock: false,
+            table_readahead: false,
+            fault_ahead: true,
+        }
+    }
 }
 
 /// How much of a model is in RAM now ([`Model::residency`]): pages counted by `mincore`.
@@ -82,6 +101,8 @@ pub(crate) struct Inner {
     tables: Vec<Range<usize>>,
     /// Whether tables keep the kernel's readahead (`LoadOptions::table_readahead`).
     table_readahead: bool,
+    /// `LoadOptions::fault_ahead`, for a mapped file.
+    fault_ahead: bool,
     locked: bool,
 }
 
@@ -148,6 +169,7 @@ impl Model {
         check_int8_weights(&graph, storage.bytes())?;
         let plan = plan::build(&graph)?;
         let tables = table_ranges(&graph);
+        let storage_is_mapped = storage.is_mapped();
         let mut inner = Inner {
             storage,
             origin,
@@ -158,6 +180,7 @@ impl Model {
             int8: I8Level::for_simd(simd),
             tables,
             table_readahead: opts.table_readahead,
+            fault_ahead: opts.fault_ahead && storage_is_mapped,
             locked: false,
         };
         inner.advise_default();
@@ -283,6 +306,19 @@ impl Model {
             .wrapping_mul(table.cols * table.dtype.size() as usize)
             .wrapping_add(table.offset);
         self.bytes().as_ptr().wrapping_add(offset)
+    }
+
+    /// Whether scoring requests cold rows ahead (`LoadOptions::fault_ahead`, mapped files).
+    pub(crate) fn fault_ahead(&self) -> bool {
+        self.inner.fault_ahead
+    }
+
+    /// Asks the kernel to start reading the page(s) of row `id` of `table` (a valid id) if they
+    /// are not in memory, without waiting for them. Only a hint: a refusal changes nothing.
+    pub(crate) fn request_row(&self, table: &TensorRef, id: i64) {
+        let len = table.cols * table.dtype.size() as usize;
+        let at = table.offset + id as usize * len;
+        let _ = memory::advise(&self.bytes()[at..at + len], memory::Advice::WillNeed);
     }
 
     /// A dense layer's weight: f32 / f16 panels, or int8 panels (`None`).
@@ -441,16 +477,17 @@ impl Inner {
         }
     }
 
-    /// `Model::warm`. For a mapped file the pass is advised sequential (large readahead) and the
-    /// tables get their random-access advice back afterwards.
+    /// `Model::warm`. For a mapped file the tables lose their random-access advice for the pass
+    /// and get it back afterwards: under `MADV_RANDOM` the kernel maps one page per fault instead
+    /// of the cached pages around it (fault-around), and the pass took 7.3 s instead of 4.0 s
+    /// over a 4 GiB file (docs/PERFORMANCE.md, "Cold start").
     fn warm(&self, progress: &mut dyn FnMut(u64, u64) -> ControlFlow<()>) -> Result<()> {
         self.check_not_truncated()?;
-        let bytes = self.storage.bytes();
         let mapped = self.storage.is_mapped();
         if mapped {
-            let _ = memory::advise(bytes, memory::Advice::Sequential);
+            let _ = memory::advise(self.storage.bytes(), memory::Advice::Normal);
         }
-        let outcome = memory::touch(bytes, mapped, progress);
+        let outcome = memory::touch(self.storage.bytes(), mapped, progress);
         self.advise_default();
         match outcome {
             ControlFlow::Continue(()) => Ok(()),

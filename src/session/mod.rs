@@ -312,6 +312,8 @@ impl Session {
         let mut tile = Tile {
             model: &self.model,
             arena: self.arenas[0].floats.get_mut(),
+            batch: split.batch,
+            requested_until: 0,
         };
         panic::catch_unwind(AssertUnwindSafe(|| {
             for t in 0..split.tiles {
@@ -357,6 +359,8 @@ impl Session {
             let mut tile = Tile {
                 model: &self.model,
                 arena: claim.floats(),
+                batch: split.batch,
+                requested_until: 0,
             };
             let ran = panic::catch_unwind(AssertUnwindSafe(|| loop {
                 let t = next_tile.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,8 @@
 //! `0..rows`, runs the plan over them and copies the results out. A sample's results depend only
 //! on its own inputs, never on the tile it is in or the thread that runs it.
 
+use std::time::{Duration, Instant};
+
 use crate::format::DType;
 use crate::kernels::activation::{self, ActArgs};
 use crate::kernels::int8::{self, GemmI8, Quantized};
@@ -13,11 +15,23 @@ use crate::model::plan::Op;
 use crate::model::Model;
 use crate::session::Input;
 
+/// A table lookup slower than this took a major page fault (a read from disk): a resident row
+/// copies in nanoseconds, and a minor fault (the page cached but not yet mapped) costs about a
+/// microsecond.
+const COLD_LOOKUP: Duration = Duration::from_micros(50);
+/// The same for a whole sample's lookups (up to a few dozen minor faults on a fresh mapping).
+const COLD_SAMPLE: Duration = Duration::from_micros(100);
+
 /// One worker's working memory for one call: its arena (`tile_rows × plan width` floats) and the
 /// model it scores.
 pub(super) struct Tile<'a> {
     pub(super) model: &'a Model,
     pub(super) arena: &'a mut [f32],
+    /// Samples in the whole call.
+    pub(super) batch: usize,
+    /// The table rows of samples below this were requested from the kernel already (cold rows,
+    /// `stage_inputs`): a later tile of the call does not request them again.
+    pub(super) requested_until: usize,
 }
 
 impl Tile<'_> {
@@ -63,16 +77,26 @@ impl Tile<'_> {
         for s in start..start + rows.min(AHEAD) {
             prefetch_sample(s);
         }
+        // Cold rows (docs/DESIGN.md, "Cold start"): a row whose page is not in memory costs a page
+        // fault, from disk if the file is not cached, and one thread takes its faults one after
+        // another. Once a lookup is that slow, every row of the rest of the tile is requested
+        // from the kernel at once (`Model::request_row`), so that their reads overlap in the
+        // disk's queue instead of waiting in line. Timed per lookup in the first sample (a batch
+        // of one has only its own rows to request), then per sample: two clock reads per sample
+        // when everything is resident.
+        let mut watch = self.model.fault_ahead() && self.requested_until < start + rows;
         for r in 0..rows {
             let s = start + r;
             if r + AHEAD < rows {
                 prefetch_sample(s + AHEAD);
             }
+            let sample_started = watch.then(Instant::now);
             let arena_row = &mut self.arena[r * width..(r + 1) * width];
             for &(fi, col) in &inner.plan.inputs {
                 let f = &inner.graph.features[fi];
                 let w = f.width;
                 let dst = &mut arena_row[col..col + w];
+                let started = (watch && r == 0).then(Instant::now);
                 match (inputs[fi], f.kind) {
                     (Input::Floats(x), _) => copy_floats(dst, &x[s * w..(s + 1) * w]),
                     (Input::Ids(ids), InputKind::Sparse) => {
@@ -84,6 +108,23 @@ impl Tile<'_> {
                         pool(self.model, level, f, &ids[s * l..(s + 1) * l], dst);
                     }
                 }
+                if started.is_some_and(|t| t.elapsed() > COLD_LOOKUP) {
+                    // The rest of the call, not only of the tile: the deeper the disk's queue,
+                    // the faster it serves random reads.
+                    request_rows(self.model, inputs, s.max(self.requested_until), self.batch);
+                    self.requested_until = self.batch;
+                    watch = false;
+                }
+            }
+            if watch && sample_started.is_some_and(|t| t.elapsed() > COLD_SAMPLE) {
+                request_rows(
+                    self.model,
+                    inputs,
+                    (s + 1).max(self.requested_until),
+                    self.batch,
+                );
+                self.requested_until = self.batch;
+                watch = false;
             }
         }
     }
@@ -282,6 +323,22 @@ impl Tile<'_> {
 
 /// The id actually looked up: DeepCTR-Torch routes ids through f32.
 #[inline]
+/// Asks the kernel for the table rows of samples `from..to` (`Model::request_row`).
+fn request_rows(model: &Model, inputs: &[Input], from: usize, to: usize) {
+    let inner = model.inner();
+    for s in from..to {
+        for &(fi, _) in &inner.plan.inputs {
+            let f = &inner.graph.features[fi];
+            if let (Input::Ids(ids), Some(table)) = (inputs[fi], f.table) {
+                let per = f.values_per_sample();
+                for &id in &ids[s * per..(s + 1) * per] {
+                    model.request_row(&table, effective_id(f, id));
+                }
+            }
+        }
+    }
+}
+
 pub(super) fn effective_id(f: &Feature, id: i64) -> i64 {
     if f.ids_through_f32 {
         id as f32 as i64

@@ -105,13 +105,22 @@ pub struct ModelOptions {
     /// Read the model into memory instead of mapping it
     #[arg(long)]
     pub no_mmap: bool,
+    /// Bring the whole model into memory before starting (reads the file once), so the first
+    /// calls do not wait for page faults
+    #[arg(long)]
+    pub warm: bool,
+    /// Also lock it in RAM (mlock; limited by RLIMIT_MEMLOCK, `ulimit -l`)
+    #[arg(long)]
+    pub lock: bool,
 }
 
 const INSPECT_NOTES: &str = "\
 Prints the format version, weight dtype, file size, checksum status, the SIMD level scoring
 would use, the inputs (name, kind, width, vocabulary, max_len, pooling, pad id), the outputs,
 the graph (bottom, levels with their experts and gates, towers with widths and activations),
-the parameter count, FLOPs per sample and session scratch memory per sample.
+the parameter count, FLOPs per sample, session scratch memory per sample, and how much of the
+model and of its tables is resident in RAM right after opening (before the data checksum reads
+the file).
 
 Exit code 1 if the file cannot be read, is invalid, or its data checksum does not match.";
 

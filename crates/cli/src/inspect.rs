@@ -9,7 +9,7 @@ use crate::error::CliError;
 use crate::fmt;
 use crate::progress::Progress;
 use ple::model::graph::{Act, Graph, Mlp, OutputKind, TowerInput};
-use ple::{InputKind, Model, SimdLevel};
+use ple::{InputKind, Model, Residency, SimdLevel};
 
 /// Data checksum status.
 enum DataCrc {
@@ -21,6 +21,8 @@ enum DataCrc {
 pub fn run(args: &InspectArgs) -> Result<(), CliError> {
     let path = &args.model;
     let model = crate::open_model(path, &crate::load_options(&args.load)?)?;
+    // Before the data checksum reads the whole file.
+    let residency = model.residency().map_err(|e| crate::model_error(path, e))?;
     let crc = if args.no_verify_data {
         DataCrc::Skipped
     } else {
@@ -31,10 +33,10 @@ pub fn run(args: &InspectArgs) -> Result<(), CliError> {
         }
     };
     let text = if args.json {
-        let report = InspectReport::new(&model, path, &crc);
+        let report = InspectReport::new(&model, path, &crc, &residency);
         serde_json::to_string_pretty(&report).expect("the report serializes")
     } else {
-        to_text(&model, path, &crc)
+        to_text(&model, path, &crc, &residency)
     };
     crate::print_stdout(&text)?;
     match crc {
@@ -119,6 +121,24 @@ fn dtype_text(model: &Model) -> &'static str {
     model.weight_dtype().map_or("mixed", |d| d.name())
 }
 
+/// "1.2 GiB of 4.0 GiB (30%); tables 1.1 GiB of 3.9 GiB (28%)[, locked]".
+fn residency_text(model: &Model, r: &Residency) -> String {
+    let part = |have: u64, of: u64| {
+        let pct = if of == 0 {
+            100.0
+        } else {
+            100.0 * have as f64 / of as f64
+        };
+        format!("{} of {} ({pct:.0}%)", fmt::bytes(have), fmt::bytes(of))
+    };
+    format!(
+        "{}; tables {}{}",
+        part(r.resident_bytes, r.total_bytes),
+        part(r.table_resident_bytes, r.table_bytes),
+        if model.is_locked() { ", locked" } else { "" }
+    )
+}
+
 fn checksum_text(crc: &DataCrc) -> String {
     match crc {
         DataCrc::Ok => "metadata ok, data ok".into(),
@@ -127,7 +147,7 @@ fn checksum_text(crc: &DataCrc) -> String {
     }
 }
 
-fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
+fn to_text(model: &Model, path: &str, crc: &DataCrc, residency: &Residency) -> String {
     let g = model.graph();
     let mut s = String::new();
     let (major, minor) = model.format_version();
@@ -142,6 +162,7 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
     );
     let _ = writeln!(s, "weights     {}", dtype_text(model));
     let _ = writeln!(s, "checksums   {}", checksum_text(crc));
+    let _ = writeln!(s, "resident    {}", residency_text(model, residency));
     let _ = writeln!(
         s,
         "simd        {} (available: {}){}",
@@ -324,6 +345,15 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc) -> String {
 // ---- `--json`: the fields docs/CLI.md lists, in that order ---------------------------------
 
 #[derive(Serialize)]
+struct ResidencyReport {
+    total_bytes: u64,
+    resident_bytes: u64,
+    table_bytes: u64,
+    table_resident_bytes: u64,
+    locked: bool,
+}
+
+#[derive(Serialize)]
 struct InspectReport<'a> {
     path: &'a str,
     name: &'a str,
@@ -333,6 +363,7 @@ struct InspectReport<'a> {
     checksums: Checksums,
     simd: &'static str,
     simd_available: Vec<&'static str>,
+    residency: ResidencyReport,
     parameters: u64,
     flops_per_sample: u64,
     scratch_bytes_per_sample: usize,
@@ -448,7 +479,12 @@ impl MlpReport {
 }
 
 impl<'a> InspectReport<'a> {
-    fn new(model: &'a Model, path: &'a str, crc: &DataCrc) -> InspectReport<'a> {
+    fn new(
+        model: &'a Model,
+        path: &'a str,
+        crc: &DataCrc,
+        residency: &Residency,
+    ) -> InspectReport<'a> {
         let g = model.graph();
         let (major, minor) = model.format_version();
         let mlp = |m: usize| MlpReport::new(&g.mlps[m]);
@@ -538,6 +574,13 @@ impl<'a> InspectReport<'a> {
             },
             simd: model.simd_level().name(),
             simd_available: SimdLevel::available().iter().map(|l| l.name()).collect(),
+            residency: ResidencyReport {
+                total_bytes: residency.total_bytes,
+                resident_bytes: residency.resident_bytes,
+                table_bytes: residency.table_bytes,
+                table_resident_bytes: residency.table_resident_bytes,
+                locked: model.is_locked(),
+            },
             parameters: model.parameter_count(),
             flops_per_sample: model.flops_per_sample(),
             scratch_bytes_per_sample: model.scratch_floats_per_sample() * 4,

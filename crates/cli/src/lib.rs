@@ -58,7 +58,7 @@ pub fn run(args: &[OsString]) -> u8 {
     }
 }
 
-/// The load options from `--simd` / `--no-mmap`; a level the CPU lacks fails (exit 1).
+/// The load options from `--simd` / `--no-mmap` / `--warm` / `--lock`; a level the CPU lacks fails (exit 1).
 fn load_options(opts: &ModelOptions) -> Result<LoadOptions, CliError> {
     if let Some(level) = opts.simd {
         if level.if_available().is_none() {
@@ -72,6 +72,8 @@ fn load_options(opts: &ModelOptions) -> Result<LoadOptions, CliError> {
     Ok(LoadOptions {
         read_into_memory: opts.no_mmap,
         simd: opts.simd,
+        warm: opts.warm,
+        lock: opts.lock,
         ..LoadOptions::default()
     })
 }

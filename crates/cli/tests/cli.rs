@@ -944,3 +944,39 @@ fn bench_every_fixture() {
         }
     }
 }
+
+/// `--warm` and `--lock` open the model resident (and locked), and `inspect` says so; the JSON
+/// residency counts the whole file and its tables.
+#[test]
+fn inspect_reports_residency_of_a_warm_and_locked_model() {
+    let text = ok(&ple(&[
+        "inspect",
+        QUICKSTART,
+        "--warm",
+        "--lock",
+        "--no-verify-data",
+    ]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("resident    "))
+        .unwrap_or_else(|| panic!("no resident line:\n{text}"));
+    assert!(
+        line.contains("(100%); tables ") && line.ends_with("(100%), locked"),
+        "{line}"
+    );
+    let json = ok(&ple(&[
+        "inspect",
+        "--json",
+        "--warm",
+        "--no-verify-data",
+        QUICKSTART,
+    ]));
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let r = &v["residency"];
+    let size = std::fs::metadata(root().join(QUICKSTART)).unwrap().len();
+    assert_eq!(r["total_bytes"].as_u64(), Some(size), "{r}");
+    assert_eq!(r["resident_bytes"].as_u64(), Some(size), "{r}");
+    assert!(r["table_bytes"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["table_resident_bytes"], r["table_bytes"], "{r}");
+    assert_eq!(r["locked"], false, "{r}");
+}
