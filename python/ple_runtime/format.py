@@ -11,10 +11,10 @@ for callers and exporters:
 """
 
 from .codes import (  # noqa: F401
-    ACT_CODES, ACT_NAMES, ALIGN, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32,
+    ACT_CODES, ACT_NAMES, ALIGN, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32,
     HEADER_SIZE, KIND_CODES, KIND_DENSE, KIND_NAMES, KIND_SEQUENCE, KIND_SPARSE, LAYOUT_CODES, LAYOUT_NAMES,
-    LAYOUT_PANEL16, LAYOUT_PLAIN, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC, MAJOR, MASK_CODES, MASK_NONE,
-    MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_KIND_CODES, OUTPUT_PRODUCT, OUTPUT_TOWER, POOL_CODES, POOL_NAMES,
+    LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC, MAJOR, MASK_CODES, MASK_NONE,
+    MASK_PAD_ID, MAX_META, MINOR, MINOR_INT8, NONE, OUTPUT_KIND_CODES, OUTPUT_PRODUCT, OUTPUT_TOWER, POOL_CODES, POOL_NAMES,
     TOWER_ACT_CODES, TOWER_ACT_NAMES, TOWER_INPUT_CODES, TOWER_INPUT_NAMES, FormatError, align64,
 )
 from .describe import describe  # noqa: F401
@@ -23,5 +23,8 @@ from .reader import (  # noqa: F401
     FeatureInfo, LayerInfo, LevelInfo, OutputInfo, PleFile, TensorInfo, TowerInfo, parse, read_header_and_meta,
     read_spec, read_tensors, tensor_array,
 )
-from .storage import dice_bn_rows, fold_batchnorm, pack_panel16, unpack_panel16  # noqa: F401
-from .writer import tensor_prefix, to_bytes, write  # noqa: F401
+from .storage import (  # noqa: F401
+    dice_bn_rows, fold_batchnorm, int8_problem, int8_weight_bytes, pack_int8, pack_panel16, quantize_int8, unpack_int8,
+    unpack_panel16,
+)
+from .writer import INT8_MIN_OUTPUTS, tensor_prefix, to_bytes, write  # noqa: F401

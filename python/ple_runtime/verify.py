@@ -17,6 +17,14 @@ round-to-nearest error and the mean error of 4 stochastic roundings (one roundin
 small model is one draw of a random quantity, and can be several times smaller than
 typical); reported as ``torch_f16_error`` (and ``torch_f16_nearest`` /
 ``torch_f16_stochastic``; the names are kept for Keras models too).
+
+int8 files (``export(..., dtype="int8")``) are not exact, so they are judged by accuracy, per
+output: max and mean |ours - model|, the Spearman rank correlation of the two score columns and,
+when ``labels`` are given, the AUC and log loss of both. Defaults (``INT8_MEAN_REL``,
+``INT8_MIN_SPEARMAN``): mean ``|ours - model| / max(1, |model|)`` <= 2e-3, and rank correlation
+>= 0.999 or, for a torch model, >= the rank correlation that f16 parameters give the model itself
+minus 0.005 (on random-weight models near-tied scores reorder under any rounding; the
+``f16_spearman`` column shows it), and AUC within 0.001 of the model's when labels are given.
 """
 
 from __future__ import annotations
@@ -32,10 +40,15 @@ import numpy as np
 from .model import Model
 
 __all__ = ["verify", "random_inputs", "rel_err", "VerifyError", "VerifyReport", "load_inputs", "f16_rows",
-           "torch_f16_error", "round_params_to_f16", "round_to_f16"]
+           "torch_f16_error", "round_params_to_f16", "round_to_f16", "Accuracy", "rank_correlation", "auc",
+           "logloss", "int8_accuracy", "has_int8_layers"]
 
 F32_TOLERANCE = 1e-5
 F16_FACTOR = 3.0
+INT8_MEAN_REL = 2e-3
+INT8_MIN_SPEARMAN = 0.999
+INT8_SPEARMAN_SLACK = 0.005
+INT8_AUC_DELTA = 1e-3
 
 
 class VerifyError(AssertionError):
@@ -55,6 +68,34 @@ class OutputError:
 
 
 @dataclasses.dataclass
+class Accuracy:
+    """How close a quantized file's scores are to the model's, for one output."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    mean_rel: float  # mean |ours - model| / max(1, |model|)
+    spearman: float  # rank correlation of ours with the model's scores
+    f16_spearman: float | None = None  # the model with f16 parameters against itself (torch)
+    auc_model: float | None = None  # with labels
+    auc_ours: float | None = None
+    logloss_model: float | None = None
+    logloss_ours: float | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.mean_rel <= INT8_MEAN_REL:
+            out.append(f"{self.name}: mean relative |delta| {self.mean_rel:.3e} > {INT8_MEAN_REL:g}")
+        floor = INT8_MIN_SPEARMAN if self.f16_spearman is None else \
+            min(INT8_MIN_SPEARMAN, self.f16_spearman - INT8_SPEARMAN_SLACK)
+        if not self.spearman >= floor:
+            out.append(f"{self.name}: rank correlation {self.spearman:.5f} < {floor:.5f}")
+        if self.auc_model is not None and not abs(self.auc_ours - self.auc_model) <= INT8_AUC_DELTA:
+            out.append(f"{self.name}: AUC {self.auc_ours:.5f} vs the model's {self.auc_model:.5f}")
+        return out
+
+
+@dataclasses.dataclass
 class VerifyReport:
     path: str
     dtype: str
@@ -68,6 +109,7 @@ class VerifyReport:
     skipped_rows: int = 0  # f16 only: rows with an all-padding max-pooled sequence (f16_rows)
     ok: bool = True
     framework: str = "torch"  # "torch" or "keras": whose model the file was compared with
+    accuracy: list | None = None  # [Accuracy] per output, for files with int8 layers
 
     @property
     def worst(self) -> float:
@@ -88,6 +130,22 @@ class VerifyReport:
             lines.append(f"  ({self.skipped_rows} rows with an all-padding max-pooled sequence left out: "
                          "activations of order 1e9, ill-conditioned under any f16 rounding)")
         verdict = "OK" if self.ok else "FAILED"
+        if self.accuracy is not None:
+            lines.append(f"  int8 accuracy against the {self.framework} model:")
+            lines.append(f"  {'output':<24s} {'max |d|':>10s} {'mean |d|':>10s} {'spearman':>9s} {'f16 spear':>9s} "
+                         f"{'AUC model':>9s} {'AUC ours':>9s} {'LL model':>9s} {'LL ours':>9s}")
+
+            def f(v, fmt):
+                return format(v, fmt) if v is not None else "-"
+            for a in self.accuracy:
+                lines.append(f"  {a.name:<24s} {a.max_abs:10.3e} {a.mean_abs:10.3e} {a.spearman:9.5f} "
+                             f"{f(a.f16_spearman, '9.5f'):>9s} {f(a.auc_model, '9.5f'):>9s} {f(a.auc_ours, '9.5f'):>9s} "
+                             f"{f(a.logloss_model, '9.5f'):>9s} {f(a.logloss_ours, '9.5f'):>9s}")
+            problems = [p for a in self.accuracy for p in a.problems()]
+            lines.append(f"  {verdict}" + (": " + "; ".join(problems) if problems else
+                                          f": mean rel |d| <= {INT8_MEAN_REL:g}, rank correlation and AUC "
+                                          "within their bounds"))
+            return "\n".join(lines)
         lines.append(f"  {verdict}: worst {self.worst:.3e} {'<=' if self.ok else '>'} tolerance {self.tolerance:.3e}")
         return "\n".join(lines)
 
@@ -220,6 +278,68 @@ def torch_f16_error(torch_model: Any, inputs: dict, ref: np.ndarray, ref_gates: 
     return nearest, stochastic
 
 
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (ties share their average rank)."""
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of x, ties given their average rank."""
+    _, inverse, counts = np.unique(np.asarray(x, np.float64), return_inverse=True, return_counts=True)
+    start = np.cumsum(counts) - counts
+    return (start + (counts + 1) / 2.0)[inverse]
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
+    y = np.asarray(labels).reshape(-1) > 0.5
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    r = _ranks(scores)
+    return float((r[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def logloss(p: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities p (clipped to [eps, 1 - eps])."""
+    p = np.clip(np.asarray(p, np.float64).reshape(-1), eps, 1 - eps)
+    y = np.asarray(labels, np.float64).reshape(-1)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def has_int8_layers(path: str | os.PathLike) -> bool:
+    """Whether the file stores any dense layer in int8 (reads the header and metadata only)."""
+    from .codes import DTYPE_I8
+    from .reader import read_header_and_meta
+
+    return any(t.dtype == DTYPE_I8 for t in read_header_and_meta(path, verify_data=False).tensors)
+
+
+def int8_accuracy(m: Model, ours: np.ndarray, ref: np.ndarray, f16_ref: np.ndarray | None,
+                  labels: dict | None) -> list:
+    """Per output: the :class:`Accuracy` of `ours` against `ref` (`f16_ref`: the model with f16
+    parameters, for the rank-correlation baseline; `labels`: {output name: 0/1 array})."""
+    out = []
+    for o in m.outputs:
+        cols = slice(o.offset, o.offset + o.len)
+        a, r = ours[:, cols].astype(np.float64), ref[:, cols].astype(np.float64)
+        d = np.abs(a - r)
+        acc = Accuracy(o.name, float(d.max(initial=0.0)), float(d.mean()) if d.size else 0.0,
+                       float((d / np.maximum(1.0, np.abs(r))).mean()) if d.size else 0.0,
+                       rank_correlation(a.reshape(-1), r.reshape(-1)))
+        if f16_ref is not None:
+            acc.f16_spearman = rank_correlation(f16_ref[:, cols].reshape(-1), r.reshape(-1))
+        if labels is not None and o.name in labels:
+            y = np.asarray(labels[o.name]).reshape(-1)
+            acc.auc_model, acc.auc_ours = auc(r, y), auc(a, y)
+            acc.logloss_model, acc.logloss_ours = logloss(r, y), logloss(a, y)
+        out.append(acc)
+    return out
+
+
 def _framework(model: Any):
     """(name, exporter module) for a model: Keras models go to export_keras (no torch import)."""
     from . import export_keras
@@ -233,7 +353,7 @@ def _framework(model: Any):
 
 def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batch: int = 1024, *,
            tolerance: float | None = None, seed: int = 0, gates: bool = True, verbose: bool = True,
-           file: TextIO | None = None, raise_on_failure: bool = True) -> VerifyReport:
+           file: TextIO | None = None, raise_on_failure: bool = True, labels: dict | None = None) -> VerifyReport:
     """Compare a torch-rechub / DeepCTR-Torch / DeepCTR (Keras) model with its exported ``.ple`` file.
 
     inputs: ``{feature name: array}`` as the model takes them (default: ``batch`` random
@@ -242,7 +362,11 @@ def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batc
     model's own f16-rounding error for f16 files). gates: also compare gate weights.
     Prints the report (unless ``verbose=False``), raises :class:`VerifyError` above the
     tolerance (unless ``raise_on_failure=False``), and returns the :class:`VerifyReport`.
+    A file with int8 layers is judged by accuracy instead (module docstring; ``labels``:
+    ``{output name: 0/1 array}`` adds AUC and log loss).
     """
+    if has_int8_layers(path):
+        return _verify_int8(model, path, inputs, batch, seed, verbose, file, raise_on_failure, labels)
     framework, exporter = _framework(model)
     if framework == "torch":
         model = exporter.unwrap(model)
@@ -292,4 +416,38 @@ def verify(model: Any, path: str | os.PathLike, inputs: dict | None = None, batc
     if not report.ok and raise_on_failure:
         raise VerifyError(f"{path}: max relative error {report.worst:.3e} is above the tolerance "
                           f"{report.tolerance:.3e}\n{report}", report)
+    return report
+
+
+def _verify_int8(model: Any, path, inputs, batch: int, seed: int, verbose: bool, file, raise_on_failure: bool,
+                 labels: dict | None) -> VerifyReport:
+    framework, exporter = _framework(model)
+    if framework == "torch":
+        model = exporter.unwrap(model)
+    with Model(path) as m:
+        if inputs is None:
+            inputs = random_inputs(m, batch, seed)
+        inputs = {k: np.asarray(v) for k, v in inputs.items()}
+        ours = m.predict(inputs)
+        was_training = bool(getattr(model, "training", False))
+        try:
+            ref = exporter.run_model(model, inputs)
+            f16_ref = exporter.run_model(round_params_to_f16(model), inputs) if framework == "torch" else None
+        finally:
+            if framework == "torch":
+                model.train(was_training)
+        if ref.shape != ours.shape:
+            raise VerifyError(f"{path}: the {framework} model returns shape {ref.shape}, the file {ours.shape} "
+                              f"(outputs {m.output_names})", None)
+        accuracy = int8_accuracy(m, ours, ref, f16_ref, labels)
+        outs = [OutputError(a.name, a.max_abs, rel_err(ours[:, o.offset:o.offset + o.len], ref[:, o.offset:o.offset + o.len]))
+                for a, o in zip(accuracy, m.outputs)]
+        report = VerifyReport(os.fspath(path), m.dtype, ours.shape[0], outs, None, INT8_MEAN_REL, None,
+                              framework=framework, accuracy=accuracy)
+        problems = [p for a in accuracy for p in a.problems()]
+        report.ok = not problems
+    if verbose:
+        print(report, file=file or sys.stdout)
+    if not report.ok and raise_on_failure:
+        raise VerifyError(f"{path}: int8 accuracy out of bounds: {'; '.join(problems)}\n{report}", report)
     return report

@@ -55,7 +55,10 @@ from .storage import (
 
 # With dtype="int8", layers with fewer outputs than this stay f32 unless `precision` says
 # otherwise: quantizing their input costs as much as their whole product (gates, the last tower
-# layer; docs/DESIGN.md, int8 dense layers).
+# layer; docs/DESIGN.md, int8 dense layers). So do the layers that read x0 (the concatenated
+# embeddings and raw dense features): their columns have unrelated scales, and one quantization
+# scale per sample erases the small ones (on a trained torch-rechub PLE, docs/EXPORT.md: mean
+# |delta score| 7.2e-3 with them in int8, 8.1e-4 without).
 INT8_MIN_OUTPUTS = 32
 
 CHUNK_BYTES = 4 << 20
@@ -127,10 +130,11 @@ class _Builder:
 
         return self._add(name, self.big_dtype, LAYOUT_PLAIN, rows, cols, values)
 
-    def layer_dtype(self, name: str, k: int, n: int) -> str:
+    def layer_dtype(self, name: str, k: int, n: int, reads_x0: bool = False) -> str:
         """The storage of weight `name` ("<mlp>.<layer>.w"): `precision`'s entry for the layer
-        ("<mlp>.<layer>") or its MLP ("<mlp>"), else int8 for layers of at least
-        INT8_MIN_OUTPUTS outputs in an int8 file, else the file's dtype."""
+        ("<mlp>.<layer>") or its MLP ("<mlp>"), else, in an int8 file, int8 for layers of at
+        least INT8_MIN_OUTPUTS outputs that do not read x0 and f32 for the others, else the
+        file's dtype."""
         layer = name[:-2] if name.endswith(".w") else name
         mlp = layer.rsplit(".", 1)[0]
         for key in (layer, mlp):
@@ -141,16 +145,16 @@ class _Builder:
         else:
             if not self.int8:
                 return DTYPE_NAMES[self.big_dtype]
-            chosen = "int8" if n >= INT8_MIN_OUTPUTS else "f32"
+            chosen = "int8" if n >= INT8_MIN_OUTPUTS and not reads_x0 else "f32"
         if chosen == "int8" and k > INT8_MAX_K:
             raise FormatError(f"tensor {name!r}: {k} inputs, over the int8 limit of {INT8_MAX_K}")
         return chosen
 
-    def weight(self, name: str, layer: dict) -> int:
+    def weight(self, name: str, layer: dict, reads_x0: bool = False) -> int:
         """A layer's weight with its BatchNorm folded in, as panel16 [k = in, n = out] (f32 or
         f16), or panel16x4 int8 (quantized in float64 from the folded weight)."""
         n, k = layer["weight"].shape
-        chosen = self.layer_dtype(name, k, n)
+        chosen = self.layer_dtype(name, k, n, reads_x0)
         if chosen == "int8":
             def quantized() -> Iterator[np.ndarray]:
                 logical = np.ascontiguousarray(fold_batchnorm(layer)[0].T, dtype=np.float64)
@@ -275,12 +279,15 @@ def _mlps(canon: dict, b: _Builder) -> tuple[dict[str, int], list[bytes]]:
     """Every MLP's record (FORMAT.md 3.6), registering its tensors; and each role's index."""
     records: list[bytes] = []
     index: dict[str, int] = {}
+    towers_on_x0 = {f"tower{t}" for t, tower in enumerate(canon["towers"]) if tower["input"] == "x0"}
     for role, mlp in iter_mlps(canon):
+        # The MLPs whose first layer reads x0: the bottom, level 0 without a bottom, x0 towers.
+        on_x0 = role == "bottom" or role in towers_on_x0 or (role.startswith("l0.") and canon["bottom"] is None)
         layers = []
         for i, layer in enumerate(mlp):
             where = f"{tensor_prefix(role)}.{i}"
             n = layer["weight"].shape[0]
-            wi = b.weight(f"{where}.w", layer)
+            wi = b.weight(f"{where}.w", layer, reads_x0=on_x0 and i == 0)
             has_bias = layer["bias"] is not None or layer["bn"] is not None  # fold_batchnorm's rule
             bi = b.vector(f"{where}.b", 1, n, lambda layer=layer: fold_batchnorm(layer)[1]) if has_bias else NONE
             act = layer["activation"]
@@ -402,8 +409,8 @@ def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights
 
     dtype: "f32" or "f16" storage for dense weights and embedding tables (biases and
     activation parameters are always f32), or "int8": dense layers of at least
-    INT8_MIN_OUTPUTS (32) outputs as int8 (symmetric, one scale per output column), the
-    others and the tables f32. precision: per-layer overrides, {"<mlp>.<layer>" or "<mlp>":
+    INT8_MIN_OUTPUTS (32) outputs that do not read x0 as int8 (symmetric, one scale per output
+    column), the others and the tables f32. precision: per-layer overrides, {"<mlp>.<layer>" or "<mlp>":
     "f32" | "f16" | "int8"}, with the tensor names' MLP prefixes (``ple inspect`` lists them),
     e.g. {"tower0": "f32", "l0.t0.e0.1": "int8"}; a key naming nothing is an error. round_weights_to_f16 (with dtype "f32"):
     store the same folded weights and tables rounded to f16 but widened back to f32,
