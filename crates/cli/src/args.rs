@@ -94,6 +94,13 @@ pub enum Command {
         after_help = BENCH_NOTES
     )]
     Bench(BenchArgs),
+    /// Gate report: how each gate uses the experts over real inputs
+    #[command(
+        help_template = COMMAND_TEMPLATE,
+        override_usage = "ple gates MODEL --input FILE [--csv FILE] [--svg FILE] [options]",
+        after_help = GATES_NOTES
+    )]
+    Gates(GatesArgs),
 }
 
 /// Options of every command that loads a model.
@@ -255,6 +262,45 @@ pub struct BenchArgs {
     /// Random input seed
     #[arg(long, value_name = "N", default_value = "1", value_parser = seed)]
     pub seed: u64,
+    #[command(flatten)]
+    pub load: ModelOptions,
+}
+
+const GATES_NOTES: &str = "\
+Reads rows as `ple score` does (same formats and padding rules) and reports, per level and gate,
+each expert's mean weight and its spread over the rows, and the gate's mean entropy. Experts are
+labelled as the model defines them: 'task NAME expert j' (a task's own) and 'shared j'; tasks are
+named after the outputs their towers make. Warnings: an expert no gate uses (mean weight below
+1% in every gate that can use it), a task whose gate gives its own experts under 5%, a gate
+whose entropy is under 5% of a uniform gate's (collapsed onto one expert). Use real traffic:
+random ids say little.
+
+--csv writes one row per (level, gate, expert); --svg a heatmap per level (gates x experts).
+Exit code 1 on a bad model or bad input, or a model without gates.";
+
+#[derive(Args, Debug)]
+pub struct GatesArgs {
+    /// The .ple file
+    #[arg(value_name = "MODEL")]
+    pub model: String,
+    /// Input rows (repeatable as NAME=FILE.npy), as for `ple score`
+    #[arg(short, long = "input", value_name = "FILE", required = true)]
+    pub inputs: Vec<String>,
+    /// Input format: csv, tsv, jsonl or npy
+    #[arg(long, value_name = "FMT", value_parser = input_format)]
+    pub input_format: Option<InputFormat>,
+    /// Pad short sequences with ID if the model has no pad id (all, or only NAME; repeatable)
+    #[arg(long = "pad-id", value_name = "[NAME=]ID", value_parser = pad_id)]
+    pub pad_ids: Vec<PadId>,
+    /// Write the table as CSV (level, gate, expert, mean, std, entropies)
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<String>,
+    /// Write a heatmap per level as SVG
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<String>,
+    /// Rows scored per call
+    #[arg(long, value_name = "N", default_value = "256", value_parser = batch_size)]
+    pub batch: usize,
     #[command(flatten)]
     pub load: ModelOptions,
 }
@@ -508,7 +554,7 @@ mod tests {
     fn the_declaration_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        assert_eq!(command_list(), "inspect, check, score or bench");
+        assert_eq!(command_list(), "inspect, check, score, bench or gates");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! The `ple` command-line tool (src/main.rs is its entry point; docs/CLI.md its manual).
 //!
-//! Commands: `inspect`, `check`, `score`, `bench`. Every error is one line on stderr starting with
+//! Commands: `inspect`, `check`, `score`, `bench`, `gates`. Every error is one line on stderr starting with
 //! `ple: error:`; exit codes are 0 (success), 1 (the work failed: unreadable, invalid or corrupt
 //! model, bad input data, I/O error) and 2 (the command line itself is wrong).
 //!
 //! Layout: `args.rs` declares the command line; one module per command (`inspect.rs`,
-//! `check.rs`, `score.rs`, `bench.rs`); `input/` holds one reader per input format and the
+//! `check.rs`, `score.rs`, `bench.rs`, `gates.rs`); `input/` holds one reader per input format and the
 //! rules they share, `output.rs` the score writer; `error.rs`, `column.rs` (owned input
 //! columns), `rand.rs` (seeded random valid inputs), `progress.rs` and `fmt.rs` serve them.
 
@@ -15,6 +15,7 @@ mod check;
 mod column;
 mod error;
 mod fmt;
+mod gates;
 mod input;
 mod inspect;
 mod output;
@@ -45,6 +46,7 @@ pub fn run(args: &[OsString]) -> u8 {
         Some(Command::Check(a)) => check::run(&a),
         Some(Command::Score(a)) => score::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
+        Some(Command::Gates(a)) => gates::run(&a),
     });
     match result {
         Ok(()) => 0,

@@ -148,7 +148,12 @@ fn score_all(
 }
 
 /// A session error, located at the input row it concerns.
-fn scoring_error(e: Error, source: &dyn RowSource, batch: &Batch, specs: &[InputSpec]) -> CliError {
+pub(crate) fn scoring_error(
+    e: Error,
+    source: &dyn RowSource,
+    batch: &Batch,
+    specs: &[InputSpec],
+) -> CliError {
     match e {
         Error::IdOutOfRange {
             feature,

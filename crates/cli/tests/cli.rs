@@ -980,3 +980,87 @@ fn inspect_reports_residency_of_a_warm_and_locked_model() {
     assert_eq!(r["table_resident_bytes"], r["table_bytes"], "{r}");
     assert_eq!(r["locked"], false, "{r}");
 }
+
+// ---- gates -------------------------------------------------------------------------------------
+
+#[test]
+fn gates_report_matches_the_reference_gate_weights() {
+    // The fixture's gates_ref.npy holds the float64 reference's gate weights for its inputs
+    // (python/ple_runtime/reference.py, checked against torch-rechub): the CLI's per-expert means
+    // are their column means, in gate-row order.
+    let dir = root().join("tests/fixtures/rechub_ple3_dice");
+    let model_path = dir.join("model.ple");
+    let model = Model::open(&model_path).unwrap();
+    let reference = npy::read(dir.join("gates_ref.npy")).unwrap();
+    let (rows, gw) = (reference.shape[0], reference.shape[1]);
+    assert_eq!(gw, model.gate_width());
+    let reference = reference.to_f32();
+    let tmp = TempDir::new("gates");
+    let (csv_path, svg_path) = (tmp.path("g.csv"), tmp.path("g.svg"));
+    let text = ok(&ple(&[
+        "gates",
+        &rel(&model_path),
+        "--input",
+        &rel(&dir),
+        "--csv",
+        &csv_path,
+        "--svg",
+        &svg_path,
+    ]));
+    assert!(text.starts_with(&format!(
+        "gate report of '{}' over {rows} samples",
+        model.name()
+    )));
+    assert!(
+        text.contains("level 2") && text.contains("shared gate"),
+        "{text}"
+    );
+
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let lines: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(lines.len(), gw, "one row per gate column");
+    let mut col = 0;
+    for slot in model.gates() {
+        let mut sum = 0.0;
+        for j in 0..slot.width {
+            let cells: Vec<&str> = lines[col + j].split(',').collect();
+            assert_eq!(cells[0], slot.level.to_string());
+            let gate = if slot.task.is_some() {
+                "task "
+            } else {
+                "shared"
+            };
+            assert!(cells[1].starts_with(gate), "{}", lines[col + j]);
+            let want = (0..rows)
+                .map(|r| reference[r * gw + col + j] as f64)
+                .sum::<f64>()
+                / rows as f64;
+            let got: f64 = cells[3].parse().unwrap();
+            assert!(
+                (got - want).abs() < 1e-5,
+                "{}: {got} vs {want}",
+                lines[col + j]
+            );
+            sum += got;
+        }
+        assert!((sum - 1.0).abs() < 1e-5, "gate {} sums to {sum}", slot.name);
+        col += slot.width;
+    }
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        svg.matches("<rect").count(),
+        gw + 1,
+        "a cell per gate column and the background"
+    );
+}
+
+#[test]
+fn gates_refuses_models_without_gates_and_bad_input() {
+    let dir = root().join("tests/fixtures/rechub_shared_bottom");
+    let o = ple(&["gates", &rel(&dir.join("model.ple")), "--input", &rel(&dir)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("has no gates"), "{}", stderr(&o));
+    let o = ple(&["gates", QUICKSTART, "--input", "nope.csv"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
