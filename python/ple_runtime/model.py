@@ -105,7 +105,26 @@ def _s(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
-class Pool:
+class _Closable:
+    """A handle released by ``close()``: usable as a context manager, released when collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class Pool(_Closable):
     """Threads that sessions split one large batch across (libple's ``ple_pool``).
 
     Pool(threads=0)  -- ``threads`` 0 means one per CPU; at most 1024.
@@ -147,18 +166,6 @@ class Pool:
         ptr, self._ptr = getattr(self, "_ptr", None), None
         if ptr:
             self._lib.ple_pool_free(ptr)
-
-    def __enter__(self) -> "Pool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
     def __repr__(self) -> str:
         return f"<ple_runtime.Pool {self.threads} threads{'' if self._ptr else ', closed'}>"
@@ -206,7 +213,7 @@ def _ptr(arr: np.ndarray, ctype) -> Any:
     return arr.ctypes.data_as(ctypes.POINTER(ctype))
 
 
-class Model:
+class Model(_Closable):
     """A ``.ple`` model loaded by libple.
 
     Model(path, verify_data=False, in_memory=False, warm=False, lock=False, max_batch=None,
@@ -434,18 +441,6 @@ class Model:
         pool, self._pool = getattr(self, "_pool", None), None
         if pool:  # sessions of other threads keep their own reference
             self._lib.ple_pool_free(pool)
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
     def _handle(self) -> int:
         if not self._ptr:
