@@ -497,6 +497,48 @@ const char *ple_model_name(const struct ple_model *model);
 ple_dtype ple_model_dtype(const struct ple_model *model);
 
 /**
+ * Number of dense layers in the file (every MLP's, in file order); 0 if `model` is NULL.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+size_t ple_model_layer_count(const struct ple_model *model);
+
+/**
+ * Storage precision of dense layer `index` (MLP by MLP in file order): `PLE_DTYPE_F32`, `_F16` or
+ * `_I8`; `PLE_DTYPE_NONE` if `model` is NULL or `index` is out of range.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+ple_dtype ple_model_layer_dtype(const struct ple_model *model, size_t index);
+
+/**
+ * Inputs (k) of dense layer `index`; 0 if `model` is NULL or `index` is out of range.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+size_t ple_model_layer_inputs(const struct ple_model *model, size_t index);
+
+/**
+ * Outputs (n) of dense layer `index`; 0 if `model` is NULL or `index` is out of range.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+size_t ple_model_layer_outputs(const struct ple_model *model, size_t index);
+
+/**
+ * The instruction set of the int8 kernels ("scalar", "avx2", "avx-vnni" or "avx512-vnni"; static),
+ * used by the file's `PLE_DTYPE_I8` layers; NULL if `model` is NULL.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+const char *ple_model_int8_level(const struct ple_model *model);
+
+/**
  * The SIMD level this model's kernels use ("scalar", "avx2", "avx512" or "neon"; static); NULL if
  * `model` is NULL.
  *

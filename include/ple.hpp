@@ -134,6 +134,10 @@ public:
     std::string name() const { return detail::str(ple_model_name(m_)); }
     std::string simd_level() const { return detail::str(ple_model_simd_level(m_)); }
     ple_dtype dtype() const { return ple_model_dtype(m_); }
+    /// Dense layers, MLP by MLP in file order, with each one's storage precision (F32, F16, I8).
+    size_t layer_count() const { return ple_model_layer_count(m_); }
+    ple_dtype layer_dtype(size_t i) const { return ple_model_layer_dtype(m_, i); }
+    std::string int8_level() const { return detail::str(ple_model_int8_level(m_)); }
     size_t task_count() const { return ple_model_task_count(m_); }
 
     size_t input_count() const { return ple_model_input_count(m_); }

@@ -248,3 +248,48 @@ fn random_mutations_of_int8_weights_never_panic() {
         "most rewrites break a scale, a code sum or a code"
     );
 }
+
+#[test]
+fn c_api_reports_each_layers_precision() {
+    use ple::ffi::*;
+    let bytes = synth::ple(&shape(DType::I8), 7).to_bytes();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let want: Vec<(DType, usize, usize)> = model
+        .graph()
+        .mlps
+        .iter()
+        .flat_map(|m| m.layers.iter().map(|l| (l.weight.dtype, l.k, l.n)))
+        .collect();
+    let mut handle: *const ple_model = std::ptr::null();
+    // SAFETY: `bytes` is readable for its length; `handle` is a valid out pointer; every handle
+    // is freed once below.
+    unsafe {
+        let st = ple_model_open_memory(bytes.as_ptr().cast(), bytes.len(), 0, &mut handle);
+        assert!(matches!(st, ple_status::Ok));
+        assert!(matches!(ple_model_dtype(handle), ple_dtype::Mixed));
+        assert_eq!(ple_model_layer_count(handle), want.len());
+        for (i, &(dtype, k, n)) in want.iter().enumerate() {
+            let got = ple_model_layer_dtype(handle, i);
+            let expected = match dtype {
+                DType::F32 => ple_dtype::F32,
+                DType::F16 => ple_dtype::F16,
+                DType::I8 => ple_dtype::I8,
+            };
+            assert_eq!(got as u32, expected as u32, "layer {i}");
+            assert_eq!(ple_model_layer_inputs(handle, i), k);
+            assert_eq!(ple_model_layer_outputs(handle, i), n);
+        }
+        assert!(matches!(
+            ple_model_layer_dtype(handle, want.len()),
+            ple_dtype::None
+        ));
+        let level = std::ffi::CStr::from_ptr(ple_model_int8_level(handle));
+        assert_eq!(level.to_str().unwrap(), model.int8_level().name());
+        assert!(matches!(
+            ple_model_layer_dtype(std::ptr::null(), 0),
+            ple_dtype::None
+        ));
+        assert!(ple_model_int8_level(std::ptr::null()).is_null());
+        ple_model_free(handle);
+    }
+}

@@ -353,6 +353,7 @@ enum List {
     Inputs,
     Outputs,
     Gates,
+    Layers,
 }
 
 impl List {
@@ -361,6 +362,7 @@ impl List {
             List::Inputs => m.inputs.len(),
             List::Outputs => m.outputs.len(),
             List::Gates => m.gates.len(),
+            List::Layers => m.model.graph().mlps.iter().map(|x| x.layers.len()).sum(),
         }
     }
 
@@ -369,6 +371,7 @@ impl List {
             List::Inputs => "inputs",
             List::Outputs => "outputs",
             List::Gates => "gates",
+            List::Layers => "dense layers",
         }
     }
 }
@@ -464,6 +467,73 @@ pub unsafe extern "C" fn ple_model_dtype(model: *const ple_model) -> ple_dtype {
         Some(DType::F16) => ple_dtype::F16,
         Some(DType::I8) => ple_dtype::I8,
         None => ple_dtype::Mixed,
+    })
+}
+
+/// Dense layer `i` of the file: MLP by MLP in file order, each MLP's layers in order (FORMAT.md
+/// §3.6; `ple inspect --json` lists them the same way).
+fn layer(m: &ple_model, i: usize) -> &crate::model::graph::Layer {
+    let mut layers = m.model.graph().mlps.iter().flat_map(|x| &x.layers);
+    layers.nth(i).expect("index checked against List::Layers")
+}
+
+/// Number of dense layers in the file (every MLP's, in file order); 0 if `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_layer_count(model: *const ple_model) -> usize {
+    getter!(ple_model_layer_count(model) or 0 => |m| List::Layers.len(m))
+}
+
+/// Storage precision of dense layer `index` (MLP by MLP in file order): `PLE_DTYPE_F32`, `_F16` or
+/// `_I8`; `PLE_DTYPE_NONE` if `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_layer_dtype(model: *const ple_model, index: usize) -> ple_dtype {
+    getter!(ple_model_layer_dtype(model, Layers[index]) or ple_dtype::None
+    => |m, i| match layer(m, i).weight.dtype {
+        DType::F32 => ple_dtype::F32,
+        DType::F16 => ple_dtype::F16,
+        DType::I8 => ple_dtype::I8,
+    })
+}
+
+/// Inputs (k) of dense layer `index`; 0 if `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_layer_inputs(model: *const ple_model, index: usize) -> usize {
+    getter!(ple_model_layer_inputs(model, Layers[index]) or 0 => |m, i| layer(m, i).k)
+}
+
+/// Outputs (n) of dense layer `index`; 0 if `model` is NULL or `index` is out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_layer_outputs(model: *const ple_model, index: usize) -> usize {
+    getter!(ple_model_layer_outputs(model, Layers[index]) or 0 => |m, i| layer(m, i).n)
+}
+
+/// The instruction set of the int8 kernels ("scalar", "avx2", "avx-vnni" or "avx512-vnni"; static),
+/// used by the file's `PLE_DTYPE_I8` layers; NULL if `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_int8_level(model: *const ple_model) -> *const c_char {
+    getter!(ple_model_int8_level(model) or std::ptr::null() => |m| {
+        use crate::kernels::int8::I8Level;
+        match m.model.int8_level() {
+            I8Level::Scalar => c"scalar".as_ptr(),
+            I8Level::Avx2 => c"avx2".as_ptr(),
+            I8Level::AvxVnni => c"avx-vnni".as_ptr(),
+            I8Level::Avx512Vnni => c"avx512-vnni".as_ptr(),
+        }
     })
 }
 

@@ -1064,3 +1064,37 @@ fn gates_refuses_models_without_gates_and_bad_input() {
     let o = ple(&["gates", QUICKSTART, "--input", "nope.csv"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
+
+#[test]
+fn inspect_shows_each_layers_precision_and_the_int8_level() {
+    use ple_testkit::synth::{self, Shape};
+    let shape = Shape {
+        expert_dims: vec![64, 32],
+        tower_dims: vec![32],
+        dense_width: 40,
+        dtype: ple::DType::I8,
+        ..Shape::default()
+    };
+    let dir = std::env::temp_dir().join(format!("ple-cli-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("int8.ple");
+    std::fs::write(&path, synth::ple(&shape, 3).to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let out = ok(&ple(&["inspect", p]));
+    let level = Model::open(&path).unwrap().int8_level().name();
+    for needle in [
+        "format      .ple 1.1",
+        "weights     mixed",
+        &format!("int8 layers: {level}"),
+        "→ 64 relu i8 → 32 relu i8",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let json: Value = serde_json::from_str(&ok(&ple(&["inspect", p, "--json"]))).unwrap();
+    let text = json.to_string();
+    assert!(
+        text.contains("\"dtype\":\"i8\"") && text.contains("\"dtype\":\"f32\""),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
