@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .codes import (
+    DTYPE_NAMES,
     FLAG_ID_F32, KIND_DENSE, KIND_NAMES, KIND_SEQUENCE, MASK_PAD_ID, NONE, OUTPUT_TOWER, POOL_NAMES,
     TOWER_ACT_NAMES, TOWER_INPUT_NAMES,
 )
@@ -25,6 +26,7 @@ def describe(pf: PleFile) -> str:
     lines = [
         f"{pf.name}: .ple {pf.major}.{pf.minor}, {pf.file_size} bytes (meta {pf.meta_size}, data {pf.data_size})",
         f"tensors: {len(pf.tensors)} ({sum(t.size for t in pf.tensors)} bytes), mlps: {len(pf.mlps)}",
+        _layer_precisions(pf),
         "features:", *feats,
         "x0 order: " + ", ".join(pf.features[i].name for i in pf.order) + f" (width {pf.x0_width})",
         f"bottom: {'none' if pf.bottom == NONE else f'mlp {pf.bottom}'}; tasks: {pf.n_tasks}; levels: {len(pf.levels)}",
@@ -38,3 +40,18 @@ def describe(pf: PleFile) -> str:
     lines.append("outputs: " + ", ".join(o.name if o.kind == OUTPUT_TOWER else f"{o.name}=tower{o.a}*tower{o.b}"
                                          for o in pf.outputs) + f" (width {pf.output_width}, gates {pf.gate_width})")
     return "\n".join(lines)
+
+
+def _layer_precisions(pf) -> str:
+    """`dense layers: 9 f32, 8 i8 (i8: l0.t0.e0.1, ...)`: how many layers each precision holds
+    and, when they differ, which layers are not f32."""
+    dtypes = [(pf.tensors[rec.weight].name, DTYPE_NAMES[pf.tensors[rec.weight].dtype])
+              for layers in pf.mlps for rec in layers]
+    counts = {d: sum(1 for _, x in dtypes if x == d) for d in dict.fromkeys(x for _, x in dtypes)}
+    text = "dense layers: " + ", ".join(f"{n} {d}" for d, n in counts.items())
+    if len(counts) > 1:
+        for d in counts:
+            if d != "f32":
+                names = [name[:-2] if name.endswith(".w") else name for name, x in dtypes if x == d]
+                text += f" ({d}: {', '.join(names)})"
+    return text

@@ -150,6 +150,8 @@ def test_precision_overrides(tmp_path):
     assert d["l0.t0.e0.0"] == "f32", "reads x0"
     assert d["l0.t0.e0.1"] == "i8" and d["tower0.0"] == "i8"
     assert d["l0.t0.g.0"] == "f32", "a gate: 2 outputs"
+    text = fmt.describe(fmt.read_header_and_meta(path))
+    assert "dense layers: " in text and "(i8: " in text and "l0.t0.e0.1" in text, text
     ple_runtime.export(model, path, dtype="int8", precision={"tower0": "f16", "l0.t0.e0.0": "int8"})
     d = dtypes()
     assert d["tower0.0"] == "f16" and d["l0.t0.e0.0"] == "i8"
