@@ -9,7 +9,7 @@
 //! measurement the page cache is emptied (`echo 1 > /proc/sys/vm/drop_caches` where permitted,
 //! else `posix_fadvise(DONTNEED)` on the file, which the output says).
 //!
-//! `COLD_START_ONLY=disk,prefault,latency,memory,hugepages` runs only the sections named. Prints, as
+//! `COLD_START_ONLY=disk,prefault,latency,overhead,memory,hugepages` runs only the sections named. Prints, as
 //! `name: figures` lines:
 //! - `disk`: sequential read of the file with read() (the bandwidth a warm-up can reach);
 //! - `prefault/*`: bringing the whole file into a mapping: ple's warm-up, MAP_POPULATE, a touch
@@ -18,8 +18,11 @@
 //!   max of the first `--calls` calls with fresh random ids, and of the next `--calls` (steady).
 //!   Modes: `before` (the kernel's readahead on the tables, no fault batching: the library before
 //!   this measurement), `random` (tables advised random), `fault-ahead` (random + fault batching:
-//!   the default), `warm` (the default, warmed before the first call), `cached` (the file in the
+//!   the default), `warm` (the default, warmed before the first call), `warm-no-batching`
+//!   (what the clock reads of fault batching cost a resident model), `cached` (the file in the
 //!   page cache, a fresh mapping, no warm-up);
+//! - `overhead/*`: fault batching on against off on a warmed model (paired calls), i.e. what its
+//!   clock reads cost when everything is resident;
 //! - `memory/*`: RSS (file-backed and anonymous) and the model's pages in RAM after a cold open,
 //!   mapped without and with warm-up and lock, and read into memory (lock needs RLIMIT_MEMLOCK
 //!   above the file's size, or CAP_IPC_LOCK);
@@ -286,7 +289,7 @@ struct Run {
 fn run_mode(path: &Path, mode: &str, batch: usize, calls: usize, seed: u64) -> Run {
     let opts = LoadOptions {
         table_readahead: mode == "before",
-        fault_ahead: mode != "before" && mode != "random",
+        fault_ahead: !matches!(mode, "before" | "random" | "warm-no-batching"),
         ..Default::default()
     };
     if mode != "cached" {
@@ -300,7 +303,7 @@ fn run_mode(path: &Path, mode: &str, batch: usize, calls: usize, seed: u64) -> R
     let model = Model::open_with(path, &opts).unwrap();
     let open_ms = ms(t);
     let mut warm_ms = 0.0;
-    if mode == "warm" {
+    if mode.starts_with("warm") {
         let t = Instant::now();
         model.warm(|_, _| ControlFlow::Continue(())).unwrap();
         warm_ms = ms(t);
@@ -327,8 +330,26 @@ fn run_mode(path: &Path, mode: &str, batch: usize, calls: usize, seed: u64) -> R
 }
 
 fn latency(path: &Path, reps: usize, calls: usize) {
-    let modes = ["before", "random", "fault-ahead", "warm", "cached"];
-    for batch in [1, 256] {
+    let modes = [
+        "before",
+        "random",
+        "fault-ahead",
+        "warm",
+        "warm-no-batching",
+        "cached",
+    ];
+    // COLD_START_MODES=warm,before... and COLD_START_BATCHES=1,256 narrow the run.
+    let chosen = std::env::var("COLD_START_MODES").unwrap_or_default();
+    let modes: Vec<&str> = modes
+        .into_iter()
+        .filter(|m| chosen.is_empty() || chosen.split(',').any(|c| c == *m))
+        .collect();
+    let batches: Vec<usize> = std::env::var("COLD_START_BATCHES")
+        .unwrap_or_else(|_| "1,256".into())
+        .split(',')
+        .filter_map(|b| b.parse().ok())
+        .collect();
+    for batch in batches {
         let mut runs: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
         for rep in 0..reps {
             for (i, mode) in modes.iter().enumerate() {
@@ -417,6 +438,53 @@ fn hugepages(path: &Path, reps: usize) {
             "hugepages/{name}: {ns:.1} ns per random 64-byte row (median of {reps} x {gathers}; \
              AnonHugePages {} MiB)",
             huge / 1024
+        );
+    }
+}
+
+/// What fault batching's clock reads cost a resident model: two warmed models, fault batching on
+/// and off, called alternately with the same fresh inputs (paired), per batch; the median of the
+/// per-pair ratios.
+fn overhead(path: &Path, calls: usize) {
+    let open = |fault_ahead| {
+        let opts = LoadOptions {
+            warm: true,
+            fault_ahead,
+            ..Default::default()
+        };
+        Model::open_with(path, &opts).unwrap()
+    };
+    let (on, off) = (open(true), open(false));
+    for batch in [1usize, 256] {
+        let mut s_on = Session::new(&on, batch).unwrap();
+        let mut s_off = Session::new(&off, batch).unwrap();
+        let mut out = vec![0f32; batch * on.output_width()];
+        let (mut t_on, mut t_off, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for c in 0..calls as u64 {
+            let cols = inputs(&on, batch, 7_000_000 + c);
+            let ins: Vec<Input> = cols.iter().map(Column::as_input).collect();
+            let mut time = |s: &mut Session| {
+                let t = Instant::now();
+                s.run(&ins, batch, &mut out, None).unwrap();
+                ms(t)
+            };
+            let (a, b) = if c % 2 == 0 {
+                let a = time(&mut s_on);
+                (a, time(&mut s_off))
+            } else {
+                let b = time(&mut s_off);
+                (time(&mut s_on), b)
+            };
+            t_on.push(a);
+            t_off.push(b);
+            ratio.push(a / b);
+        }
+        println!(
+            "overhead/b{batch}: fault batching on {:.4} ms, off {:.4} ms (medians of {calls} \
+             paired calls); on/off median ratio {:.3}",
+            median(&mut t_on),
+            median(&mut t_off),
+            median(&mut ratio)
         );
     }
 }
@@ -511,6 +579,9 @@ fn main() {
     }
     if only.is_empty() || only.contains("latency") {
         latency(&a.file, a.reps, a.calls);
+    }
+    if only.is_empty() || only.contains("overhead") {
+        overhead(&a.file, 10 * a.calls);
     }
     if only.is_empty() || only.contains("memory") {
         memory(&a.file);

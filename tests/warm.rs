@@ -336,3 +336,22 @@ fn fault_batching_keeps_the_scores() {
         assert_eq!(got, expected, "batch {batch}");
     }
 }
+
+/// A mapped file truncated after the open: warming it is refused before any page is read
+/// (reading past the new end would crash the process with SIGBUS).
+#[test]
+fn warm_refuses_a_truncated_file() {
+    let path = &big_file("truncated");
+    let model = Model::open(path).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let e = model.warm(|_, _| ControlFlow::Continue(())).unwrap_err();
+    assert!(e.to_string().contains("truncated to 4096 bytes"), "{e}");
+    // Residency only asks the kernel about the mapping: it reads nothing.
+    let r = model.residency().unwrap();
+    assert_eq!(r.total_bytes, model.file_size());
+}

@@ -246,6 +246,21 @@ pub(crate) fn memlock_limit() -> Option<u64> {
     })
 }
 
+/// Major page faults (pages read from disk) this thread has taken so far; `None` where the
+/// count is not available (not Linux).
+pub(crate) fn thread_major_faults() -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: an all-zero rusage is a valid value (integers and timevals).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid rusage to write.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0 {
+            return Some(usage.ru_majflt as u64);
+        }
+    }
+    None
+}
+
 /// Bytes of `bytes` whose pages are resident in RAM now (`mincore`). A page counts whole, except
 /// the parts of the first and last page outside `bytes`.
 pub(crate) fn resident(bytes: &[u8]) -> io::Result<u64> {

@@ -12,15 +12,17 @@ use crate::kernels::int8::{self, GemmI8, Quantized};
 use crate::kernels::{self, Gemm, SimdLevel};
 use crate::model::graph::{Act, Feature, InputKind, Layer, Pooling, TensorRef};
 use crate::model::plan::Op;
-use crate::model::Model;
+use crate::model::{memory, Model};
 use crate::session::Input;
 
-/// A table lookup slower than this took a major page fault (a read from disk): a resident row
-/// copies in nanoseconds, and a minor fault (the page cached but not yet mapped) costs about a
-/// microsecond.
-const COLD_LOOKUP: Duration = Duration::from_micros(50);
-/// The same for a whole sample's lookups (up to a few dozen minor faults on a fresh mapping).
-const COLD_SAMPLE: Duration = Duration::from_micros(100);
+/// A table lookup slower than this took a major page fault (a read from disk; 25-65 µs each on
+/// this machine's virtual disk, 10-100 µs on NVMe): a resident row copies in nanoseconds, and a
+/// minor fault (the page cached but not yet mapped) costs about 4 µs here.
+const COLD_LOOKUP: Duration = Duration::from_micros(20);
+/// The same for a whole sample's lookups: above a few dozen minor faults (a sample of the
+/// benchmark's criteo model on a fresh mapping of a cached file: ~100 µs), well below a few dozen
+/// disk reads (~1 ms).
+const COLD_SAMPLE: Duration = Duration::from_micros(250);
 
 /// One worker's working memory for one call: its arena (`tile_rows × plan width` floats) and the
 /// model it scores.
@@ -79,12 +81,26 @@ impl Tile<'_> {
         }
         // Cold rows (docs/DESIGN.md, "Cold start"): a row whose page is not in memory costs a page
         // fault, from disk if the file is not cached, and one thread takes its faults one after
-        // another. Once a lookup is that slow, every row of the rest of the tile is requested
+        // another. Once a lookup is that slow, every row of the rest of the call is requested
         // from the kernel at once (`Model::request_row`), so that their reads overlap in the
-        // disk's queue instead of waiting in line. Timed per lookup in the first sample (a batch
-        // of one has only its own rows to request), then per sample: two clock reads per sample
-        // when everything is resident.
+        // disk's queue instead of waiting in line. Timed: the tile's first table lookup (a batch
+        // of one then still has its other rows to request), then every sample. Two clock reads
+        // per sample when everything is resident (one read costs 140 ns on this VM: per-lookup
+        // timing of the first sample cost batch 1 a fifth of its time).
         let mut watch = self.model.fault_ahead() && self.requested_until < start + rows;
+        let mut probe = watch;
+        // A slow lookup or sample may also be this thread being descheduled (a loaded machine):
+        // only major faults since the tile began (one getrusage per tile, one per slow sample)
+        // confirm cold rows, so that a resident model never makes thousands of needless requests.
+        let faults_before = if watch {
+            memory::thread_major_faults()
+        } else {
+            None
+        };
+        let cold = || match (faults_before, memory::thread_major_faults()) {
+            (Some(before), Some(now)) => now > before,
+            _ => true,
+        };
         for r in 0..rows {
             let s = start + r;
             if r + AHEAD < rows {
@@ -96,7 +112,7 @@ impl Tile<'_> {
                 let f = &inner.graph.features[fi];
                 let w = f.width;
                 let dst = &mut arena_row[col..col + w];
-                let started = (watch && r == 0).then(Instant::now);
+                let started = (probe && f.table.is_some()).then(Instant::now);
                 match (inputs[fi], f.kind) {
                     (Input::Floats(x), _) => copy_floats(dst, &x[s * w..(s + 1) * w]),
                     (Input::Ids(ids), InputKind::Sparse) => {
@@ -108,15 +124,18 @@ impl Tile<'_> {
                         pool(self.model, level, f, &ids[s * l..(s + 1) * l], dst);
                     }
                 }
-                if started.is_some_and(|t| t.elapsed() > COLD_LOOKUP) {
-                    // The rest of the call, not only of the tile: the deeper the disk's queue,
-                    // the faster it serves random reads.
-                    request_rows(self.model, inputs, s.max(self.requested_until), self.batch);
-                    self.requested_until = self.batch;
-                    watch = false;
+                if let Some(t) = started {
+                    probe = false;
+                    if t.elapsed() > COLD_LOOKUP && cold() {
+                        // The rest of the call, not only of the tile: the deeper the disk's
+                        // queue, the faster it serves random reads.
+                        request_rows(self.model, inputs, s.max(self.requested_until), self.batch);
+                        self.requested_until = self.batch;
+                        watch = false;
+                    }
                 }
             }
-            if watch && sample_started.is_some_and(|t| t.elapsed() > COLD_SAMPLE) {
+            if watch && sample_started.is_some_and(|t| t.elapsed() > COLD_SAMPLE) && cold() {
                 request_rows(
                     self.model,
                     inputs,
