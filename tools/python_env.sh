@@ -15,6 +15,12 @@
 #     requests (deepctr-torch); pyarrow and matplotlib (the package's Table input and gate
 #     heatmaps, tested here)
 #   * optional: onnx, onnxruntime, onnxscript (skip with PLE_WITH_ONNX=0; a failure only warns)
+#   * mlserver==1.7.1 and uvloop==0.21.0 for the MLServer runtime (python/ple_runtime/mlserver.py,
+#     tested by python/tests/test_mlserver.py; skip with PLE_WITH_MLSERVER=0). uvloop is pinned
+#     below 0.22: from 0.22 on, uvloop's event-loop policy no longer creates a loop on
+#     get_event_loop() in the main thread, and MLServer 1.7.1's worker processes call
+#     asyncio.get_event_loop() before starting one, so every worker of its default pool dies at
+#     start ("There is no current event loop in thread 'MainThread'"; docs/SERVING.md).
 #
 # Why there is a C compiler step: the PyPI torch 2.15.0 wheel for Linux x86_64 is built against
 # CUDA 13 and its shared objects have DT_NEEDED entries on libcudart.so.13, libcublas.so.13,
@@ -47,7 +53,8 @@
 # Idempotent: a stamp in the venv records what was installed; re-running only re-verifies.
 # Environment knobs: PYTHON (interpreter used to create the venv, default python3.11),
 #   PLE_FRAMEWORK=torch|tensorflow (which environment, default torch),
-#   PLE_WITH_ONNX=0 (skip onnx; torch only), PLE_ENV_FORCE=1 (redo every install step).
+#   PLE_WITH_ONNX=0 (skip onnx; torch only), PLE_WITH_MLSERVER=0 (skip mlserver; torch only),
+#   PLE_ENV_FORCE=1 (redo every install step).
 set -euo pipefail
 
 # Everything is inside main() so that bash parses the whole file before running any of it.
@@ -57,6 +64,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 VENV=$(realpath -m "${1:-$REPO/.venv}")
 WITH_ONNX=${PLE_WITH_ONNX:-1}
+WITH_MLSERVER=${PLE_WITH_MLSERVER:-1}
 FRAMEWORK=${PLE_FRAMEWORK:-torch}
 FORCE=${PLE_ENV_FORCE:-0}
 T0=$SECONDS
@@ -79,6 +87,8 @@ BASE_REQS=(
 )
 NODEPS_REQS=("torch==$TORCH_VERSION" "torch-rechub==0.9.0" "deepctr-torch==0.3.0")
 ONNX_REQS=(onnx onnxruntime onnxscript)
+# The MLServer runtime's server and its uvloop pin (see the header for why uvloop < 0.22).
+MLSERVER_REQS=("mlserver==1.7.1" "uvloop==0.21.0")
 # PLE_FRAMEWORK=tensorflow (see the header for why tf-keras and deepctr go in with --no-deps)
 TF_REQS=("tensorflow-cpu==2.21.0" numpy pytest "h5py>=3.7.0" requests)
 TF_NODEPS_REQS=("tf-keras==2.21.0" "deepctr==0.9.4")
@@ -434,6 +444,7 @@ case "$FRAMEWORK" in
   torch)
     STUBGEN_HASH=$(printf '%s' "$STUBGEN_PY" | sha256sum | cut -c1-16)
     WANT="v1 base=${BASE_REQS[*]} nodeps=${NODEPS_REQS[*]} onnx=$WITH_ONNX stubgen=$STUBGEN_HASH"
+    if [ "$WITH_MLSERVER" = 1 ]; then WANT="$WANT mlserver=${MLSERVER_REQS[*]}"; fi
     VERIFY=$VERIFY_PY ;;
   tensorflow)
     WANT="v1 framework=tensorflow reqs=${TF_REQS[*]} nodeps=${TF_NODEPS_REQS[*]}"
@@ -480,6 +491,14 @@ if [ "$WITH_ONNX" = 1 ]; then
   fi
 else
   log "skipping onnx/onnxruntime (PLE_WITH_ONNX=0)"
+fi
+
+if [ "$WITH_MLSERVER" = 1 ]; then
+  log "installing ${MLSERVER_REQS[*]} (the MLServer runtime's tests)"
+  "${PIP[@]}" install --progress-bar off "${MLSERVER_REQS[@]}"
+  "$VPY" -c 'import mlserver, uvloop; print(f"  mlserver {mlserver.__version__}, uvloop {uvloop.__version__}")'
+else
+  log "skipping mlserver (PLE_WITH_MLSERVER=0)"
 fi
 
 # ---------------------------------------------------------------- 4. CUDA stub libraries
