@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,7 @@ from mlserver.grpc import dataplane_pb2_grpc  # noqa: E402
 from mlserver.grpc.converters import ModelInferRequestConverter, ModelInferResponseConverter  # noqa: E402
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = os.path.dirname(PYTHON_DIR)
 MLSERVER = os.path.join(os.path.dirname(sys.executable), "mlserver")
 START_TIMEOUT = 180  # s: a loaded 2-core CI machine starts the server and its worker in ~10 s
 REQUEST_TIMEOUT = 60  # s, per request
@@ -68,20 +70,26 @@ def _write_model(path, seed):
 class Server:
     """`mlserver start REPO` in its own process group, on free ports."""
 
-    def __init__(self, repo, log_path):
-        self.repo, self.log_path = repo, log_path
+    def __init__(self, repo, log_path, models=("full", "batched", "swap")):
+        self.repo, self.log_path, self.models = repo, log_path, models
         self.proc = None
 
     def start(self):
         for attempt in range(3):  # a port taken between choosing and binding: try new ones
             self.http, self.grpc, self.metrics = _free_port(), _free_port(), _free_port()
-            with open(os.path.join(self.repo, "settings.json"), "w") as fh:
-                json.dump({"http_port": self.http, "grpc_port": self.grpc, "metrics_port": self.metrics,
-                           "host": "127.0.0.1", "parallel_workers": 1, "debug": False}, fh)
+            settings_path = os.path.join(self.repo, "settings.json")
+            settings = {"parallel_workers": 1, "debug": False}
+            if os.path.exists(settings_path):
+                with open(settings_path) as fh:
+                    settings = json.load(fh)
+            settings.update(http_port=self.http, grpc_port=self.grpc, metrics_port=self.metrics, host="127.0.0.1")
+            with open(settings_path, "w") as fh:
+                json.dump(settings, fh)
             env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
             self.log = open(self.log_path, "w")
             self.proc = subprocess.Popen([MLSERVER, "start", self.repo], stdout=self.log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True,
+                                         cwd=os.path.dirname(self.log_path))  # its .metrics/ goes there
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if self._ready():
@@ -97,7 +105,7 @@ class Server:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=2) as r:
                 if r.status != 200:
                     return False
-            for name in ("full", "batched", "swap"):
+            for name in self.models:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/models/{name}/ready", timeout=2) as r:
                     if r.status != 200:
                         return False
@@ -422,3 +430,32 @@ def test_reload_under_load_fails_no_request(server, model):
     assert old_n > 0 and new_n > 0
     assert all(np.array_equal(out, want_new) for after, out in seen if after), \
         "an answer after the reload came from the old version"
+
+
+# ---------------------------------------------------------------------------- the example
+
+
+def test_examples_serving_scores_quickstart(tmp_path):
+    """`mlserver start examples/serving` (a copy, on free ports) serves examples/models/quickstart.ple
+    and answers examples/serving/request.json with Model.predict's rows, which are the torch
+    model's own outputs to 1e-5."""
+    examples = os.path.join(REPO_DIR, "examples")
+    shutil.copytree(os.path.join(examples, "serving"), tmp_path / "examples" / "serving")
+    (tmp_path / "examples" / "models").mkdir()
+    shutil.copy(os.path.join(examples, "models", "quickstart.ple"), tmp_path / "examples" / "models")
+    srv = Server(str(tmp_path / "examples" / "serving"), str(tmp_path / "mlserver.log"), models=("quickstart",))
+    srv.start()
+    try:
+        with open(os.path.join(examples, "serving", "request.json")) as fh:
+            request = json.load(fh)
+        status, body = _post(srv, "/v2/models/quickstart/infer", request)
+    finally:
+        srv.stop()
+    assert status == 200, body
+    x = {t["name"]: np.asarray(t["data"]).reshape(t["shape"]) for t in request["inputs"]}
+    with ple_runtime.Model(os.path.join(examples, "models", "quickstart.ple")) as m:
+        want = m.predict(x)
+    got = np.concatenate(list(_outputs(body).values()), axis=1)
+    np.testing.assert_array_equal(got, want)
+    expected = np.load(os.path.join(examples, "models", "quickstart_inputs", "expected.npy"))[:len(got)]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
