@@ -210,7 +210,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="per load level (default 3)")
     ap.add_argument("--workers", type=int, default=1, help="MLServer parallel_workers (default 1)")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--render", type=Path, help="print the tables of a --out file and exit")
     args = ap.parse_args()
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return 0
 
     from mlserver.types import InferenceRequest
     from mlserver.grpc.converters import ModelInferRequestConverter
@@ -249,7 +253,30 @@ def main() -> int:
                   f"breakdown {results['breakdown'][b]}")
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
+    print(markdown(results))
     return 0
+
+
+def markdown(r: dict) -> str:
+    """The tables of docs/SERVING.md, "Overhead"."""
+    lines = [f"{r['cpu']}, libple {r['simd']}, Python {r['python']}, parallel_workers {r['workers']}, "
+             f"{r['seconds']:g} s per level; clients on the same machine.", "",
+             "| request | clients | REST req/s | REST p50 / p99 ms | gRPC req/s | gRPC p50 / p99 ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for b in BATCHES:
+        for c in CONCURRENCY:
+            x, g = r["rest"][f"{b}/{c}"], r["grpc"][f"{b}/{c}"]
+            lines.append(f"| {b} sample{'s' if b > 1 else ''} | {c} | {x['rps']:,.0f} | {x['p50_ms']:.2f} / "
+                         f"{x['p99_ms']:.2f} | {g['rps']:,.0f} | {g['p50_ms']:.2f} / {g['p99_ms']:.2f} |")
+    lines += ["", "| request | Model.predict in process | runtime predict (decode + score + response) | "
+              "JSON -> request | response -> JSON | protobuf -> request | response -> protobuf |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for b in BATCHES:
+        d = r["breakdown"][b] if b in r["breakdown"] else r["breakdown"][str(b)]
+        lines.append(f"| {b} | {d['model_predict_us']:.0f} µs | {d['runtime_predict_us']:.0f} µs | "
+                     f"{d['json_decode_us']:.0f} µs | {d['json_encode_us']:.0f} µs | {d['grpc_decode_us']:.0f} µs | "
+                     f"{d['grpc_encode_us']:.0f} µs |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

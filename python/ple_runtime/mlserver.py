@@ -190,7 +190,10 @@ class PleModel(MLModel):
         return arr.reshape(shape)
 
     def _ragged(self, name: str, shape: list, data: Any) -> list:
-        info = self._model._by_name.get(name)
+        try:
+            info = self._model.input(name)
+        except KeyError:
+            info = None
         if info is None or info.kind != "sequence":
             raise InferenceError(f"input {name!r}: BYTES is accepted only for sequence inputs "
                                  f"(one JSON list of ids per sample)")
