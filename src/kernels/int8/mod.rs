@@ -77,6 +77,7 @@ impl I8Level {
 
     /// Every int8 level this CPU can run, lowest first.
     pub fn available() -> Vec<I8Level> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // only x86 adds levels yet
         let mut v = vec![I8Level::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
