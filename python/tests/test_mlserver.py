@@ -249,13 +249,7 @@ def test_short_and_ragged_sequences(server, model):
     want = model.predict(x)
     seq = [i.name for i in model.inputs if i.kind == "sequence"]
     # Ragged: BYTES [B], one JSON list per sample (the padding dropped), padded by the server.
-    body = _request(model, x)
-    for t in body["inputs"]:
-        if t["name"] in seq:
-            pad = model.input(t["name"]).pad_id
-            rows = [[int(v) for v in row if v != pad] for row in x[t["name"]]]
-            t.update(datatype="BYTES", shape=[len(rows)], data=[json.dumps(r) for r in rows])
-    status, resp = _post(server, "/v2/models/full/infer", body)
+    status, resp = _post(server, "/v2/models/full/infer", _ragged(model, _request(model, x), x))
     assert status == 200, resp
     np.testing.assert_array_equal(np.concatenate(list(_outputs(resp).values()), axis=1), want)
     # Short: [B, L] with L < max_len, padded on the right by the server.
@@ -332,11 +326,24 @@ def test_error_responses_name_the_input_and_sample(server, model):
 # ---------------------------------------------------------------------------- adaptive batching
 
 
-def test_adaptive_batching_16_concurrent_clients(server, model):
+def _ragged(model, body, x):
+    """The request with every sequence as BYTES [B], one JSON list per sample, padding dropped."""
+    for t in body["inputs"]:
+        info = model.input(t["name"])
+        if info.kind == "sequence":
+            rows = [[int(v) for v in row if v != info.pad_id] for row in x[t["name"]]]
+            t.update(datatype="BYTES", shape=[len(rows)], data=[json.dumps(r) for r in rows])
+    return body
+
+
+@pytest.mark.parametrize("form", ["padded", "ragged"])
+def test_adaptive_batching_16_concurrent_clients(server, model, form):
     """16 threads send single-sample requests at the same moment, 4 rounds: each caller gets
-    its own row, and the server scored them in merged batches."""
+    its own row, and the server scored them in merged batches (sequences padded INT64, or
+    ragged BYTES: merged batches stay aligned either way)."""
     clients, rounds = 16, 4
-    x = inputs_for(server.specs["batched"], np.random.default_rng(9), batch=clients * rounds)
+    x = inputs_for(server.specs["batched"], np.random.default_rng(9 if form == "padded" else 19),
+                   batch=clients * rounds)
     want = model.predict(x)  # "batched" holds the same file as "full"
     barrier = threading.Barrier(clients, timeout=REQUEST_TIMEOUT)
     results, errors = {}, []
@@ -347,7 +354,10 @@ def test_adaptive_batching_16_concurrent_clients(server, model):
                 i = r * clients + c
                 row = {k: v[i:i + 1] for k, v in x.items()}
                 barrier.wait()
-                status, body = _post(server, "/v2/models/batched/infer", _request(model, row))
+                request = _request(model, row)
+                if form == "ragged":
+                    request = _ragged(model, request, row)
+                status, body = _post(server, "/v2/models/batched/infer", request)
                 results[i] = (status, body)
         except Exception as exc:  # reported below, never left hanging
             errors.append(repr(exc))
