@@ -18,25 +18,10 @@ import tempfile
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "..", "python"), os.path.join(HERE, "..", "python", "tests")]
 import ple_runtime  # noqa: E402
-
-L = 8
-
-
-def ctr_data(n: int, rng):
-    nu, ni = 1000, 2000
-    user, item = rng.integers(0, nu, n), rng.integers(1, ni, n)
-    hist = rng.integers(1, ni, (n, L))
-    hist[np.arange(L)[None, :] >= rng.integers(0, L + 1, n)[:, None]] = 0
-    dense = rng.normal(size=(n, 3)).astype(np.float32)
-    ub, ib = rng.normal(0, 1, nu), rng.normal(0, 1, ni)
-    inter = (rng.normal(0, 1, (nu, 4))[user] * rng.normal(0, 1, (ni, 4))[item]).sum(1) * 0.5
-    logits = [ub[user] + ib[item] + dense @ np.array([0.8, -0.5, 0.3]) + inter - 1.0,
-              0.7 * ub[user] - ib[item] + dense @ np.array([-0.2, 0.6, 0.1]) - 0.5 * inter - 1.5]
-    labels = [(rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.float32) for z in logits]
-    x = {"user_id": user, "item_id": item, "hist": hist, **{f"d{i}": dense[:, i] for i in range(3)}}
-    return x, labels, nu, ni
+from _util import CTR_HIST_LEN as L, ctr_data, train_two_tasks  # noqa: E402  (the int8 tests' dataset)
 
 
 def main() -> int:
@@ -54,21 +39,7 @@ def main() -> int:
     model = PLE(feats, ["classification", "classification"], n_level=2, n_expert_specific=2, n_expert_shared=2,
                 expert_params={"dims": [64, 32], "activation": "relu"},
                 tower_params_list=[{"dims": [32]}, {"dims": [32]}])
-    n_test = 8192
-    train = np.arange(len(labels[0]) - n_test)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    loss_fn = torch.nn.BCELoss()
-    model.train()
-    for _ in range(2):
-        for s in range(0, len(train), 512):
-            idx = train[s:s + 512]
-            p = model({k: torch.from_numpy(v[idx]) for k, v in x.items()})
-            loss = sum(loss_fn(p[:, t], torch.from_numpy(labels[t][idx])) for t in range(2))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    test = {k: v[len(train):] for k, v in x.items()}
+    test, _ = train_two_tasks(model, x, labels, n_test=8192)
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "ple.ple")
         ple_runtime.export(model, path, task_names=["click", "purchase"], max_len={"hist": L})

@@ -164,3 +164,48 @@ def check_f16(case, paths, x, ref, library_f16_error, results, lib):
 PARITY: dict = {}
 # The same for DeepCTR on Keras (test_keras.py); the "torch" keys hold the Keras model's errors.
 KERAS_PARITY: dict = {}
+
+
+CTR_HIST_LEN = 8
+
+
+def ctr_data(n: int, rng):
+    """A synthetic CTR dataset with a learnable signal: users, items, a history of items
+    (CTR_HIST_LEN, padded with 0), 3 dense features; two labels drawn from logits with user and
+    item effects, a user-item interaction and the dense features. Returns (x, labels, n_users,
+    n_items)."""
+    L = CTR_HIST_LEN
+    nu, ni = 1000, 2000
+    user, item = rng.integers(0, nu, n), rng.integers(1, ni, n)
+    hist = rng.integers(1, ni, (n, L))
+    hist[np.arange(L)[None, :] >= rng.integers(0, L + 1, n)[:, None]] = 0
+    dense = rng.normal(size=(n, 3)).astype(np.float32)
+    ub, ib = rng.normal(0, 1, nu), rng.normal(0, 1, ni)
+    inter = (rng.normal(0, 1, (nu, 4))[user] * rng.normal(0, 1, (ni, 4))[item]).sum(1) * 0.5
+    logits = [ub[user] + ib[item] + dense @ np.array([0.8, -0.5, 0.3]) + inter - 1.0,
+              0.7 * ub[user] - ib[item] + dense @ np.array([-0.2, 0.6, 0.1]) - 0.5 * inter - 1.5]
+    labels = [(rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.float32) for z in logits]
+    x = {"user_id": user, "item_id": item, "hist": hist, **{f"d{i}": dense[:, i] for i in range(3)}}
+    return x, labels, nu, ni
+
+
+def train_two_tasks(model, x, labels, n_test: int, epochs: int = 2):
+    """Trains a two-task torch-rechub model on all but the last `n_test` samples (Adam, BCE,
+    batches of 512) and returns it in eval mode with the held-out (x, labels)."""
+    import torch
+
+    train = np.arange(len(labels[0]) - n_test)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    loss_fn = torch.nn.BCELoss()
+    model.train()
+    for _ in range(epochs):
+        for s in range(0, len(train), 512):
+            idx = train[s:s + 512]
+            p = model({k: torch.from_numpy(v[idx]) for k, v in x.items()})
+            loss = sum(loss_fn(p[:, t], torch.from_numpy(labels[t][idx])) for t in range(2))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    test = slice(len(train), None)
+    return {k: v[test] for k, v in x.items()}, [y[test] for y in labels]

@@ -22,26 +22,9 @@ import ple_runtime.verify  # noqa: E402
 import sys  # noqa: E402
 
 verify_mod = sys.modules["ple_runtime.verify"]
-from _util import load_make_fixtures  # noqa: E402
+from _util import CTR_HIST_LEN, ctr_data, load_make_fixtures, train_two_tasks  # noqa: E402
 
-L = 8
-
-
-def _ctr_data(n: int, rng):
-    """Users, items, a history of items, 3 dense features; two labels drawn from logits with
-    user and item effects, a user-item interaction and the dense features."""
-    nu, ni = 1000, 2000
-    user, item = rng.integers(0, nu, n), rng.integers(1, ni, n)
-    hist = rng.integers(1, ni, (n, L))
-    hist[np.arange(L)[None, :] >= rng.integers(0, L + 1, n)[:, None]] = 0
-    dense = rng.normal(size=(n, 3)).astype(np.float32)
-    ub, ib = rng.normal(0, 1, nu), rng.normal(0, 1, ni)
-    inter = (rng.normal(0, 1, (nu, 4))[user] * rng.normal(0, 1, (ni, 4))[item]).sum(1) * 0.5
-    logits = [ub[user] + ib[item] + dense @ np.array([0.8, -0.5, 0.3]) + inter - 1.0,
-              0.7 * ub[user] - ib[item] + dense @ np.array([-0.2, 0.6, 0.1]) - 0.5 * inter - 1.5]
-    labels = [(rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.float32) for z in logits]
-    x = {"user_id": user, "item_id": item, "hist": hist, **{f"d{i}": dense[:, i] for i in range(3)}}
-    return x, labels, nu, ni
+L = CTR_HIST_LEN
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +33,7 @@ def trained_ple():
     from torch_rechub.models.multi_task import PLE
 
     rng = np.random.default_rng(0)
-    x, labels, nu, ni = _ctr_data(30000, rng)
+    x, labels, nu, ni = ctr_data(30000, rng)
     feats = [SparseFeature("user_id", nu, 16), SparseFeature("item_id", ni, 16),
              SequenceFeature("hist", ni, 16, pooling="mean", shared_with="item_id", padding_idx=0)] + \
         [DenseFeature(f"d{i}") for i in range(3)]
@@ -58,22 +41,8 @@ def trained_ple():
     model = PLE(feats, ["classification", "classification"], n_level=2, n_expert_specific=1, n_expert_shared=1,
                 expert_params={"dims": [128, 64], "activation": "relu"},
                 tower_params_list=[{"dims": [64, 32]}, {"dims": [64, 32]}])
-    n_test = 8192
-    train = np.arange(len(labels[0]) - n_test)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    loss_fn = torch.nn.BCELoss()
-    model.train()
-    for _ in range(2):
-        for s in range(0, len(train), 512):
-            idx = train[s:s + 512]
-            p = model({k: torch.from_numpy(v[idx]) for k, v in x.items()})
-            loss = sum(loss_fn(p[:, t], torch.from_numpy(labels[t][idx])) for t in range(2))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    test = slice(len(train), None)
-    return model, {k: v[test] for k, v in x.items()}, [y[test] for y in labels]
+    x_test, labels_test = train_two_tasks(model, x, labels, n_test=8192)
+    return model, x_test, labels_test
 
 
 def test_trained_rechub_ple_meets_the_accuracy_targets(trained_ple, tmp_path):
