@@ -244,6 +244,12 @@ enum ple_status
      * running every task, or ran a task twice at once. The outputs may be partly written.
      */
     PLE_STATUS_EXECUTOR_FAILED = 28,
+    /**
+     * A ragged column is malformed: its offsets do not start at 0, decrease, or do not end at
+     * its number of values; or a sample holds more ids than the input's `max_len` (or, for an
+     * input without a pad id, not exactly `max_len`). The message names the input and sample.
+     */
+    PLE_STATUS_RAGGED_INPUT = 29,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -395,6 +401,17 @@ typedef void (*ple_executor_release_fn)(void *executor_ctx);
  * `ids` (sparse and sequence features) and `floats` (dense features); `len` counts its
  * elements: `batch * ple_model_input_values_per_sample(model, i)`.
  *
+ * A sequence feature's ids may instead come ragged (TorchRec's jagged form, Arrow's list
+ * offsets): `offsets` then points at `offsets_len = batch + 1` offsets, sample `s` holds ids
+ * `ids[offsets[s] .. offsets[s + 1]]`, `offsets[0]` is 0, offsets never decrease, and
+ * `offsets[batch]` equals `len`. Each sample holds at most `ple_model_input_max_len` ids; it is
+ * pooled exactly as the padded form with its short samples padded by the input's pad id (an
+ * input without a pad id counts every position, so each of its samples must then hold exactly
+ * `max_len` ids). Malformed offsets or a sample over the bound fail with
+ * `PLE_STATUS_RAGGED_INPUT`, naming the input and the sample; a wrong `offsets_len` with
+ * `PLE_STATUS_WRONG_LENGTH`. `offsets` is NULL (and `offsets_len` 0) for every padded, sparse or
+ * dense column, so a zero-initialised column is not ragged.
+ *
  * Either every column of a call has `name == NULL`, and column `i` is the model's input `i`, or
  * every column has a name, and columns may come in any order (each input exactly once). Looking
  * names up costs a little per call: for the hottest paths, resolve the order once with
@@ -418,6 +435,14 @@ typedef struct ple_column {
      * Number of elements at `ids` or `floats`.
      */
     size_t len;
+    /**
+     * `batch + 1` offsets into `ids` for a ragged sequence column; NULL otherwise.
+     */
+    const int64_t *offsets;
+    /**
+     * Number of elements at `offsets` (`batch + 1`), or 0.
+     */
+    size_t offsets_len;
 } ple_column;
 
 #ifdef __cplusplus
@@ -1046,9 +1071,10 @@ ple_status ple_session_run_dense(struct ple_session *session,
  *
  * # Safety
  * `session` is NULL or a live session used by no other thread during the call; `columns` is NULL
- * or valid for `n_columns` elements, each column's name NULL or NUL-terminated and its data
- * pointer NULL or valid for `len` elements; `out` and `gates` are NULL or valid for writing their
- * lengths in floats and overlap no other buffer.
+ * or valid for `n_columns` elements, each column's name NULL or NUL-terminated, its data
+ * pointer NULL or valid for `len` elements and its offsets NULL or valid for `offsets_len`
+ * elements; `out` and `gates` are NULL or valid for writing their lengths in floats and overlap
+ * no other buffer.
  */
 PLE_MUST_USE
 ple_status ple_session_run(struct ple_session *session,

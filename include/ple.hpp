@@ -42,10 +42,20 @@ inline std::string str(const char *s) { return s ? s : ""; }
 /// Column helpers: by position (`name` = nullptr) or by name. A column only points at the data:
 /// the vector must outlive the scoring call, so a temporary vector is refused at compile time.
 inline ple_column ids(const int64_t *data, size_t len, const char *name = nullptr) {
-    return ple_column{name, data, nullptr, len};
+    return ple_column{name, data, nullptr, len, nullptr, 0};
 }
 inline ple_column floats(const float *data, size_t len, const char *name = nullptr) {
-    return ple_column{name, nullptr, data, len};
+    return ple_column{name, nullptr, data, len, nullptr, 0};
+}
+/// A ragged sequence column (TorchRec's jagged form): sample `s` holds
+/// `ids[offsets[s] .. offsets[s + 1]]`; `offsets` has batch + 1 entries, from 0 to `len`.
+inline ple_column ragged_ids(const int64_t *ids, size_t len, const int64_t *offsets,
+                             size_t offsets_len, const char *name = nullptr) {
+    return ple_column{name, ids, nullptr, len, offsets, offsets_len};
+}
+inline ple_column ragged_ids(const std::vector<int64_t> &ids, const std::vector<int64_t> &offsets,
+                             const char *name = nullptr) {
+    return ragged_ids(ids.data(), ids.size(), offsets.data(), offsets.size(), name);
 }
 inline ple_column ids(const std::vector<int64_t> &v, const char *name = nullptr) {
     return ids(v.data(), v.size(), name);
@@ -57,6 +67,10 @@ ple_column ids(std::vector<int64_t> &&, const char * = nullptr) = delete;
 ple_column ids(const std::vector<int64_t> &&, const char * = nullptr) = delete;
 ple_column floats(std::vector<float> &&, const char * = nullptr) = delete;
 ple_column floats(const std::vector<float> &&, const char * = nullptr) = delete;
+ple_column ragged_ids(std::vector<int64_t> &&, const std::vector<int64_t> &,
+                      const char * = nullptr) = delete;
+ple_column ragged_ids(const std::vector<int64_t> &, std::vector<int64_t> &&,
+                      const char * = nullptr) = delete;
 
 /// An immutable, reference-counted model. Copies share it; use it from any thread. A
 /// default-constructed (or moved-from, or reset) model is empty: `bool(m)` is false, and its

@@ -80,6 +80,15 @@ pub enum Error {
         vocab: usize,
     },
 
+    /// A ragged column is malformed (its offsets), or one of its samples holds a number of ids
+    /// the input does not take. Names the input and the sample.
+    #[error("input '{feature}', sample {sample}: {problem}")]
+    Ragged {
+        feature: Arc<str>,
+        sample: usize,
+        problem: RaggedProblem,
+    },
+
     /// A lookup by name found nothing.
     #[error("the model has no input named '{0}'")]
     UnknownInput(String),
@@ -115,10 +124,53 @@ pub enum Error {
     ExecutorContract(&'static str),
 }
 
+/// What is wrong with one sample of a ragged column (`Error::Ragged`), without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaggedProblem {
+    /// `offsets[0]` is not 0.
+    FirstOffset { first: i64 },
+    /// `offsets[sample] > offsets[sample + 1]`.
+    Decreasing { start: i64, end: i64 },
+    /// `offsets[batch]` differs from the number of values.
+    LastOffset { last: i64, values: usize },
+    /// The sample holds more ids than the input's `max_len`.
+    TooLong { len: usize, max_len: usize },
+    /// An input without a pad id counts every position, so a sample must hold exactly `max_len`.
+    NotFull { len: usize, max_len: usize },
+}
+
+impl std::fmt::Display for RaggedProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            RaggedProblem::FirstOffset { first } => {
+                write!(f, "offsets[0] is {first}, it must be 0")
+            }
+            RaggedProblem::Decreasing { start, end } => write!(
+                f,
+                "its offsets decrease (start {start}, end {end}): offsets must not decrease"
+            ),
+            RaggedProblem::LastOffset { last, values } => write!(
+                f,
+                "the last offset is {last} but the column holds {values} values (they must be equal)"
+            ),
+            RaggedProblem::TooLong { len, max_len } => write!(
+                f,
+                "{len} ids, more than the input's max_len of {max_len} (cut the sequence before scoring, e.g. to its most recent {max_len} ids)"
+            ),
+            RaggedProblem::NotFull { len, max_len } => write!(
+                f,
+                "{len} ids, but the input has no pad id: every position counts in its pooling, so each sample must hold exactly max_len = {max_len} ids (pad with the id used in training)"
+            ),
+        }
+    }
+}
+
 /// Names a caller buffer in a `WrongLength` error without allocating.
 #[derive(Debug, Clone)]
 pub enum BufferName {
     Input(Arc<str>),
+    /// The offsets of a ragged input column.
+    Offsets(Arc<str>),
     Output,
     Gates,
 }
@@ -127,6 +179,7 @@ impl std::fmt::Display for BufferName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BufferName::Input(name) => write!(f, "input '{name}'"),
+            BufferName::Offsets(name) => write!(f, "the offsets of input '{name}' (batch + 1)"),
             BufferName::Output => f.write_str("the output buffer"),
             BufferName::Gates => f.write_str("the gate-weights buffer"),
         }

@@ -23,7 +23,7 @@ pub mod model;
 pub mod pool;
 pub mod session;
 
-pub use error::{Error, Result};
+pub use error::{Error, RaggedProblem, Result};
 pub use format::DType;
 pub use kernels::SimdLevel;
 pub use model::{InputKind, LoadOptions, Model, Pooling, Residency};

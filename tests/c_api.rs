@@ -301,7 +301,7 @@ fn c_status_walks_every_status() {
     let out = run(&exe, &[&quickstart(), &dense, &tmp]);
     print!("{out}");
     assert!(out.contains(", 0 failures"), "{out}");
-    assert!(out.contains("statuses walked: 15 of 20"), "{out}");
+    assert!(out.contains("statuses walked: 15 of 21"), "{out}");
     assert!(
         out.contains(&format!(
             "version {} number {}",
@@ -332,6 +332,21 @@ fn c_pools_score_like_one_thread() {
     let exe = build("pool", &["tests/c/pool.c"], Lang::C, false);
     let out = run(&exe, &[&quickstart()]);
     print!("{out}");
+    assert!(out.contains(", 0 failures"), "{out}");
+}
+
+/// Ragged sequence columns from C (tests/c/ragged.c): bit-identical to the padded form on one
+/// thread and on a pool, and every malformed column refused with its status and a message naming
+/// the input and the sample, the outputs untouched.
+#[test]
+fn c_ragged_columns_score_like_padded() {
+    let exe = build("ragged", &["tests/c/ragged.c"], Lang::C, false);
+    let out = run(&exe, &[&quickstart()]);
+    print!("{out}");
+    assert!(
+        out.contains("bit-identical, batches 0..150, 1 and 2 threads: yes"),
+        "{out}"
+    );
     assert!(out.contains(", 0 failures"), "{out}");
 }
 
@@ -1002,6 +1017,7 @@ fn every_c_source_is_tested() {
         "tests/c/hardening.c",
         "tests/c/pool.c",
         "tests/c/warm.c",
+        "tests/c/ragged.c",
         "tests/c/testing.h",
         "examples/c/score.c",
         "examples/cpp/server.cpp",
@@ -1130,12 +1146,16 @@ fn ffi_scoring_allocates_nothing() {
                         ids: v.as_ptr(),
                         floats: std::ptr::null(),
                         len: v.len(),
+                        offsets: std::ptr::null(),
+                        offsets_len: 0,
                     },
                     Column::Floats(v) => ple_column {
                         name,
                         ids: std::ptr::null(),
                         floats: v.as_ptr(),
                         len: v.len(),
+                        offsets: std::ptr::null(),
+                        offsets_len: 0,
                     },
                 }
             })
@@ -1170,6 +1190,8 @@ fn ffi_scoring_allocates_nothing() {
                 ids: std::ptr::null(),
                 floats: std::ptr::null(),
                 len: 0,
+                offsets: std::ptr::null(),
+                offsets_len: 0,
             }; 5];
             for (d, c) in cols_b.iter_mut().zip(cols) {
                 *d = *c;
@@ -1350,6 +1372,7 @@ fn status_codes_are_stable() {
         (ple_status::UnknownInput, 26),
         (ple_status::SessionBusy, 27),
         (ple_status::ExecutorFailed, 28),
+        (ple_status::RaggedInput, 29),
     ];
     let mut seen = std::collections::HashSet::new();
     for (s, code) in expected {
@@ -1400,12 +1423,16 @@ fn ffi_reports_id_rounding_and_the_missing_input() {
                 ids: v.as_ptr(),
                 floats: std::ptr::null(),
                 len: v.len(),
+                offsets: std::ptr::null(),
+                offsets_len: 0,
             },
             Column::Floats(v) => ple_column {
                 name: n.as_ptr(),
                 ids: std::ptr::null(),
                 floats: v.as_ptr(),
                 len: v.len(),
+                offsets: std::ptr::null(),
+                offsets_len: 0,
             },
         })
         .collect();

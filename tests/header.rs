@@ -291,6 +291,8 @@ fn header_statements_are_true() {
             ids: std::ptr::null(),
             floats: std::ptr::null(),
             len: 0,
+            offsets: std::ptr::null(),
+            offsets_len: 0,
         };
         let cols = [empty; 5];
         let st = ple_session_run(

@@ -66,6 +66,7 @@ fn main() {
     }
     large_batches_on_a_shared_pool_allocate_nothing(&pools[0]);
     int8_scoring_allocates_nothing(&pools[0]);
+    ragged_scoring_allocates_nothing(&pools[0]);
     eprintln!("no_alloc: ok");
 }
 
@@ -101,6 +102,7 @@ fn int8_scoring_allocates_nothing(pool: &Pool) {
                         *p = match *i {
                             Input::Ids(v) => Input::Ids(&v[..v.len() / batch * b]),
                             Input::Floats(v) => Input::Floats(&v[..v.len() / batch * b]),
+                            Input::RaggedIds { .. } => unreachable!("padded columns"),
                         };
                     }
                     let ow = model.output_width();
@@ -117,6 +119,120 @@ fn int8_scoring_allocates_nothing(pool: &Pool) {
     }
     eprintln!(
         "int8 model, every level, 1 and {} threads: 0 allocations",
+        pool.threads()
+    );
+}
+
+/// Ragged sequence columns (sum, mean and max pooling, f32 and f16 tables, every SIMD level), on
+/// one thread and split across a pool, and every malformed-column error.
+fn ragged_scoring_allocates_nothing(pool: &Pool) {
+    let batch = 300;
+    let mut calls = 0;
+    for dtype in [ple::DType::F32, ple::DType::F16] {
+        let shape = Shape {
+            sequences: 3,
+            max_len: 9,
+            dtype,
+            ..Shape::default()
+        };
+        let bytes = synth::ple(&shape, 5).to_bytes();
+        for level in SimdLevel::available() {
+            let opts = ple::LoadOptions {
+                simd: Some(level),
+                ..Default::default()
+            };
+            let model = Model::from_bytes_with(&bytes, &opts).unwrap();
+            let cols = synth::inputs(&model, batch, 2);
+            // Sample s of each sequence keeps its first s % (max_len + 1) ids.
+            let ragged: Vec<Option<(Vec<i64>, Vec<i64>)>> = model
+                .inputs()
+                .iter()
+                .zip(&cols)
+                .map(|(f, c)| match (f.kind, c) {
+                    (ple::InputKind::Sequence, Column::Ids(v)) => {
+                        let (mut ids, mut offsets) = (Vec::new(), vec![0i64]);
+                        for (s, row) in v.chunks(f.max_len).enumerate() {
+                            ids.extend_from_slice(&row[..s % (f.max_len + 1)]);
+                            offsets.push(ids.len() as i64);
+                        }
+                        Some((ids, offsets))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let q = ragged.iter().position(Option::is_some).unwrap();
+            let prefix = |b: usize| -> Vec<Input> {
+                cols.iter()
+                    .zip(&ragged)
+                    .zip(model.inputs())
+                    .map(|((c, r), f)| match (c, r) {
+                        (_, Some((ids, offsets))) => Input::RaggedIds {
+                            ids: &ids[..offsets[b] as usize],
+                            offsets: &offsets[..=b],
+                        },
+                        (Column::Ids(v), None) => Input::Ids(&v[..b * f.values_per_sample()]),
+                        (Column::Floats(v), None) => Input::Floats(&v[..b * f.values_per_sample()]),
+                    })
+                    .collect()
+            };
+            let prefixes: Vec<Vec<Input>> = (0..=batch).map(prefix).collect();
+            // Built before counting: one malformed column per kind of error.
+            let (ids, offsets) = ragged[q].as_ref().unwrap();
+            let mut bad_offsets: Vec<Vec<i64>> = vec![offsets.clone(); 4];
+            bad_offsets[0][0] = 1; // offsets[0] != 0
+            bad_offsets[1][5] = bad_offsets[1][6] + 1; // decreasing
+            *bad_offsets[2].last_mut().unwrap() -= 1; // last != ids.len()
+            bad_offsets[3].pop(); // batch offsets, not batch + 1
+            let mut bad_ids = ids.clone();
+            bad_ids[7] = 1 << 40;
+            let too_long: Vec<i64> = (0..=batch as i64).map(|s| s * 10).collect();
+            let long_ids = vec![1i64; batch * 10];
+            let mut bad: Vec<Vec<Input>> = bad_offsets
+                .iter()
+                .map(|o| {
+                    let mut v = prefixes[batch].clone();
+                    v[q] = Input::RaggedIds { ids, offsets: o };
+                    v
+                })
+                .collect();
+            for (i, o) in [(&bad_ids, offsets), (&long_ids, &too_long)] {
+                let mut v = prefixes[batch].clone();
+                v[q] = Input::RaggedIds { ids: i, offsets: o };
+                bad.push(v);
+            }
+            let mut out = vec![0f32; batch * model.output_width()];
+            let mut gates = vec![0f32; batch * model.gate_width()];
+            let mut single = Session::new(&model, batch).unwrap();
+            let mut pooled = Session::with_pool(&model, batch, pool).unwrap();
+            pooled.set_min_parallel_batch(1);
+            let (ow, gw) = (model.output_width(), model.gate_width());
+            let during = count_allocations(|| {
+                for session in [&mut single, &mut pooled] {
+                    for call in 0..60usize {
+                        let b = (call * 37 + 1) % (batch + 1);
+                        session
+                            .run(
+                                &prefixes[b],
+                                b,
+                                &mut out[..b * ow],
+                                Some(&mut gates[..b * gw]),
+                            )
+                            .unwrap();
+                        calls += 1;
+                    }
+                    for inputs in &bad {
+                        assert!(session.run(inputs, batch, &mut out, None).is_err());
+                    }
+                }
+            });
+            assert_eq!(
+                during, 0,
+                "ragged {dtype:?} {level:?}: {during} allocations while scoring"
+            );
+        }
+    }
+    eprintln!(
+        "{calls} ragged scoring calls (f32, f16, every level, 1 and {} threads) and their errors: 0 allocations",
         pool.threads()
     );
 }
@@ -156,6 +272,7 @@ fn scoring_allocates_nothing(pool: Option<&Pool>) {
                             .map(|(i, &p)| match *i {
                                 Input::Ids(v) => Input::Ids(&v[..b * p]),
                                 Input::Floats(v) => Input::Floats(&v[..b * p]),
+                                Input::RaggedIds { .. } => unreachable!("padded columns"),
                             })
                             .collect(),
                     );
@@ -261,6 +378,7 @@ fn large_batches_on_a_shared_pool_allocate_nothing(pool: &Pool) {
                         *c = match *i {
                             Input::Ids(v) => Input::Ids(&v[..b * per]),
                             Input::Floats(v) => Input::Floats(&v[..b * per]),
+                            Input::RaggedIds { .. } => unreachable!("padded columns"),
                         };
                     }
                     let n = inputs.len();

@@ -90,6 +90,7 @@ class Column(ctypes.Structure):
         ("ids", ctypes.POINTER(ctypes.c_int64)),
         ("floats", ctypes.POINTER(ctypes.c_float)),
         ("len", ctypes.c_size_t),
+        ("offsets", ctypes.POINTER(ctypes.c_int64)),  # ragged sequences; Model.predict pads instead
     ]
 
 

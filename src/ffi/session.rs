@@ -17,6 +17,17 @@ use crate::session::{Input, Session};
 /// `ids` (sparse and sequence features) and `floats` (dense features); `len` counts its
 /// elements: `batch * ple_model_input_values_per_sample(model, i)`.
 ///
+/// A sequence feature's ids may instead come ragged (TorchRec's jagged form, Arrow's list
+/// offsets): `offsets` then points at `offsets_len = batch + 1` offsets, sample `s` holds ids
+/// `ids[offsets[s] .. offsets[s + 1]]`, `offsets[0]` is 0, offsets never decrease, and
+/// `offsets[batch]` equals `len`. Each sample holds at most `ple_model_input_max_len` ids; it is
+/// pooled exactly as the padded form with its short samples padded by the input's pad id (an
+/// input without a pad id counts every position, so each of its samples must then hold exactly
+/// `max_len` ids). Malformed offsets or a sample over the bound fail with
+/// `PLE_STATUS_RAGGED_INPUT`, naming the input and the sample; a wrong `offsets_len` with
+/// `PLE_STATUS_WRONG_LENGTH`. `offsets` is NULL (and `offsets_len` 0) for every padded, sparse or
+/// dense column, so a zero-initialised column is not ragged.
+///
 /// Either every column of a call has `name == NULL`, and column `i` is the model's input `i`, or
 /// every column has a name, and columns may come in any order (each input exactly once). Looking
 /// names up costs a little per call: for the hottest paths, resolve the order once with
@@ -33,6 +44,10 @@ pub struct ple_column {
     pub floats: *const f32,
     /// Number of elements at `ids` or `floats`.
     pub len: usize,
+    /// `batch + 1` offsets into `ids` for a ragged sequence column; NULL otherwise.
+    pub offsets: *const i64,
+    /// Number of elements at `offsets` (`batch + 1`), or 0.
+    pub offsets_len: usize,
 }
 
 /// One thread's scoring state for one model: working memory sized for `max_batch` samples, and the
@@ -384,6 +399,8 @@ pub unsafe extern "C" fn ple_session_run_dense(
         ids: std::ptr::null(),
         floats: x,
         len: x_len,
+        offsets: std::ptr::null(),
+        offsets_len: 0,
     };
     // SAFETY: forwarded contract; `column` lives across the call.
     unsafe {
@@ -414,9 +431,10 @@ pub unsafe extern "C" fn ple_session_run_dense(
 ///
 /// # Safety
 /// `session` is NULL or a live session used by no other thread during the call; `columns` is NULL
-/// or valid for `n_columns` elements, each column's name NULL or NUL-terminated and its data
-/// pointer NULL or valid for `len` elements; `out` and `gates` are NULL or valid for writing their
-/// lengths in floats and overlap no other buffer.
+/// or valid for `n_columns` elements, each column's name NULL or NUL-terminated, its data
+/// pointer NULL or valid for `len` elements and its offsets NULL or valid for `offsets_len`
+/// elements; `out` and `gates` are NULL or valid for writing their lengths in floats and overlap
+/// no other buffer.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn ple_session_run(
@@ -678,8 +696,8 @@ fn recycle(mut v: Vec<Input<'_>>) -> Vec<Input<'static>> {
 /// (empty on entry, with capacity for every input).
 ///
 /// # Safety
-/// Each column's name is NULL or NUL-terminated and its data pointer NULL or valid for `len`
-/// reads for `'a`.
+/// Each column's name is NULL or NUL-terminated, its data pointer NULL or valid for `len` reads
+/// and its offsets NULL or valid for `offsets_len` reads, for `'a`.
 unsafe fn fill_views<'a>(
     s: &mut State,
     model: &ple_model,
@@ -800,7 +818,42 @@ unsafe fn fill_views<'a>(
                 format_args!("{fn_name}: column {ci} (input '{fname}') overlaps an output buffer"),
             ));
         }
-        let view = if both_null {
+        let offsets = if c.offsets.is_null() && c.offsets_len == 0 {
+            None
+        } else {
+            if !c.floats.is_null() {
+                return Err(s.fail(
+                    ple_status::InvalidArgument,
+                    format_args!(
+                        "{fn_name}: column {ci} (input '{fname}') has offsets and floats (ragged columns hold ids)"
+                    ),
+                ));
+            }
+            let off_span = span(c.offsets, c.offsets_len);
+            if let Err((st, why)) = check_ptr(c.offsets, c.offsets_len) {
+                return Err(s.fail(
+                    st,
+                    format_args!("{fn_name}: column {ci} (input '{fname}'): offsets {why}"),
+                ));
+            }
+            if overlaps(off_span, out_span) || overlaps(off_span, gates_span) {
+                return Err(s.fail(
+                    ple_status::InvalidArgument,
+                    format_args!(
+                        "{fn_name}: column {ci} (input '{fname}'): offsets overlap an output buffer"
+                    ),
+                ));
+            }
+            // SAFETY: checked above; valid for `offsets_len` reads for `'a` per the contract.
+            Some(unsafe { slice_unchecked::<'a>(c.offsets, c.offsets_len) })
+        };
+        let view = if let Some(offsets) = offsets {
+            Input::RaggedIds {
+                // SAFETY: checked above; valid for `len` reads for `'a` per the contract.
+                ids: unsafe { slice_unchecked::<'a>(c.ids, c.len) },
+                offsets,
+            }
+        } else if both_null {
             // `(NULL, 0)`: an empty column of the kind the input takes (then a length error).
             match f.kind {
                 InputKind::Dense => Input::Floats(&[]),

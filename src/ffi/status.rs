@@ -63,11 +63,15 @@ pub enum ple_status {
     /// The caller's executor (`ple_pool_new_executor`) broke its contract: it returned before
     /// running every task, or ran a task twice at once. The outputs may be partly written.
     ExecutorFailed = 28,
+    /// A ragged column is malformed: its offsets do not start at 0, decrease, or do not end at
+    /// its number of values; or a sample holds more ids than the input's `max_len` (or, for an
+    /// input without a pad id, not exactly `max_len`). The message names the input and sample.
+    RaggedInput = 29,
 }
 
 impl ple_status {
     /// Every status, in numeric order.
-    pub fn all() -> [ple_status; 20] {
+    pub fn all() -> [ple_status; 21] {
         [
             ple_status::Ok,
             ple_status::NullArgument,
@@ -89,6 +93,7 @@ impl ple_status {
             ple_status::UnknownInput,
             ple_status::SessionBusy,
             ple_status::ExecutorFailed,
+            ple_status::RaggedInput,
         ]
     }
 
@@ -108,6 +113,7 @@ impl ple_status {
             Error::WrongLength { .. } => ple_status::WrongLength,
             Error::IdOutOfRange { .. } => ple_status::IdOutOfRange,
             Error::UnknownInput(_) => ple_status::UnknownInput,
+            Error::Ragged { .. } => ple_status::RaggedInput,
             Error::InvalidThreadCount { .. } => ple_status::InvalidArgument,
             Error::ThreadStart { .. } => ple_status::System,
             Error::Lock(_) => ple_status::System,
@@ -145,6 +151,9 @@ impl ple_status {
             ple_status::SessionBusy => c"the session is in use by another thread",
             ple_status::ExecutorFailed => {
                 c"the pool's executor did not run every task exactly once"
+            }
+            ple_status::RaggedInput => {
+                c"malformed ragged column (offsets, or a sequence longer than max_len)"
             }
         }
     }

@@ -19,7 +19,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::error::{BufferName, Error, Result};
+use crate::error::{BufferName, Error, RaggedProblem, Result};
 use crate::model::graph::{Feature, InputKind};
 use crate::model::Model;
 use crate::pool::{panic_message, Pool};
@@ -45,6 +45,27 @@ pub enum Input<'a> {
     Ids(&'a [i64]),
     /// Dense features: `batch × width` floats, row-major.
     Floats(&'a [f32]),
+    /// A sequence feature's ids, ragged (TorchRec's jagged form): sample `s` holds
+    /// `ids[offsets[s]..offsets[s + 1]]`. `offsets` has `batch + 1` entries, starts at 0, never
+    /// decreases and ends at `ids.len()`; each sample holds at most `max_len` ids. Pooled exactly
+    /// as the padded form with the short samples padded by the input's pad id (an input without
+    /// a pad id counts every position, so each of its samples must hold exactly `max_len` ids).
+    RaggedIds { ids: &'a [i64], offsets: &'a [i64] },
+}
+
+impl<'a> Input<'a> {
+    /// The ids of sample `s` of a validated sparse or sequence column (none for floats).
+    #[inline]
+    pub(crate) fn sample_ids(&self, f: &Feature, s: usize) -> &'a [i64] {
+        match *self {
+            Input::Ids(ids) => {
+                let per = f.values_per_sample();
+                &ids[s * per..(s + 1) * per]
+            }
+            Input::RaggedIds { ids, offsets } => &ids[offsets[s] as usize..offsets[s + 1] as usize],
+            Input::Floats(_) => &[],
+        }
+    }
 }
 
 /// Scores batches for one thread at a time. Create one per thread over a shared [`Model`]; give it
@@ -437,10 +458,21 @@ impl Session {
                     }
                     ids.len()
                 }
+                (InputKind::Sequence, Input::RaggedIds { ids, offsets }) => {
+                    check_ragged(f, batch, ids, offsets)?;
+                    continue;
+                }
                 (InputKind::Dense, _) => {
                     return Err(Error::WrongInputKind {
                         feature: f.name.clone(),
                         expected: "floats (a dense feature)",
+                    })
+                }
+                (InputKind::Sparse, Input::RaggedIds { .. }) => {
+                    return Err(Error::WrongInputKind {
+                        feature: f.name.clone(),
+                        expected:
+                            "one id per sample (a sparse feature: ragged columns are for sequences)",
                     })
                 }
                 _ => {
@@ -490,6 +522,77 @@ fn check_ids(f: &Feature, ids: &[i64]) -> Result<()> {
                 feature: f.name.clone(),
                 sample: i / per,
                 position: i % per,
+                id,
+                vocab,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a ragged column completely: its offsets, each sample's length against `max_len`, and
+/// every id, the padding the padded form would hold included (as `check_ids` would see it).
+fn check_ragged(f: &Feature, batch: usize, ids: &[i64], offsets: &[i64]) -> Result<()> {
+    if offsets.len() != batch + 1 {
+        return Err(Error::WrongLength {
+            what: BufferName::Offsets(f.name.clone()),
+            expected: batch + 1,
+            got: offsets.len(),
+        });
+    }
+    let fail = |sample: usize, problem: RaggedProblem| Error::Ragged {
+        feature: f.name.clone(),
+        sample,
+        problem,
+    };
+    if offsets[0] != 0 {
+        return Err(fail(0, RaggedProblem::FirstOffset { first: offsets[0] }));
+    }
+    // Every offset first, so that a sample's slice below is in bounds.
+    for s in 0..batch {
+        let (start, end) = (offsets[s], offsets[s + 1]);
+        if end < start {
+            return Err(fail(s, RaggedProblem::Decreasing { start, end }));
+        }
+    }
+    let last = offsets[batch];
+    if last as u64 != ids.len() as u64 {
+        return Err(fail(
+            batch.saturating_sub(1),
+            RaggedProblem::LastOffset {
+                last,
+                values: ids.len(),
+            },
+        ));
+    }
+    let vocab = f.vocab();
+    let in_range = |id: i64| {
+        let e = effective_id(f, id);
+        e >= 0 && (e as u64) < vocab as u64
+    };
+    for s in 0..batch {
+        let sample = &ids[offsets[s] as usize..offsets[s + 1] as usize];
+        let (len, max_len) = (sample.len(), f.max_len);
+        if len > max_len {
+            return Err(fail(s, RaggedProblem::TooLong { len, max_len }));
+        }
+        let pad = match f.pad_id {
+            Some(pad) => pad,
+            None if len == max_len => 0,
+            None => return Err(fail(s, RaggedProblem::NotFull { len, max_len })),
+        };
+        let bad = sample
+            .iter()
+            .enumerate()
+            .find(|&(_, &id)| !in_range(id))
+            .map(|(p, &id)| (p, id))
+            // The padded form's padding is looked up (and checked) as well.
+            .or_else(|| (len < max_len && !in_range(pad)).then_some((len, pad)));
+        if let Some((position, id)) = bad {
+            return Err(Error::IdOutOfRange {
+                feature: f.name.clone(),
+                sample: s,
+                position,
                 id,
                 vocab,
             });

@@ -68,9 +68,8 @@ impl Tile<'_> {
         let prefetch_sample = |s: usize| {
             for &(fi, _) in &inner.plan.inputs {
                 let f = &inner.graph.features[fi];
-                if let (Input::Ids(ids), Some(table)) = (inputs[fi], f.table) {
-                    let per = f.values_per_sample();
-                    for &id in &ids[s * per..(s + 1) * per] {
+                if let Some(table) = f.table {
+                    for &id in inputs[fi].sample_ids(f, s) {
                         kernels::prefetch(self.model.row_ptr(&table, effective_id(f, id)));
                     }
                 }
@@ -121,7 +120,11 @@ impl Tile<'_> {
                     }
                     (Input::Ids(ids), _) => {
                         let l = f.max_len;
-                        pool(self.model, level, f, &ids[s * l..(s + 1) * l], dst);
+                        pool(self.model, level, f, &ids[s * l..(s + 1) * l], 0, dst);
+                    }
+                    (ragged @ Input::RaggedIds { .. }, _) => {
+                        let ids = ragged.sample_ids(f, s);
+                        pool(self.model, level, f, ids, f.max_len - ids.len(), dst);
                     }
                 }
                 if let Some(t) = started {
@@ -348,9 +351,8 @@ fn request_rows(model: &Model, inputs: &[Input], from: usize, to: usize) {
     for s in from..to {
         for &(fi, _) in &inner.plan.inputs {
             let f = &inner.graph.features[fi];
-            if let (Input::Ids(ids), Some(table)) = (inputs[fi], f.table) {
-                let per = f.values_per_sample();
-                for &id in &ids[s * per..(s + 1) * per] {
+            if let Some(table) = f.table {
+                for &id in inputs[fi].sample_ids(f, s) {
                     model.request_row(&table, effective_id(f, id));
                 }
             }
@@ -395,12 +397,29 @@ fn copy_floats(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Pools one sample's sequence into `dst` (FORMAT.md §3.4).
-fn pool(model: &Model, level: SimdLevel, f: &Feature, ids: &[i64], dst: &mut [f32]) {
+/// Pools one sample's sequence into `dst` (FORMAT.md §3.4): `ids`, then `padding` positions
+/// holding the input's pad id (a ragged sample: what its padded form would hold, validated).
+fn pool(
+    model: &Model,
+    level: SimdLevel,
+    f: &Feature,
+    ids: &[i64],
+    padding: usize,
+    dst: &mut [f32],
+) {
     let table = f.table.expect("validated");
     let pooling = f.pooling.expect("validated");
     // The pad comparison sees the id as the library did (after the f32 round trip, if any).
     let masked = |id: i64| f.pad_id == Some(effective_id(f, id));
+    // Masked padding adds nothing to a sum or mean, and the same term to a max each time (max is
+    // idempotent): one position of it gives the padded form's result bit for bit, without
+    // walking up to max_len positions per sample.
+    let pad = f.pad_id.unwrap_or(0);
+    let padding = match pooling {
+        _ if padding == 0 || !masked(pad) => padding,
+        Pooling::Max => 1,
+        Pooling::Sum | Pooling::Mean => 0,
+    };
     // A small stack buffer for one embedding row; wide tables go through chunks of it.
     let mut buf = [0f32; 64];
     let dim = table.cols;
@@ -408,9 +427,9 @@ fn pool(model: &Model, level: SimdLevel, f: &Feature, ids: &[i64], dst: &mut [f3
         Pooling::Sum | Pooling::Mean => {
             dst.fill(0.0);
             let mut count = 0usize;
-            for &id in ids {
+            let mut add = |id: i64| {
                 if masked(id) {
-                    continue;
+                    return;
                 }
                 count += 1;
                 for_each_chunk(
@@ -426,7 +445,9 @@ fn pool(model: &Model, level: SimdLevel, f: &Feature, ids: &[i64], dst: &mut [f3
                         }
                     },
                 );
-            }
+            };
+            ids.iter().for_each(|&id| add(id));
+            (0..padding).for_each(|_| add(pad));
             if pooling == Pooling::Mean {
                 if count == 0 {
                     dst.fill(0.0);
@@ -438,7 +459,7 @@ fn pool(model: &Model, level: SimdLevel, f: &Feature, ids: &[i64], dst: &mut [f3
         }
         Pooling::Max => {
             dst.fill(f32::NEG_INFINITY);
-            for &id in ids {
+            let mut add = |id: i64| {
                 let shift = if masked(id) { 1e9f32 } else { 0.0 };
                 for_each_chunk(
                     model,
@@ -453,7 +474,9 @@ fn pool(model: &Model, level: SimdLevel, f: &Feature, ids: &[i64], dst: &mut [f3
                         }
                     },
                 );
-            }
+            };
+            ids.iter().for_each(|&id| add(id));
+            (0..padding).for_each(|_| add(pad));
         }
     }
 }

@@ -162,8 +162,9 @@ static ple_status score(const ple_model *m, float out[4]) {
     static const int64_t seq[12] = {1, 2, 3, 0, 0, 0, 4, 5, 0, 0, 0, 0};
     static const float price[2] = {0.5f, -0.5f};
     const ple_column cols[5] = {
-        {NULL, user, NULL, 2}, {NULL, item, NULL, 2}, {NULL, cat, NULL, 2},
-        {NULL, seq, NULL, 12}, {NULL, NULL, price, 2},
+        {NULL, user, NULL, 2, NULL, 0},  {NULL, item, NULL, 2, NULL, 0},
+        {NULL, cat, NULL, 2, NULL, 0},   {NULL, seq, NULL, 12, NULL, 0},
+        {NULL, NULL, price, 2, NULL, 0},
     };
     ple_session *s = NULL;
     ple_status st = ple_session_new(m, 2, &s);
@@ -273,9 +274,11 @@ static void sharer_init(sharer *t, int seed) {
         for (int j = 0; j < 4; j++) t->ids[j][i] = (seed * 7 + i * (j + 3)) % (j == 2 ? 16 : 64);
     for (int i = 0; i < SHARED_BATCH; i++) t->price[i] = (float)((seed + i) % 9) / 8.0f - 0.5f;
     const ple_column cols[5] = {
-        {NULL, t->ids[0], NULL, SHARED_BATCH},     {NULL, t->ids[1], NULL, SHARED_BATCH},
-        {NULL, t->ids[2], NULL, SHARED_BATCH},     {NULL, t->ids[3], NULL, SHARED_BATCH * 6},
-        {NULL, NULL, t->price, SHARED_BATCH},
+        {NULL, t->ids[0], NULL, SHARED_BATCH, NULL, 0},
+        {NULL, t->ids[1], NULL, SHARED_BATCH, NULL, 0},
+        {NULL, t->ids[2], NULL, SHARED_BATCH, NULL, 0},
+        {NULL, t->ids[3], NULL, SHARED_BATCH * 6, NULL, 0},
+        {NULL, NULL, t->price, SHARED_BATCH, NULL, 0},
     };
     memcpy(t->cols, cols, sizeof cols);
 }

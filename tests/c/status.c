@@ -133,6 +133,7 @@ static void version_and_statuses(void) {
         PLE_STATUS_UNKNOWN_INPUT,
         PLE_STATUS_SESSION_BUSY,
         PLE_STATUS_EXECUTOR_FAILED,
+        PLE_STATUS_RAGGED_INPUT,
     };
     CHECK(PLE_STATUS_OK == 0);
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -539,7 +540,7 @@ static void dense_model(const char *path) {
 
     STATUS(ple_session_run_dense(s, batch, x, batch * w, out1, batch * ow, g1, batch * gw),
            PLE_STATUS_OK);
-    ple_column col = {NULL, NULL, x, batch * w};
+    ple_column col = {NULL, NULL, x, batch * w, NULL, 0};
     STATUS(ple_session_run(s, batch, &col, 1, out2, batch * ow, g2, batch * gw), PLE_STATUS_OK);
     CHECK(memcmp(out1, out2, batch * ow * sizeof *out1) == 0);
     CHECK(memcmp(g1, g2, batch * gw * sizeof *g1) == 0);
@@ -629,10 +630,11 @@ int main(int argc, char **argv) {
             missing++;
         }
     }
-    printf("statuses walked: %zu of 20 (PLE_STATUS_PANIC needs an internal bug, "
+    printf("statuses walked: %zu of 21 (PLE_STATUS_PANIC needs an internal bug, "
            "PLE_STATUS_SYSTEM a thread the system refuses or a refused lock: warm.c; "
            "PLE_STATUS_CANCELLED: warm.c; PLE_STATUS_SESSION_BUSY two threads: "
-           "hardening.c; PLE_STATUS_EXECUTOR_FAILED: pool.c)\n",
+           "hardening.c; PLE_STATUS_EXECUTOR_FAILED: pool.c; PLE_STATUS_RAGGED_INPUT: "
+           "ragged.c)\n",
            sizeof walked / sizeof walked[0] - (size_t)missing);
     printf("%d checks, %d failures\n", checks, failures + missing);
     return failures + missing ? 1 : 0;

@@ -77,6 +77,24 @@ int main(int argc, char **argv) {
     s.run(2, cols, out);
     CHECK(out[0] > 0.0f && out[0] < 1.0f);
 
+    // The same sequences ragged: recent_items pads with 0, so [1 x6], [1 1 0 0 0 0] and
+    // [1 x6], [1 1] score alike, bit for bit.
+    {
+        std::vector<int64_t> padded_seq(12, 1), values(8, 1), offsets{0, 6, 8};
+        std::fill(padded_seq.begin() + 8, padded_seq.end(), 0);
+        std::vector<ple_column> pc = cols, rc = cols;
+        pc[3] = ple::ids(padded_seq, "recent_items");
+        rc[3] = ple::ragged_ids(values, offsets, "recent_items");
+        std::vector<float> a(4), b(4);
+        s.run(2, pc, a);
+        s.run(2, rc, b);
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+        offsets[1] = 7;  // sample 0 then holds 7 ids, over max_len 6
+        offsets[2] = 8;
+        expect_error([&] { s.run(2, rc, b); }, PLE_STATUS_RAGGED_INPUT,
+                     "'recent_items', sample 0: 7 ids, more than the input's max_len of 6");
+    }
+
     // Errors carry the session's detailed message; outputs stay untouched.
     std::vector<float> keep = out;
     u[1] = 64;  // vocab is 64

@@ -9,7 +9,10 @@
 //! - [`check_score`]: `Session::run` on fixed valid models with arbitrary batch sizes, buffer
 //!   lengths, column counts, kinds, ids and floats returns `Ok` exactly when the call is valid
 //!   by the documented contract, never panics, leaves the output and gate buffers untouched on
-//!   `Err`, and on `Ok` writes every float, deterministically.
+//!   `Err`, and on `Ok` writes every float, deterministically. With flag bit 0x80 its sequence
+//!   columns come ragged (`Input::RaggedIds`: random lengths, pad ids inside samples, special
+//!   ids, and in chaotic calls broken offsets), and a valid ragged call must score bit for bit
+//!   what its padded form scores.
 
 use std::cell::RefCell;
 
@@ -246,6 +249,12 @@ impl Rng {
 enum Column {
     Ids(Vec<i64>),
     Floats(Vec<f32>),
+    /// A ragged sequence column and, when it is valid, its padded form.
+    Ragged {
+        ids: Vec<i64>,
+        offsets: Vec<i64>,
+        padded: Option<Vec<i64>>,
+    },
 }
 
 impl Column {
@@ -253,8 +262,114 @@ impl Column {
         match self {
             Column::Ids(v) => Input::Ids(v),
             Column::Floats(v) => Input::Floats(v),
+            Column::Ragged { ids, offsets, .. } => Input::RaggedIds { ids, offsets },
         }
     }
+
+    /// The padded form of a valid ragged column; other columns as they are.
+    fn as_padded_input(&self) -> Input<'_> {
+        match self {
+            Column::Ragged {
+                padded: Some(p), ..
+            } => Input::Ids(p),
+            c => c.as_input(),
+        }
+    }
+}
+
+/// A ragged column for sequence input `f` and `batch` samples, steered by the control byte
+/// `ctl`: lengths (any up to max_len, all max_len, up to max_len + 1, or short), special ids,
+/// pad ids inside samples and, in chaotic calls, one kind of broken offsets.
+fn ragged_column(
+    f: &ple::model::graph::Feature,
+    batch: usize,
+    ctl: u8,
+    chaos: bool,
+    r: &mut Reader,
+    rng: &mut Rng,
+) -> Column {
+    let max_len = f.max_len as u64;
+    let (mut ids, mut offsets) = (Vec::new(), vec![0i64]);
+    for _ in 0..batch {
+        let len = match ctl & 3 {
+            0 => rng.below(max_len + 1),
+            1 => max_len,
+            2 => rng.below(max_len + 2),
+            _ => rng.below(3).min(max_len),
+        };
+        for _ in 0..len {
+            ids.push(valid_id(f, rng));
+        }
+        offsets.push(ids.len() as i64);
+    }
+    if ctl & 4 != 0 {
+        for _ in 0..(r.u8() % 4) {
+            let (k, pos) = (r.u8(), r.u8() as usize);
+            if !ids.is_empty() {
+                let n = ids.len();
+                ids[pos % n] = special_id(f, k);
+            }
+        }
+    }
+    if ctl & 8 != 0 {
+        let pad = f.pad_id.unwrap_or(0);
+        for id in ids.iter_mut().step_by(3) {
+            *id = pad;
+        }
+    }
+    if chaos {
+        let k = r.u8() as usize % offsets.len();
+        match (ctl >> 4) & 7 {
+            0 => offsets[0] = 1,
+            1 => offsets[k] -= 1,
+            2 => *offsets.last_mut().expect("batch + 1") += 1,
+            3 => drop(offsets.pop()),
+            4 => offsets.push(ids.len() as i64),
+            5 => offsets[k] = -1,
+            6 => offsets[k] = i64::MAX,
+            _ => {}
+        }
+    }
+    let padded = ragged_valid(f, batch, &ids, &offsets).then(|| {
+        let pad = f.pad_id.unwrap_or(0);
+        let mut p = Vec::with_capacity(batch * f.max_len);
+        for w in offsets.windows(2) {
+            let sample = &ids[w[0] as usize..w[1] as usize];
+            p.extend_from_slice(sample);
+            p.extend(std::iter::repeat_n(pad, f.max_len - sample.len()));
+        }
+        p
+    });
+    Column::Ragged {
+        ids,
+        offsets,
+        padded,
+    }
+}
+
+/// Whether the session must accept a ragged column (the documented contract, written out
+/// independently of the session's own checks): batch + 1 offsets from 0, never decreasing, ending
+/// at the number of ids; every sample at most max_len ids, exactly max_len without a pad id;
+/// every id, and the pad id of a short sample, in range.
+fn ragged_valid(
+    f: &ple::model::graph::Feature,
+    batch: usize,
+    ids: &[i64],
+    offsets: &[i64],
+) -> bool {
+    if offsets.len() != batch + 1 || offsets[0] != 0 || offsets[batch] != ids.len() as i64 {
+        return false;
+    }
+    if offsets.windows(2).any(|w| w[1] < w[0]) {
+        return false;
+    }
+    offsets.windows(2).all(|w| {
+        let sample = &ids[w[0] as usize..w[1] as usize];
+        let short = sample.len() < f.max_len;
+        sample.len() <= f.max_len
+            && sample.iter().all(|&id| id_in_range(f, id))
+            && (!short || f.pad_id.is_some_and(|pad| id_in_range(f, pad)))
+    })
 }
 
 /// One valid column per model input for `batch` samples.
@@ -399,10 +514,21 @@ fn score_one(r: &mut Reader, loaded: &mut Loaded) {
             expected
         };
         let value_mode = ctl >> 6;
-        if swap || len != expected {
+        let ragged = flags & 0x80 != 0
+            && !as_floats
+            && feature.is_some_and(|f| f.kind == InputKind::Sequence);
+        // (A ragged column's length is its own: `ragged_column` decides its validity.)
+        if swap || (len != expected && !ragged) {
             expected_ok = false;
         }
-        if as_floats {
+        if let (true, Some(f)) = (ragged, feature) {
+            let ctl = r.u8();
+            let column = ragged_column(f, batch, ctl, chaos, r, &mut rng);
+            if matches!(column, Column::Ragged { padded: None, .. }) {
+                expected_ok = false;
+            }
+            cols.push(column);
+        } else if as_floats {
             let v: Vec<f32> = match value_mode {
                 2 => (0..len).map(|_| f32::from_bits(r.u32())).collect(),
                 1 => {
@@ -478,6 +604,11 @@ fn score_one(r: &mut Reader, loaded: &mut Loaded) {
                 !expected_ok,
                 "valid call rejected (batch {batch}, max_batch {max_batch}): {e}"
             );
+            // A caught panic is a bug, whatever the input: bad input is a validation error.
+            assert!(
+                !matches!(e, ple::Error::Panic { .. }),
+                "scoring panicked (caught): {e}"
+            );
             assert!(
                 out.iter().all(|x| x.to_bits() == SENTINEL_A),
                 "run returned Err ({e}) but wrote the output buffer"
@@ -505,6 +636,17 @@ fn score_one(r: &mut Reader, loaded: &mut Loaded) {
             assert_same_bits(&out, &out2, "output");
             if let (Some(g), Some(g2)) = (&gates, &gates2) {
                 assert_same_bits(g, g2, "gates");
+            }
+            // Ragged columns score what their padded form scores, bit for bit.
+            if cols.iter().any(|c| matches!(c, Column::Ragged { .. })) {
+                let padded: Vec<Input> = cols.iter().map(Column::as_padded_input).collect();
+                session
+                    .run(&padded, batch, &mut out2, gates2.as_deref_mut())
+                    .expect("the padded form of a valid ragged call failed");
+                assert_same_bits(&out, &out2, "output (ragged vs padded)");
+                if let (Some(g), Some(g2)) = (&gates, &gates2) {
+                    assert_same_bits(g, g2, "gates (ragged vs padded)");
+                }
             }
         }
     }

@@ -96,6 +96,12 @@ impl Writer {
         self.push_tensor(name, dtype, Layout::Panel16, k, n, encode(dtype, &packed))
     }
 
+    /// The stored bytes of tensor `t`, for tests that need particular values in it.
+    pub fn tensor_bytes_mut(&mut self, t: u32) -> &mut [u8] {
+        let r = &self.meta.tensors[t as usize];
+        &mut self.data[r.offset as usize..(r.offset + r.size) as usize]
+    }
+
     /// Serialises the file.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.to_bytes_with_offsets().0
