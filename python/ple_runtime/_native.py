@@ -91,6 +91,7 @@ class Column(ctypes.Structure):
         ("floats", ctypes.POINTER(ctypes.c_float)),
         ("len", ctypes.c_size_t),
         ("offsets", ctypes.POINTER(ctypes.c_int64)),  # ragged sequences; Model.predict pads instead
+        ("offsets_len", ctypes.c_size_t),
     ]
 
 
