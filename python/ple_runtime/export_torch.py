@@ -221,6 +221,13 @@ def _identity_layer(width: int) -> list[dict]:
 # --------------------------------------------------------------------------- torch-rechub
 
 
+# The bound on a torch-rechub sequence with a padding_idx when export() is not given max_len: 256
+# holds the behaviour histories of common recommenders (tens to a couple of hundred ids) with room
+# to spare; a longer sequence is refused at scoring (docs/EXPORT.md). Callers sending ragged
+# sequences pay nothing for a larger bound; padded callers send batch x max_len ids.
+DEFAULT_MAX_LEN = 256
+
+
 def _rechub_features(model: nn.Module, features: list, max_len, one_dim: bool = True) -> dict:
     """features, tables and x0 order of a torch-rechub model (sparse/sequence first, dense last)."""
     from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
@@ -252,9 +259,12 @@ def _rechub_features(model: nn.Module, features: list, max_len, one_dim: bool = 
                 raise ExportError(f"{where}: pooling {fea.pooling!r} is not supported (torch-rechub's multi-task "
                                   "models can only use sum or mean)")
             length = max_len.get(fea.name) if isinstance(max_len, dict) else max_len
+            if length is None and fea.padding_idx is not None:
+                length = DEFAULT_MAX_LEN  # only a bound: padding is masked, so L changes no score
             if length is None:
-                raise ExportError(f"{where}: torch-rechub sequences have no fixed length; pass "
-                                  f"max_len={{{fea.name!r}: L}} (the padded length callers will send)")
+                raise ExportError(f"{where}: torch-rechub sequences have no fixed length, and without padding_idx "
+                                  f"every position counts in the pooling, so the padded length changes the "
+                                  f"scores; pass max_len={{{fea.name!r}: L}} (the padded length used in training)")
             out_feats.append({"name": fea.name, "kind": "sequence", "table": owner, "max_len": int(length),
                               "pooling": fea.pooling, "pad_id": fea.padding_idx, "id_f32": False})
         emb_order.append(fea.name)
@@ -462,7 +472,10 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
     name: the model name stored in the file (default "<library>.<class>").
     task_names: output names (default: DeepCTR's task_names; torch-rechub task0, task1, ...;
     ESMM keeps its fixed [cvr, ctr, ctcvr] / [ctr, ctcvr] names unless given).
-    max_len: fixed padded length of torch-rechub sequence features ({name: L} or one int).
+    max_len: the most ids per sample of torch-rechub sequence features ({name: L} or one int):
+    the bound of a ragged sequence and the length of a padded one. Default for a feature with a
+    padding_idx: DEFAULT_MAX_LEN (256); a feature without one needs it (its padded length is part
+    of what it computes).
     The spec's embedding tables are the model's own weights as numpy arrays (float32, not
     copies): write the spec before training the model further.
     """

@@ -83,13 +83,49 @@ def test_deepctr_quirks():
     assert spec["towers"][0]["mlp"][-1]["bias"][0] == spec["towers"][1]["mlp"][-1]["bias"][0]
 
 
+def test_sequence_bound_defaults_to_256_with_a_padding_idx():
+    Dense, Seq, Sparse, MLP, PLE, *_ = mf.rechub_imports()
+
+    def ple(feats):
+        return PLE(feats, ["classification"], 1, 1, 1, {"dims": [4]}, [{"dims": [2]}])
+
+    def bounds(model, **kw):
+        return {f["name"]: f["max_len"] for f in export_torch.to_spec(model, **kw)["features"]
+                if f["kind"] == "sequence"}
+
+    feats = [Sparse("u", 5, 2), Seq("h", 5, 2, pooling="mean", padding_idx=0),
+             Seq("g", 5, 2, pooling="sum", padding_idx=0)]
+    assert bounds(ple(feats)) == {"h": export_torch.DEFAULT_MAX_LEN, "g": 256}
+    assert bounds(ple(feats), max_len={"h": 1000}) == {"h": 1000, "g": 256}
+    assert bounds(ple(feats), max_len=7) == {"h": 7, "g": 7}
+
+
+def test_default_bound_scores_like_torch_on_shorter_padding(tmp_path):
+    """A file exported without max_len (bound 256) scores histories padded to 5 by torch as torch
+    does: padding is masked, so the length it is padded to changes nothing."""
+    from ple_runtime import verify
+    Dense, Seq, Sparse, MLP, PLE, *_ = mf.rechub_imports()
+    torch.manual_seed(3)
+    model = PLE([Sparse("u", 9, 4), Seq("h", 9, 4, pooling="mean", padding_idx=0)], ["classification"] * 2,
+                1, 1, 1, {"dims": [8]}, [{"dims": [4]}] * 2).eval()
+    path = tmp_path / "m.ple"
+    export_torch.export(model, path)
+    rng = np.random.default_rng(0)
+    hist = rng.integers(1, 9, size=(33, 5))
+    for r, n in enumerate(rng.integers(0, 6, size=33)):
+        hist[r, n:] = 0
+    inputs = {"u": rng.integers(0, 9, size=33), "h": hist}
+    report = verify(model, path, inputs, verbose=False)  # raises above 1e-5
+    assert report.ok and report.batch == 33
+
+
 def test_refusals():
     Dense, Seq, Sparse, MLP, PLE, *_ = mf.rechub_imports()
 
     def ple(feats, act="relu"):
         return PLE(feats, ["classification"], 1, 1, 1, {"dims": [4], "activation": act}, [{"dims": [2]}])
 
-    with pytest.raises(export_torch.ExportError, match="'h'.*pass max_len"):
+    with pytest.raises(export_torch.ExportError, match="'h'.*without padding_idx.*pass max_len"):
         export_torch.to_spec(ple([Sparse("u", 5, 2), Seq("h", 5, 2, pooling="sum")]))
     with pytest.raises(export_torch.ExportError, match="pooling 'concat'"):
         export_torch.to_spec(_with_concat(ple([Sparse("u", 5, 2), Seq("h", 5, 2, pooling="sum")])), max_len=3)
