@@ -76,6 +76,8 @@ pub struct InputSpec {
     /// The id a short sequence is padded with: the model's pad id, else `--pad-id`, else `None`
     /// (a short sequence is an error).
     pub pad: Option<i64>,
+    /// The model itself masks a pad id for this sequence: text rows go to the session ragged.
+    pub model_pads: bool,
 }
 
 impl InputSpec {
@@ -117,6 +119,7 @@ impl InputSpec {
                     InputKind::Sequence => f.pad_id.or_else(|| given(&f.name)),
                     _ => None,
                 },
+                model_pads: f.kind == InputKind::Sequence && f.pad_id.is_some(),
             })
             .collect())
     }
@@ -124,6 +127,12 @@ impl InputSpec {
     pub fn empty_column(&self) -> InputColumn {
         match self.kind {
             InputKind::Dense => InputColumn::Floats(Vec::new()),
+            // The model masks its pad id: rows go to the session ragged, unpadded (the same
+            // scores, bit for bit; padding would cost max_len ids per row).
+            InputKind::Sequence if self.model_pads => InputColumn::Ragged {
+                ids: Vec::new(),
+                offsets: vec![0],
+            },
             InputKind::Sparse | InputKind::Sequence => InputColumn::Ids(Vec::new()),
         }
     }
@@ -143,7 +152,7 @@ impl InputSpec {
             }
             match column {
                 InputColumn::Floats(v) => v.push(parse_float(t)?),
-                InputColumn::Ids(v) => v.push(parse_id(t)?),
+                InputColumn::Ids(v) | InputColumn::Ragged { ids: v, .. } => v.push(parse_id(t)?),
             }
             Ok(())
         });
@@ -165,6 +174,10 @@ impl InputSpec {
     /// Checks the count of values `got` just appended and pads a short sequence.
     fn complete(&self, got: usize, column: &mut InputColumn) -> Result<(), String> {
         let n = self.values_per_sample;
+        if let (InputColumn::Ragged { ids, offsets }, true) = (&mut *column, got <= n) {
+            offsets.push(ids.len() as i64);
+            return Ok(());
+        }
         if got == n {
             return Ok(());
         }
@@ -435,6 +448,7 @@ pub(crate) mod tests {
             kind,
             values_per_sample,
             pad,
+            model_pads: false,
         }
     }
 
@@ -454,6 +468,24 @@ pub(crate) mod tests {
         let e = strict.push_texts(split_cell("1"), &mut c).unwrap_err();
         assert!(e.contains("--pad-id"), "{e}");
         assert_eq!(c.len(), 8, "a failed row leaves the column as it was");
+        // A model that masks its pad id: rows stay ragged; a failed row leaves no trace.
+        let r = InputSpec {
+            model_pads: true,
+            ..spec("f", InputKind::Sequence, 4, Some(0))
+        };
+        let mut c = r.empty_column();
+        r.push_texts(split_cell("7 8"), &mut c).unwrap();
+        r.push_texts(split_cell(""), &mut c).unwrap();
+        assert!(r.push_texts(split_cell("1 2 3 4 5"), &mut c).is_err());
+        assert!(r.push_texts(split_cell("1 x"), &mut c).is_err());
+        r.push_texts(split_cell("1 2 3 4"), &mut c).unwrap();
+        let ragged = InputColumn::Ragged {
+            ids: vec![7, 8, 1, 2, 3, 4],
+            offsets: vec![0, 2, 2, 6],
+        };
+        assert_eq!(c, ragged);
+        c.truncate(0);
+        assert_eq!(c, r.empty_column());
         let d = spec("f", InputKind::Dense, 2, None);
         let mut f = InputColumn::Floats(vec![]);
         assert!(d.push_texts(split_cell("1.5"), &mut f).is_err());
