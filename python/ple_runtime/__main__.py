@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="weight storage (default f32)")
     exp.add_argument("--name", help="model name stored in the file (default <library>.<class>)")
     exp.add_argument("--task-names", help="comma-separated output names (default: the model's)")
-    exp.add_argument("--max-len", help="torch-rechub sequence lengths: L for all, or name=L,name=L")
+    exp.add_argument("--max-len", help="torch-rechub sequence bounds: L for all, or name=L,name=L "
+                     "(default 256 for sequences with a padding_idx)")
     exp.add_argument("--state-dict", help="load these weights (torch.save(model.state_dict())) into MODEL first")
     exp.add_argument("--verify", action="store_true", help="then verify the file against the model")
     exp.add_argument("--batch", type=int, default=1024, help="random inputs for --verify (default 1024)")

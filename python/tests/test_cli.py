@@ -104,8 +104,14 @@ def test_verify_fails_with_exit_code_2(factory_module, tmp_path, capsys):
 
 
 def test_export_refusal_is_reported(factory_module, tmp_path, capsys):
-    assert main(["export", f"{factory_module}:build", str(tmp_path / "m.ple")]) == 1  # no --max-len
-    assert "pass max_len" in capsys.readouterr().err
+    assert main(["export", f"{factory_module}:build", str(tmp_path / "m.ple"), "--task-names", "ctr"]) == 1
+    assert "task_names: 1 names for 2 outputs" in capsys.readouterr().err
+
+
+def test_export_without_max_len_bounds_sequences_at_256(factory_module, tmp_path):
+    out = tmp_path / "m.ple"
+    assert main(["export", f"{factory_module}:build", str(out)]) == 0  # hist has a padding_idx
+    assert ple_runtime.Model(out).input("hist").max_len == 256
 
 
 def test_export_md_ten_lines(tmp_path, monkeypatch, capsys):
