@@ -127,7 +127,9 @@ fn main() {
             let quantize = |level, codes: &mut [u8], scale: &mut [f32], zero: &mut [i32]| {
                 // SAFETY: `a` holds m rows of k floats; the buffers hold m rows; the level is
                 // available.
-                unsafe { int8::quantize_rows(level, m, k, a.as_ptr(), k, codes, ld, scale, zero) };
+                unsafe {
+                    int8::quantize_rows(level, m, k, a.as_ptr(), k, None, codes, ld, scale, zero)
+                };
             };
             let int8_run = |level: I8Level| {
                 let (mut codes, mut scale, mut zero) =

@@ -1,4 +1,4 @@
-"""int8 beside f32: ple (f32, int8 as exported by default, int8 with every wide layer) and ONNX
+"""int8 beside f32: ple (f32, int8 as exported by default, int8 with calibrated input scales) and ONNX
 Runtime (f32, and the same ONNX file through onnxruntime.quantization.quantize_dynamic) on the
 benchmark's dense-input torch-rechub PLEs ("criteo", "large"; benches/compare/driver.py builds
 them), single thread, batches 1/16/256/1024, timed interleaved in one Python process (ple through
@@ -114,8 +114,9 @@ def main() -> int:
       "shared 2-core VM, so absolute numbers drift; ratios from one loop hold better.")
     w("")
     w("Runtimes: **ple f32**; **ple int8** as `export(dtype=\"int8\")` writes it (layers with < 32 outputs "
-      "and the layers reading x0 stay f32: EXPORT.md, int8); **ple int8 all** with the x0-reading expert "
-      "layers forced to int8 too (`precision=`; less accurate, faster); **ORT f32**; **ORT int8** "
+      "stay f32, the layers reading x0 are int8 with data-free input scales: EXPORT.md, int8; these models "
+      "take x0 as one dense input, so the data-free scales are all 1 and the file has none); **ple int8 cal** "
+      "with input scales measured by `calibration=` on 1,024 other samples; **ORT f32**; **ORT int8** "
       "(`quantize_dynamic` on the same ONNX file). Python call paths: ple `Model.predict`, ORT IoBinding.")
     w("")
     header, lines = lines, []
@@ -133,22 +134,20 @@ def main() -> int:
             quantize_dynamic(str(d / "model.onnx"), str(d / "model_int8.onnx"), weight_type=QuantType.QInt8)
         export_torch.export(dense_model, d / "f32.ple")
         export_torch.export(dense_model, d / "i8.ple", dtype="int8")
-        pf = fmt.read_header_and_meta(d / "i8.ple")
-        x0_layers = {t.name[:-2]: "int8" for t in pf.tensors
-                     if t.name.startswith("l0.") and t.name.endswith(".0.w") and t.rows == width and t.cols >= 32}
-        export_torch.export(dense_model, d / "i8all.ple", dtype="int8", precision=x0_layers)
+        calibration = {"x": driver.x0_of(feat_model, feats, driver.make_inputs(feats, vocabs, 1024, rng))}
+        export_torch.export(dense_model, d / "i8cal.ple", dtype="int8", calibration=calibration)
         def size(name: str) -> int:  # an ONNX file's weights may sit in <name>.data beside it
             return sum(p.stat().st_size for p in d.glob(name + "*"))
-        sizes = {k: size(f) for k, f in [("ple f32", "f32.ple"), ("ple int8", "i8.ple"), ("ple int8 all", "i8all.ple"),
+        sizes = {k: size(f) for k, f in [("ple f32", "f32.ple"), ("ple int8", "i8.ple"), ("ple int8 cal", "i8cal.ple"),
                                          ("ORT f32", "model.onnx"), ("ORT int8", "model_int8.onnx")]}
         w(f"## {mname}, dense input ({width} floats per sample)")
         w("")
         w("File sizes: " + ", ".join(f"{k} {driver.fmt_bytes(v)}" for k, v in sizes.items()) + ".")
         w("")
         models = {"ple f32": ple_runtime.Model(d / "f32.ple"), "ple int8": ple_runtime.Model(d / "i8.ple"),
-                  "ple int8 all": ple_runtime.Model(d / "i8all.ple")}
-        w("| batch | " + " | ".join(f"{k} µs" for k in ["ple f32", "ple int8", "ple int8 all", "ORT f32", "ORT int8"])
-          + " | int8 ÷ ple f32 | int8 all ÷ ple f32 | ple int8 vs ORT int8 | ple int8 all vs ORT int8 |")
+                  "ple int8 cal": ple_runtime.Model(d / "i8cal.ple")}
+        w("| batch | " + " | ".join(f"{k} µs" for k in ["ple f32", "ple int8", "ple int8 cal", "ORT f32", "ORT int8"])
+          + " | int8 ÷ ple f32 | int8 cal ÷ ple f32 | ple int8 vs ORT int8 | ple int8 cal vs ORT int8 |")
         w("|---:|" + "---:|" * 9)
         acc = {}
         for b in batches:
@@ -168,8 +167,8 @@ def main() -> int:
             def ratio(num, den):
                 return float(np.median(np.array(s[num]) / np.array(s[den])))
             w(f"| {b} | " + " | ".join(driver.fmt_us(med[k]) for k in fns)
-              + f" | {ratio('ple f32', 'ple int8'):.2f}× | {ratio('ple f32', 'ple int8 all'):.2f}× "
-              f"| {ratio('ORT int8', 'ple int8'):.2f}× | {ratio('ORT int8', 'ple int8 all'):.2f}× |")
+              + f" | {ratio('ple f32', 'ple int8'):.2f}× | {ratio('ple f32', 'ple int8 cal'):.2f}× "
+              f"| {ratio('ORT int8', 'ple int8'):.2f}× | {ratio('ORT int8', 'ple int8 cal'):.2f}× |")
             for k, o in outs.items():
                 dlt = np.abs(o.astype(np.float64) - ref)
                 a = acc.setdefault(k, [0.0, 0.0, 0])

@@ -9,8 +9,9 @@ committed ``tests/cross_writer/codes.txt`` (see :func:`table`).
 from __future__ import annotations
 
 MAGIC = b"\x89PLE\r\n\x1a\n"
-MAJOR, MINOR = 1, 1
+MAJOR, MINOR = 1, 2
 MINOR_INT8 = 1  # the first minor that may hold i8 tensors; files without them say 0
+MINOR_INPUT_SCALES = 2  # the first minor with the input-scales section; files without input scales say 1 or 0
 HEADER_SIZE = 64
 ALIGN = 64
 NONE = 0xFFFFFFFF

@@ -547,11 +547,12 @@ def to_spec(model: Any, *, name: str | None = None, task_names: list[str] | None
 
 
 def export(model: Any, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,
-           *, progress: bool | None = None, precision: dict | None = None, **kwargs) -> fmt.PleFile:
+           *, progress: bool | None = None, precision: dict | None = None, equalize: bool = True,
+           calibration: dict | None = None, **kwargs) -> fmt.PleFile:
     """Write a DeepCTR Keras model as a .ple file: ``write(to_spec(model, **kwargs), path, ...)``
     (``progress`` as in :func:`ple_runtime.write`)."""
     return fmt.write(to_spec(model, **kwargs), path, dtype=dtype, round_weights_to_f16=round_weights_to_f16,
-                     progress=progress, precision=precision)
+                     progress=progress, precision=precision, equalize=equalize, calibration=calibration)
 
 
 def keras_inputs(model: Any, inputs: dict) -> dict:

@@ -498,14 +498,16 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
 
 
 def export(model: nn.Module, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,
-           *, progress: bool | None = None, precision: dict | None = None, **kwargs) -> fmt.PleFile:
+           *, progress: bool | None = None, precision: dict | None = None, equalize: bool = True,
+           calibration: dict | None = None, **kwargs) -> fmt.PleFile:
     """Write a model as a .ple file: ``write(to_spec(model, **kwargs), path, ...)``. The
     embedding tables are streamed from the model's own memory (never copied whole);
     ``progress`` as in :func:`ple_runtime.write` (None: a bar when stderr is a terminal).
     ``dtype="int8"`` quantizes the dense layers of at least 32 outputs (the others and the
-    tables stay f32); ``precision`` overrides it per layer or MLP (:func:`ple_runtime.write`)."""
+    tables stay f32), those reading x0 with input scales (``equalize``, ``calibration``);
+    ``precision`` overrides it per layer or MLP (:func:`ple_runtime.write`)."""
     return fmt.write(to_spec(model, **kwargs), path, dtype=dtype, round_weights_to_f16=round_weights_to_f16,
-                     progress=progress, precision=precision)
+                     progress=progress, precision=precision, equalize=equalize, calibration=calibration)
 
 
 def torch_inputs(model: nn.Module, inputs: dict) -> Any:

@@ -27,4 +27,4 @@ from .storage import (  # noqa: F401
     dice_bn_rows, fold_batchnorm, int8_problem, int8_weight_bytes, pack_int8, pack_panel16, quantize_int8, unpack_int8,
     unpack_panel16,
 )
-from .writer import INT8_MIN_OUTPUTS, tensor_prefix, to_bytes, write  # noqa: F401
+from .writer import INT8_MIN_OUTPUTS, X0_SCALE_TENSOR, tensor_prefix, to_bytes, write, x0_input_scales  # noqa: F401

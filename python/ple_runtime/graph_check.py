@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .codes import (
-    ACT_CODES, ACT_NAMES, DTYPE_F16, DTYPE_F32, DTYPE_NAMES, KIND_DENSE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4,
+    ACT_CODES, ACT_NAMES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, KIND_DENSE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4,
     LAYOUT_PLAIN,
     MAX_WORKING_FLOATS, NONE, OUTPUT_PRODUCT, TOWER_INPUT_NAMES, FormatError,
 )
@@ -172,6 +172,31 @@ def _check_coverage(pf: PleFile, used_mlps: set[int]) -> None:
     for layers in pf.mlps:
         for layer in layers:
             referenced |= {layer.weight, layer.bias, layer.act_param}
+    referenced |= _check_input_scales(pf)
     for i, t in enumerate(pf.tensors):
         if i not in referenced:
             raise FormatError(f"tensor {i} ({t.name!r}) is not used by the graph (no unreferenced data is allowed)")
+
+
+def _check_input_scales(pf: PleFile) -> set[int]:
+    """The input-scales section (format 1.2): each record names an existing i8 layer at most once
+    and an f32 plain [1, k] tensor (its values are checked with the data). Returns the tensors."""
+    seen, tensors = set(), set()
+    for i, (m, j, r) in enumerate(pf.input_scales):
+        what = f"input scale {i} (mlp {m} layer {j})"
+        if m >= len(pf.mlps) or j >= len(pf.mlps[m]):
+            raise FormatError(f"{what}: no such layer")
+        w = pf.tensors[pf.mlps[m][j].weight]
+        if w.dtype != DTYPE_I8:
+            raise FormatError(f"{what}: the layer is {DTYPE_NAMES[w.dtype]}; input scales are for i8 layers only")
+        if (m, j) in seen:
+            raise FormatError(f"{what}: the layer has input scales already")
+        seen.add((m, j))
+        if r >= len(pf.tensors):
+            raise FormatError(f"{what}: tensor index {r} out of range")
+        t = pf.tensors[r]
+        if t.dtype != DTYPE_F32 or t.layout != LAYOUT_PLAIN or t.rows != 1 or t.cols != w.rows:
+            raise FormatError(f"{what}: tensor {t.name!r} must be f32 plain [1, {w.rows}], "
+                              f"is {DTYPE_NAMES[t.dtype]} {LAYOUT_NAMES[t.layout]} [{t.rows}, {t.cols}]")
+        tensors.add(r)
+    return tensors

@@ -18,7 +18,7 @@ import numpy as np
 
 from .codes import (
     ACT_NAMES, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, FormatError, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
-    KIND_SEQUENCE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MINOR_INT8, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC,
+    KIND_SEQUENCE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MINOR_INT8, MINOR_INPUT_SCALES, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC,
     MAJOR, MASK_NAMES, MASK_PAD_ID, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS, MAX_LEN,
     MAX_LEVELS, MAX_META, MAX_OUTPUTS, MAX_TASKS, MINOR, NONE, OUTPUT_KIND_NAMES, OUTPUT_TOWER, POOL_NAMES,
     TENSOR_DIM_LIMIT, TOWER_ACT_NAMES, TOWER_INPUT_NAMES, align64,
@@ -113,6 +113,8 @@ class PleFile:
     x0_width: int = 0
     output_width: int = 0
     gate_width: int = 0
+    # Format 1.2: (mlp, layer, tensor) of each int8 layer whose quantizer reads x_j * r_j.
+    input_scales: list = dataclasses.field(default_factory=list)
 
 
 class _Cursor:
@@ -232,11 +234,16 @@ def _parse(src, verify_data: bool) -> PleFile:
     bottom, n_tasks, levels = _read_levels(cur)
     towers = _read_towers(cur, n_tasks)
     outputs = _read_outputs(cur, string)
+    input_scales = []
+    if minor >= MINOR_INPUT_SCALES:
+        n = cur.count("input scale count", 12, LIMIT_MLPS * MAX_LAYERS)
+        input_scales = [cur.unpack("III", f"input scale {i}") for i in range(n)]
     if cur.left() and minor <= MINOR:
         raise FormatError(f"{cur.left()} trailing metadata bytes (minor {minor})")
 
     pf = PleFile(major, minor, file_size, meta_size, data_offset, data_size, meta_crc, data_crc, strings, tensors,
-                 model_name, flags, features, order, mlps, bottom, n_tasks, levels, towers, outputs)
+                 model_name, flags, features, order, mlps, bottom, n_tasks, levels, towers, outputs,
+                 input_scales=input_scales)
     check_graph(pf)
     if verify_data:
         _check_padding(pf, src)
@@ -439,7 +446,9 @@ def _read_outputs(cur: _Cursor, string) -> list[OutputInfo]:
 
 def _check_padding(pf: PleFile, src) -> None:
     """Padding after each tensor, and panel16 columns past n, must be zero (reads only those
-    bytes: the padding, and the last panel of a panel16 tensor whose n is not a multiple of 16)."""
+    bytes: the padding, and the last panel of a panel16 tensor whose n is not a multiple of 16);
+    int8 weights and input scales are read whole and checked."""
+    scale_tensors = {t for _, _, t in pf.input_scales}
     for i, t in enumerate(pf.tensors):
         end = t.offset + t.size
         nxt = pf.tensors[i + 1].offset if i + 1 < len(pf.tensors) else pf.data_size
@@ -450,6 +459,12 @@ def _check_padding(pf: PleFile, src) -> None:
                                    t.rows, t.cols)
             if problem:
                 raise FormatError(f"tensor {i} ({t.name!r}): {problem}")
+        if i in scale_tensors:
+            r = np.frombuffer(src.read(pf.data_offset + t.offset, t.size), dtype="<f4")
+            bad = np.flatnonzero(~(np.isfinite(r) & (r > 0)))
+            if bad.size:
+                raise FormatError(f"tensor {i} ({t.name!r}): input scale of column {bad[0]} is {r[bad[0]]}, "
+                                  f"not finite and > 0")
         if t.layout == LAYOUT_PANEL16 and t.cols % 16:
             panel = t.rows * 16 * ELEMENT_SIZE[t.dtype]
             dt = np.dtype("<f4") if t.dtype == DTYPE_F32 else np.dtype("<f2")
@@ -497,9 +512,14 @@ def read_spec(path: str | os.PathLike) -> dict:
     def vector(idx: int) -> np.ndarray:
         return t[idx].reshape(-1)
 
-    def layer(rec: LayerInfo) -> dict:
+    scales = {(m, i): vector(r) for m, i, r in pf.input_scales}
+
+    def layer(rec: LayerInfo, where: tuple[int, int]) -> dict:
         act = ACT_NAMES[rec.act]
-        out = {"weight": t[rec.weight], "weight_layout": "in_out",
+        weight = t[rec.weight]
+        if where in scales:  # stored as diag(1/r)·W
+            weight = weight * scales[where][:, None]
+        out = {"weight": weight, "weight_layout": "in_out",
                "bias": None if rec.bias == NONE else vector(rec.bias), "activation": act}
         if act == "leaky_relu":
             out["slope"] = float(rec.act_scalar)
@@ -515,7 +535,7 @@ def read_spec(path: str | os.PathLike) -> dict:
         return out
 
     def mlp(m: int) -> list[dict]:
-        return [layer(rec) for rec in pf.mlps[m]]
+        return [layer(rec, (m, i)) for i, rec in enumerate(pf.mlps[m])]
 
     def feature(f: FeatureInfo) -> dict:
         out = {"name": f.name, "kind": KIND_NAMES[f.kind]}

@@ -44,7 +44,7 @@ from . import progress as progress_mod
 from . import spec as spec_mod
 from .codes import (
     ACT_CODES, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, HEADER_SIZE, KIND_CODES,
-    LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MAGIC, MINOR_INT8, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT,
+    LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MAGIC, MINOR_INPUT_SCALES, MINOR_INT8, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT,
     OUTPUT_TOWER, POOL_CODES, TOWER_ACT_CODES, TOWER_INPUT_CODES, FormatError, align64,
 )
 from .reader import PleFile, read_header_and_meta
@@ -55,11 +55,15 @@ from .storage import (
 
 # With dtype="int8", layers with fewer outputs than this stay f32 unless `precision` says
 # otherwise: quantizing their input costs as much as their whole product (gates, the last tower
-# layer; docs/DESIGN.md, int8 dense layers). So do the layers that read x0 (the concatenated
-# embeddings and raw dense features): their columns have unrelated scales, and one quantization
-# scale per sample erases the small ones (on a trained torch-rechub PLE, docs/EXPORT.md: mean
-# |delta score| 7.2e-3 with them in int8, 8.1e-4 without).
+# layer; docs/DESIGN.md, int8 dense layers). The layers that read x0 (the concatenated
+# embeddings and raw dense features) are int8 with input scales r (format 1.2, "equalization"):
+# x0's columns have unrelated magnitudes, and one quantization scale per sample would erase the
+# small ones (on a trained torch-rechub PLE, docs/EXPORT.md: mean |delta score| 7.2e-3 without r);
+# the quantizer reads x_j * r_j, with r_j ~ 1 / |x_j|, and the weights are diag(1/r) W.
 INT8_MIN_OUTPUTS = 32
+
+X0_SCALE_TENSOR = "input_scale.x0"
+"""The one r tensor every int8 layer reading x0 shares (the runtime then quantizes x0 once)."""
 
 CHUNK_BYTES = 4 << 20
 """The most bytes of a table converted at once (measured in the widest form a slice takes)."""
@@ -82,7 +86,8 @@ class _Builder:
     """Collects strings and tensor records, then serialises the metadata; tensor values are
     computed only when :func:`_write_data` asks for them."""
 
-    def __init__(self, dtype: str, round_weights_to_f16: bool, precision: dict | None = None):
+    def __init__(self, dtype: str, round_weights_to_f16: bool, precision: dict | None = None,
+                 equalize: bool = True, calibration: dict | None = None):
         if dtype not in ("f32", "f16", "int8"):
             raise ValueError(f"dtype must be 'f32', 'f16' or 'int8', got {dtype!r}")
         self.int8 = dtype == "int8"
@@ -93,6 +98,13 @@ class _Builder:
             if value not in ("f32", "f16", "int8"):
                 raise ValueError(f"precision[{key!r}] must be 'f32', 'f16' or 'int8', got {value!r}")
         self.used_precision: set[str] = set()
+        self.equalize = bool(equalize)
+        self.calibration = calibration
+        if calibration is not None and not self.equalize:
+            raise ValueError("calibration= chooses the input scales of equalization; it needs equalize=True")
+        self.canon: dict | None = None  # set by _build: x0's features, for the input scales
+        self.x0_scale_index: int | None = None
+        self._x0_scale: np.ndarray | None = None
         self.strings: list[str] = []
         self.string_index: dict[str, int] = {}
         self.tensors: list[_Tensor] = []
@@ -133,8 +145,8 @@ class _Builder:
     def layer_dtype(self, name: str, k: int, n: int, reads_x0: bool = False) -> str:
         """The storage of weight `name` ("<mlp>.<layer>.w"): `precision`'s entry for the layer
         ("<mlp>.<layer>") or its MLP ("<mlp>"), else, in an int8 file, int8 for layers of at
-        least INT8_MIN_OUTPUTS outputs that do not read x0 and f32 for the others, else the
-        file's dtype."""
+        least INT8_MIN_OUTPUTS outputs and f32 for the others (with equalize=False, x0's readers
+        f32 too), else the file's dtype."""
         layer = name[:-2] if name.endswith(".w") else name
         mlp = layer.rsplit(".", 1)[0]
         for key in (layer, mlp):
@@ -145,31 +157,55 @@ class _Builder:
         else:
             if not self.int8:
                 return DTYPE_NAMES[self.big_dtype]
-            chosen = "int8" if n >= INT8_MIN_OUTPUTS and not reads_x0 else "f32"
+            chosen = "int8" if n >= INT8_MIN_OUTPUTS and (self.equalize or not reads_x0) else "f32"
         if chosen == "int8" and k > INT8_MAX_K:
             raise FormatError(f"tensor {name!r}: {k} inputs, over the int8 limit of {INT8_MAX_K}")
         return chosen
 
-    def weight(self, name: str, layer: dict, reads_x0: bool = False) -> int:
+    def weight(self, name: str, layer: dict, reads_x0: bool = False) -> tuple[int, int | None]:
         """A layer's weight with its BatchNorm folded in, as panel16 [k = in, n = out] (f32 or
-        f16), or panel16x4 int8 (quantized in float64 from the folded weight)."""
+        f16), or panel16x4 int8 (quantized in float64 from the folded weight; for a layer
+        reading x0 with equalization, from diag(1/r)·W). Returns the weight's tensor index and
+        its input-scale tensor's (None without one)."""
         n, k = layer["weight"].shape
         chosen = self.layer_dtype(name, k, n, reads_x0)
         if chosen == "int8":
+            scale_index = self.x0_scale_tensor() if reads_x0 and self.equalize else None
+            scaled = scale_index is not None
+
             def quantized() -> Iterator[np.ndarray]:
                 logical = np.ascontiguousarray(fold_batchnorm(layer)[0].T, dtype=np.float64)
                 if not np.all(np.isfinite(logical)):
                     raise FormatError(f"tensor {name!r}: a weight is not finite")
+                if scaled:  # powers of two: the division is exact
+                    logical = logical / self.x0_scale()[:, None]
                 yield pack_int8(*quantize_int8(logical))
 
-            return self._add(name, DTYPE_I8, LAYOUT_PANEL16X4, k, n, quantized)
+            return self._add(name, DTYPE_I8, LAYOUT_PANEL16X4, k, n, quantized), scale_index
         dtype = DTYPE_CODES[chosen]
 
         def values() -> Iterator[np.ndarray]:
             logical = np.ascontiguousarray(fold_batchnorm(layer)[0].T)
             yield pack_panel16(_rounded(name, logical, dtype, via_f16=self.round_f16))
 
-        return self._add(name, dtype, LAYOUT_PANEL16, k, n, values)
+        return self._add(name, dtype, LAYOUT_PANEL16, k, n, values), None
+
+    def x0_scale_tensor(self) -> int | None:
+        """The index of the shared x0 input-scale tensor, added before its first reader; None
+        when every r_j is 1 (a dense-input model without calibration: nothing to scale)."""
+        if np.all(self.x0_scale() == 1.0):
+            return None
+        if self.x0_scale_index is None:
+            width = x0_width(self.canon)
+            self.x0_scale_index = self._add(X0_SCALE_TENSOR, DTYPE_F32, LAYOUT_PLAIN, 1, width,
+                                             lambda: iter([self.x0_scale().astype("<f4")]))
+        return self.x0_scale_index
+
+    def x0_scale(self) -> np.ndarray:
+        """r for x0's columns (float64, powers of two, computed once): see :func:`x0_input_scales`."""
+        if self._x0_scale is None:
+            self._x0_scale = x0_input_scales(self.canon, self.calibration)
+        return self._x0_scale
 
     def vector(self, name: str, rows: int, cols: int, make: Callable[[], np.ndarray]) -> int:
         """A small f32 tensor (bias, activation parameter) of shape [rows, cols]."""
@@ -178,6 +214,49 @@ class _Builder:
             yield _rounded(name, np.asarray(make(), dtype=np.float64).reshape(-1), DTYPE_F32, via_f16=False)
 
         return self._add(name, DTYPE_F32, LAYOUT_PLAIN, rows, cols, values)
+
+
+def x0_width(canon: dict) -> int:
+    widths = {f["name"]: f["width"] if f["kind"] == "dense" else canon["tables"][f["table"]].shape[1]
+              for f in canon["features"]}
+    return sum(widths[name] for name in canon["x0_order"])
+
+
+def x0_input_scales(canon: dict, calibration: dict | None = None) -> np.ndarray:
+    """The input scales r of x0's columns (docs/EXPORT.md, int8): r_j = 1 / m_j rounded to the
+    nearest power of two, where m_j is a typical magnitude of column j, so that every x_j·r_j
+    spans about ±1 and one quantization step per sample fits them all. Powers of two make the
+    products x_j·r_j and the weights' division by r exact, so equalization changes nothing but
+    the quantization.
+
+    Data-free (``calibration`` None): an embedding column's m_j is its table column's max |value|
+    (read in pieces); a raw dense column's is 1 (its scale is unknown without data; the graphs
+    hold no BatchNorm on raw inputs). With ``calibration`` (per-feature inputs as
+    ``Model.predict`` takes them): m_j is the measured max |x0_j| over those samples. A column
+    that is all zero gets r_j = 1."""
+    if calibration is not None:
+        from .reference import _embed  # numpy only; x0 exactly as the runtime stages it
+
+        mag = np.abs(_embed(canon, calibration)).max(axis=0)
+    else:
+        features = {f["name"]: f for f in canon["features"]}
+        parts = []
+        for name in canon["x0_order"]:
+            f = features[name]
+            if f["kind"] == "dense":
+                parts.append(np.ones(f["width"]))
+                continue
+            table = canon["tables"][f["table"]]
+            step = max(1, CHUNK_BYTES // (table.shape[1] * 8))
+            col = np.zeros(table.shape[1])
+            for start in range(0, table.shape[0], step):
+                piece = np.abs(np.asarray(table[start:start + step], dtype=np.float64)).max(axis=0)
+                col = np.maximum(col, piece)
+            parts.append(col)
+        mag = np.concatenate(parts)
+    mag = np.where(np.isfinite(mag) & (mag > 0), mag, 1.0)
+    # 2^-126..2^126: finite, > 0 and exact in f32.
+    return np.exp2(np.clip(np.round(-np.log2(mag)), -126, 126))
 
 
 def _rounded(name: str, values: np.ndarray, dtype: int, via_f16: bool) -> np.ndarray:
@@ -221,14 +300,16 @@ def _f32(value: float, where: str) -> float:
     return out
 
 
-def _build(canon: dict, b: _Builder) -> bytes:
-    """Serialise a canonical spec's metadata, registering strings and tensors on the way."""
+def _build(canon: dict, b: _Builder) -> tuple[bytes, bool]:
+    """Serialise a canonical spec's metadata, registering strings and tensors on the way; and
+    whether it has the input-scales section (format 1.2)."""
+    b.canon = canon
     name_idx = b.string(canon["name"])
     feature_names = [b.string(f["name"]) for f in canon["features"]]
     table_idx = {tname: b.table("table." + tname, arr) for tname, arr in canon["tables"].items()}
-    mlp_index, mlp_records = _mlps(canon, b)
+    mlp_index, mlp_records, input_scales = _mlps(canon, b)
     output_names = [b.string(o["name"]) for o in canon["outputs"]]
-    return b"".join([
+    meta = b"".join([
         _strings(b.strings),
         _tensor_table(b.tensors, b.string_index),
         struct.pack("<II", name_idx, 0),
@@ -237,6 +318,9 @@ def _build(canon: dict, b: _Builder) -> bytes:
         _structure(canon, mlp_index),
         _outputs(canon, output_names),
     ])
+    if input_scales:  # FORMAT.md 3.9
+        meta += struct.pack("<I", len(input_scales)) + b"".join(struct.pack("<III", *r) for r in input_scales)
+    return meta, bool(input_scales)
 
 
 def _strings(strings: list[str]) -> bytes:
@@ -275,9 +359,11 @@ def _features(canon: dict, names: list[int], table_idx: dict[str, int]) -> bytes
     return bytes(out)
 
 
-def _mlps(canon: dict, b: _Builder) -> tuple[dict[str, int], list[bytes]]:
-    """Every MLP's record (FORMAT.md 3.6), registering its tensors; and each role's index."""
+def _mlps(canon: dict, b: _Builder) -> tuple[dict[str, int], list[bytes], list[tuple[int, int, int]]]:
+    """Every MLP's record (FORMAT.md 3.6), registering its tensors; each role's index; and the
+    (mlp, layer, tensor) of every input scale (FORMAT.md 3.9)."""
     records: list[bytes] = []
+    input_scales: list[tuple[int, int, int]] = []
     index: dict[str, int] = {}
     towers_on_x0 = {f"tower{t}" for t, tower in enumerate(canon["towers"]) if tower["input"] == "x0"}
     for role, mlp in iter_mlps(canon):
@@ -287,7 +373,9 @@ def _mlps(canon: dict, b: _Builder) -> tuple[dict[str, int], list[bytes]]:
         for i, layer in enumerate(mlp):
             where = f"{tensor_prefix(role)}.{i}"
             n = layer["weight"].shape[0]
-            wi = b.weight(f"{where}.w", layer, reads_x0=on_x0 and i == 0)
+            wi, scale = b.weight(f"{where}.w", layer, reads_x0=on_x0 and i == 0)
+            if scale is not None:
+                input_scales.append((len(records), i, scale))
             has_bias = layer["bias"] is not None or layer["bn"] is not None  # fold_batchnorm's rule
             bi = b.vector(f"{where}.b", 1, n, lambda layer=layer: fold_batchnorm(layer)[1]) if has_bias else NONE
             act = layer["activation"]
@@ -306,7 +394,7 @@ def _mlps(canon: dict, b: _Builder) -> tuple[dict[str, int], list[bytes]]:
             layers.append(struct.pack("<IIB3xfI", wi, bi, ACT_CODES[act], scalar, param))
         index[role] = len(records)
         records.append(struct.pack("<I", len(layers)) + b"".join(layers))
-    return index, records
+    return index, records, input_scales
 
 
 def _structure(canon: dict, mlp_index: dict[str, int]) -> bytes:
@@ -337,18 +425,21 @@ def _outputs(canon: dict, names: list[int]) -> bytes:
 
 
 def _write_file(spec: dict, fh: BinaryIO, dtype: str, round_weights_to_f16: bool, progress: bool | None,
-                label: str, precision: dict | None = None) -> None:
+                label: str, precision: dict | None = None, equalize: bool = True,
+                calibration: dict | None = None) -> None:
     """Stream a spec's file to ``fh`` (seekable, positioned at 0): header with the checksums
     left at zero, metadata, padding, each tensor as it is converted; then the checksums."""
     canon = normalize(spec)
-    builder = _Builder(dtype, round_weights_to_f16, precision)
-    meta = _build(canon, builder)
+    builder = _Builder(dtype, round_weights_to_f16, precision, equalize, calibration)
+    meta, has_input_scales = _build(canon, builder)
     unused = set(builder.precision) - builder.used_precision
     if unused:
         raise ValueError(f"precision names no layer or MLP of the model: {sorted(unused)} "
                          f"(layers: {sorted(t.name[:-2] for t in builder.tensors if t.name.endswith('.w'))})")
-    # Files without int8 keep minor 0, so that every 1.x reader loads them (FORMAT.md section 7).
-    minor = MINOR_INT8 if any(t.dtype == DTYPE_I8 for t in builder.tensors) else 0
+    # Files without int8 keep minor 0, and int8 files without input scales minor 1, so that
+    # every reader that can compute them loads them (FORMAT.md section 7).
+    minor = MINOR_INPUT_SCALES if has_input_scales else MINOR_INT8 if any(
+        t.dtype == DTYPE_I8 for t in builder.tensors) else 0
     if len(meta) > MAX_META:
         raise FormatError(f"metadata is {len(meta)} bytes, over the 64 MiB cap")
     data_size = 0
@@ -395,22 +486,27 @@ def _write_data(tensors: list[_Tensor], fh: BinaryIO, bar) -> int:
 
 
 def to_bytes(spec: dict, dtype: str = "f32", round_weights_to_f16: bool = False,
-             precision: dict | None = None) -> bytes:
+             precision: dict | None = None, equalize: bool = True, calibration: dict | None = None) -> bytes:
     """Serialise a spec to the bytes of a .ple file (see :func:`write`; this holds the whole
     file in memory, :func:`write` does not)."""
     buf = io.BytesIO()
-    _write_file(spec, buf, dtype, round_weights_to_f16, progress=False, label="<bytes>", precision=precision)
+    _write_file(spec, buf, dtype, round_weights_to_f16, progress=False, label="<bytes>", precision=precision,
+                equalize=equalize, calibration=calibration)
     return buf.getvalue()
 
 
 def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,
-          *, progress: bool | None = None, precision: dict | None = None) -> PleFile:
+          *, progress: bool | None = None, precision: dict | None = None, equalize: bool = True,
+          calibration: dict | None = None) -> PleFile:
     """Write a spec as a .ple file and return the parsed file after a strict read-back.
 
     dtype: "f32" or "f16" storage for dense weights and embedding tables (biases and
     activation parameters are always f32), or "int8": dense layers of at least
-    INT8_MIN_OUTPUTS (32) outputs that do not read x0 as int8 (symmetric, one scale per output
-    column), the others and the tables f32. precision: per-layer overrides, {"<mlp>.<layer>" or "<mlp>":
+    INT8_MIN_OUTPUTS (32) outputs as int8 (symmetric, one scale per output column), the others
+    and the tables f32; the int8 layers reading x0 get input scales r (equalization, format
+    1.2: see :func:`x0_input_scales`; ``calibration``, per-feature inputs, measures r instead
+    of deriving it from the tables). equalize=False: no input scales, and x0's readers stay f32
+    unless ``precision`` forces them (the 1.1 behaviour). precision: per-layer overrides, {"<mlp>.<layer>" or "<mlp>":
     "f32" | "f16" | "int8"}, with the tensor names' MLP prefixes (``ple inspect`` lists them),
     e.g. {"tower0": "f32", "l0.t0.e0.1": "int8"}; a key naming nothing is an error. round_weights_to_f16 (with dtype "f32"):
     store the same folded weights and tables rounded to f16 but widened back to f32,
@@ -428,7 +524,8 @@ def write(spec: dict, path: str | os.PathLike, dtype: str = "f32", round_weights
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            _write_file(spec, fh, dtype, round_weights_to_f16, progress, os.path.basename(path), precision)
+            _write_file(spec, fh, dtype, round_weights_to_f16, progress, os.path.basename(path), precision,
+                        equalize, calibration)
         parsed = read_header_and_meta(tmp, verify_data=True)
         os.replace(tmp, path)
     except BaseException:

@@ -95,6 +95,15 @@ pub struct OutputRecord {
     pub b: u32,
 }
 
+/// An int8 layer's input scales (format 1.2, FORMAT.md §3.9): layer `layer` of MLP `mlp`
+/// quantizes `x_j·r_j`, with r the f32 `[1, k]` tensor `tensor`.
+#[derive(Debug, Clone)]
+pub struct InputScaleRecord {
+    pub mlp: u32,
+    pub layer: u32,
+    pub tensor: u32,
+}
+
 /// The metadata, parsed but not yet checked for graph consistency.
 #[derive(Debug, Clone, Default)]
 pub struct FileMeta {
@@ -109,6 +118,8 @@ pub struct FileMeta {
     pub levels: Vec<LevelRecord>,
     pub towers: Vec<TowerRecord>,
     pub outputs: Vec<OutputRecord>,
+    /// Empty before format 1.2.
+    pub input_scales: Vec<InputScaleRecord>,
 }
 
 struct Cursor<'a> {
@@ -225,6 +236,11 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
     let levels = r.levels(n_tasks)?;
     let towers = r.towers(n_tasks)?;
     let outputs = r.outputs()?;
+    let input_scales = if minor >= super::MINOR_INPUT_SCALES {
+        r.input_scales()?
+    } else {
+        Vec::new()
+    };
     // A newer minor may append fields this reader does not know (FORMAT.md §7).
     if r.c.left() != 0 && minor.cmp(&super::MINOR).is_le() {
         return Err(invalid!(
@@ -244,6 +260,7 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
         levels,
         towers,
         outputs,
+        input_scales,
     })
 }
 
@@ -440,6 +457,21 @@ impl MetaReader<'_> {
             });
         }
         Ok(towers)
+    }
+
+    fn input_scales(&mut self) -> Result<Vec<InputScaleRecord>> {
+        let cap = limits::MLPS * limits::MLP_LAYERS;
+        let n = self.c.count("input scale count", 12, cap)?;
+        let mut records = Vec::with_capacity(n);
+        for i in 0..n {
+            let what = format!("input scale {i}");
+            records.push(InputScaleRecord {
+                mlp: self.c.u32(&what)?,
+                layer: self.c.u32(&what)?,
+                tensor: self.c.u32(&what)?,
+            });
+        }
+        Ok(records)
     }
 
     fn outputs(&mut self) -> Result<Vec<OutputRecord>> {

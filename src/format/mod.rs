@@ -12,17 +12,21 @@ pub use codes::{DType, Layout};
 /// for `verify_data` on multi-GB tables (measurements in docs/DESIGN.md, "Memory").
 pub use crc32fast::{hash as crc32, Hasher as Crc32};
 pub use meta::{
-    FeatureRecord, FileMeta, LayerRecord, LevelRecord, OutputRecord, TensorRecord, TowerRecord,
+    FeatureRecord, FileMeta, InputScaleRecord, LayerRecord, LevelRecord, OutputRecord,
+    TensorRecord, TowerRecord,
 };
 
 use crate::error::{invalid, Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"\x89PLE\r\n\x1a\n";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 1;
+pub const MINOR: u16 = 2;
 /// The first minor whose files may hold i8 tensors; writers give files without them minor 0, so
 /// that every 1.x reader loads them.
 pub const MINOR_INT8: u16 = 1;
+/// The first minor whose metadata ends with the input-scales section (FORMAT.md §3.9); writers
+/// give it only to files whose int8 layers have input scales.
+pub const MINOR_INPUT_SCALES: u16 = 2;
 pub const HEADER_SIZE: usize = 64;
 pub const ALIGN: u64 = 64;
 pub const NONE: u32 = u32::MAX;

@@ -103,6 +103,9 @@ pub struct Layer {
     pub weight: TensorRef,
     pub bias: Option<TensorRef>,
     pub act: Act,
+    /// An int8 layer's input scales r (`[1, k]` f32, finite and > 0, checked at load): its
+    /// quantizer reads `x_j·r_j` (format 1.2, FORMAT.md §3.9).
+    pub input_scale: Option<TensorRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,9 +184,10 @@ impl Graph {
         };
         let features = r.features()?;
         let (x0_order, x0_width) = x0_order(&m.x0_order, &features)?;
-        let mlps = (m.mlps.iter().enumerate())
+        let mut mlps = (m.mlps.iter().enumerate())
             .map(|(i, layers)| r.mlp(i, layers))
             .collect::<Result<Vec<_>>>()?;
+        r.input_scales(&mut mlps)?;
 
         let mut s = Structure {
             mlps: &mlps,
@@ -416,6 +420,28 @@ impl Resolver<'_> {
         Ok(Mlp { layers })
     }
 
+    /// Attaches the input-scales section's tensors to their layers: each names an existing
+    /// int8 layer at most once, and is a plain f32 `[1, k]` (its values are checked at load).
+    fn input_scales(&self, mlps: &mut [Mlp]) -> Result<()> {
+        for (i, rec) in self.m.input_scales.iter().enumerate() {
+            let what = format!("input scale {i} (MLP {} layer {})", rec.mlp, rec.layer);
+            let layer = (mlps.get_mut(rec.mlp as usize))
+                .and_then(|m| m.layers.get_mut(rec.layer as usize))
+                .ok_or_else(|| invalid!("{what}: no such layer"))?;
+            if layer.weight.dtype != DType::I8 {
+                return Err(invalid!(
+                    "{what}: the layer is {}; input scales are for i8 layers only",
+                    layer.weight.dtype.name()
+                ));
+            }
+            if layer.input_scale.is_some() {
+                return Err(invalid!("{what}: the layer has input scales already"));
+            }
+            layer.input_scale = Some(self.f32_plain(rec.tensor, 1, layer.k, &what)?);
+        }
+        Ok(())
+    }
+
     /// One layer; `prev` is the previous layer's output width, which must be this one's input.
     fn layer(&self, l: &LayerRecord, what: &str, prev: Option<usize>) -> Result<Layer> {
         let (t, weight) = self.tensor(l.weight, what)?;
@@ -448,6 +474,7 @@ impl Resolver<'_> {
             weight,
             bias,
             act: self.act(l, what, n)?,
+            input_scale: None,
         })
     }
 

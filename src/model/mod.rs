@@ -168,7 +168,7 @@ impl Model {
         }
         let graph = Graph::from_meta(&header, &meta)?;
         check_int8_weights(&graph, storage.bytes())?;
-        let plan = plan::build(&graph)?;
+        let plan = plan::build(&graph, storage.bytes())?;
         let tables = table_ranges(&graph);
         let storage_is_mapped = storage.is_mapped();
         let mut inner = Inner {
@@ -524,7 +524,8 @@ impl std::fmt::Debug for Model {
 /// Every int8 layer's panels must pass `int8::check_weights` (scales finite and positive, codes
 /// within ±127, zero padding, column sums that are the sums of the codes): a hostile file could
 /// otherwise feed the kernels values their overflow bound does not cover. Reads the int8 weights
-/// once (they are a quarter of the f32 bytes; tables are not read).
+/// once (they are a quarter of the f32 bytes; tables are not read). Input scales (format 1.2)
+/// must be finite and > 0: the quantizer multiplies by them, and the weights were divided by them.
 fn check_int8_weights(graph: &Graph, bytes: &[u8]) -> Result<()> {
     for (i, mlp) in graph.mlps.iter().enumerate() {
         for (j, l) in mlp.layers.iter().enumerate() {
@@ -539,6 +540,19 @@ fn check_int8_weights(graph: &Graph, bytes: &[u8]) -> Result<()> {
                 })?;
             int8::check_weights(w, t.rows, t.cols)
                 .map_err(|e| Error::InvalidFile(format!("MLP {i} layer {j}: i8 weight: {e}")))?;
+            if let Some(r) = &l.input_scale {
+                let bytes = (bytes.get(r.offset..r.offset + 4 * r.cols)).ok_or_else(|| {
+                    Error::InvalidFile(format!("MLP {i} layer {j}: input scales out of range"))
+                })?;
+                for (c, v) in bytes.chunks_exact(4).enumerate() {
+                    let v = f32::from_le_bytes(v.try_into().expect("4 bytes"));
+                    if !(v.is_finite() && v > 0.0) {
+                        return Err(Error::InvalidFile(format!(
+                            "MLP {i} layer {j}: input scale of column {c} is {v}, not finite and > 0"
+                        )));
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -154,7 +154,7 @@ impl Builder<'_> {
     }
 }
 
-pub fn build(g: &Graph) -> Result<Plan> {
+pub fn build(g: &Graph, bytes: &[u8]) -> Result<Plan> {
     let mut b = Builder {
         g,
         width: 0,
@@ -279,7 +279,7 @@ pub fn build(g: &Graph) -> Result<Plan> {
         })
         .sum();
     let streaming = dense_weight_bytes > STREAMING_WEIGHT_BYTES;
-    let (quant_row_bytes, quant_slots) = assign_quant_slots(&mut b.ops);
+    let (quant_row_bytes, quant_slots) = assign_quant_slots(&mut b.ops, bytes);
     Ok(Plan {
         width: b.width,
         tile_rows: if streaming {
@@ -299,11 +299,18 @@ pub fn build(g: &Graph) -> Result<Plan> {
     })
 }
 
-/// Gives every int8 layer a slot for its quantized input, one per distinct input (columns and
-/// width); returns the bytes per sample and the number of slots.
-fn assign_quant_slots(ops: &mut [Op]) -> (usize, usize) {
-    let mut slots: Vec<(usize, usize, usize)> = Vec::new(); // (input column, k, offset)
-    let mut bytes = 0;
+/// Gives every int8 layer a slot for its quantized input, one per distinct input: columns,
+/// width and input scales (none, or the same values: the same tensor or equal contents, so that
+/// the layers of a level reading x0 with one r share one quantization pass); returns the bytes
+/// per sample and the number of slots.
+fn assign_quant_slots(ops: &mut [Op], bytes: &[u8]) -> (usize, usize) {
+    // The scales' bytes (checked in range at load).
+    let scales = |l: &Layer| {
+        l.input_scale
+            .map(|r| &bytes[r.offset..r.offset + 4 * r.cols])
+    };
+    let mut slots: Vec<(usize, usize, Option<&[u8]>, usize)> = Vec::new(); // (input, k, r, offset)
+    let mut row = 0;
     for op in ops {
         if let Op::Dense {
             input,
@@ -315,24 +322,97 @@ fn assign_quant_slots(ops: &mut [Op]) -> (usize, usize) {
             if layer.weight.dtype != DType::I8 {
                 continue;
             }
-            let key = (*input, layer.k);
-            *quant = Some(match slots.iter().position(|s| (s.0, s.1) == key) {
+            let key = (*input, layer.k, scales(layer));
+            *quant = Some(match slots.iter().position(|s| (s.0, s.1, s.2) == key) {
                 Some(slot) => QuantSlot {
                     slot,
-                    offset: slots[slot].2,
+                    offset: slots[slot].3,
                     fresh: false,
                 },
                 None => {
-                    slots.push((*input, layer.k, bytes));
-                    bytes += int8::row_bytes(layer.k);
+                    slots.push((key.0, key.1, key.2, row));
+                    row += int8::row_bytes(layer.k);
                     QuantSlot {
                         slot: slots.len() - 1,
-                        offset: bytes - int8::row_bytes(layer.k),
+                        offset: row - int8::row_bytes(layer.k),
                         fresh: true,
                     }
                 }
             });
         }
     }
-    (bytes, slots.len())
+    (row, slots.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::{Act, TensorRef};
+
+    /// An int8 layer reading `k` columns, with input scales at byte `scale_at` of the file.
+    fn layer(k: usize, scale_at: Option<usize>) -> Layer {
+        let t = |offset, dtype, cols| TensorRef {
+            offset,
+            dtype,
+            rows: 1,
+            cols,
+        };
+        Layer {
+            k,
+            n: 64,
+            weight: TensorRef {
+                rows: k,
+                ..t(0, DType::I8, 64)
+            },
+            bias: None,
+            act: Act::Relu,
+            input_scale: scale_at.map(|at| t(at, DType::F32, k)),
+        }
+    }
+
+    fn dense(input: usize, layer: Layer) -> Op {
+        Op::Dense {
+            input,
+            layer,
+            out: 1000,
+            quant: None,
+        }
+    }
+
+    #[test]
+    fn layers_share_a_quantization_pass_only_with_equal_input_scales() {
+        // Three r vectors of 8 floats: at 0 and 32 equal contents, at 64 different.
+        let mut bytes = vec![0u8; 96];
+        for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+            let v = if i >= 16 { 0.25f32 } else { 2.0 };
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        let mut ops = vec![
+            dense(0, layer(8, Some(0))),
+            dense(0, layer(8, Some(0))),  // the same tensor: shares
+            dense(0, layer(8, Some(32))), // equal contents: shares
+            dense(0, layer(8, Some(64))), // other values: its own pass
+            dense(0, layer(8, None)),     // no scales: its own pass
+            dense(0, layer(8, None)),     // shares with the previous
+            dense(8, layer(8, Some(0))),  // other columns: its own pass
+        ];
+        let (row, slots) = assign_quant_slots(&mut ops, &bytes);
+        let got: Vec<(usize, bool)> = (ops.iter())
+            .map(|op| match op {
+                Op::Dense { quant: Some(q), .. } => (q.slot, q.fresh),
+                _ => unreachable!(),
+            })
+            .collect();
+        let want = [
+            (0, true),
+            (0, false),
+            (0, false),
+            (1, true),
+            (2, true),
+            (2, false),
+            (3, true),
+        ];
+        assert_eq!(got, want);
+        assert_eq!((row, slots), (4 * int8::row_bytes(8), 4));
+    }
 }

@@ -208,6 +208,7 @@ impl Tile<'_> {
                                 k,
                                 arena.add(input),
                                 width,
+                                layer.input_scale.map(|r| model.f32s(&r, k)),
                                 codes,
                                 ld,
                                 scale,

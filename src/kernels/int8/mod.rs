@@ -125,13 +125,16 @@ pub struct Quantized<'a> {
 /// level's vector instructions (every level gives the same codes: the operations are exact or
 /// the same IEEE operation in the same order).
 ///
-/// Per row: `lo = min(0, min x)`, `hi = max(0, max x)`, `scale = (hi − lo)/127`,
-/// `zero = round(−lo·127/(hi − lo))`, `code = clamp(round(x·127/(hi − lo)) + zero, 0, 127)`
+/// Per row, of the values `v = x` or, with column scales r, `v_j = x_j·r_j` (one f32 product;
+/// the layer's weights were quantized from `diag(1/r)·W`, so `v·W' = x·W` in real arithmetic):
+/// `lo = min(0, min v)`, `hi = max(0, max v)`, `scale = (hi − lo)/127`,
+/// `zero = round(−lo·127/(hi − lo))`, `code = clamp(round(v·127/(hi − lo)) + zero, 0, 127)`
 /// (rounding to nearest, ties to even), so 0.0 is exact. A row of zeros gets scale 0; a row
 /// holding NaN or ±∞ (or whose range overflows) gets scale NaN, so its outputs are NaN.
 ///
 /// # Safety
-/// A must have `m` rows of `k` readable floats at stride `lda`; `level` must be available.
+/// A must have `m` rows of `k` readable floats at stride `lda`; `col_scale`, if any, must hold
+/// `k` values; `level` must be available.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn quantize_rows(
     level: I8Level,
@@ -139,6 +142,7 @@ pub unsafe fn quantize_rows(
     k: usize,
     a: *const f32,
     lda: usize,
+    col_scale: Option<&[f32]>,
     codes: &mut [u8],
     ld: usize,
     scale: &mut [f32],
@@ -146,19 +150,25 @@ pub unsafe fn quantize_rows(
 ) {
     assert!(ld >= row_bytes(k) && codes.len() >= m.saturating_sub(1) * ld + row_bytes(k));
     assert!(scale.len() >= m && zero.len() >= m);
+    assert!(col_scale.is_none_or(|r| r.len() == k));
     for i in 0..m {
         // SAFETY: row i of A has k readable floats (caller).
         let x = unsafe { std::slice::from_raw_parts(a.add(i * lda), k) };
         let row = &mut codes[i * ld..i * ld + row_bytes(k)];
         row[k..].fill(0);
         let row = &mut row[..k];
-        (scale[i], zero[i]) = match level {
-            I8Level::Scalar => quantize_row(x, row, &Range::of(x)),
+        (scale[i], zero[i]) = match (level, col_scale) {
+            (I8Level::Scalar, None) => quantize_row(x, row, &Range::of(x), |v, _| v),
+            (I8Level::Scalar, Some(r)) => {
+                quantize_row(x, row, &Range::of_scaled(x, r), |v, j| v * r[j])
+            }
             #[cfg(target_arch = "x86_64")]
             // SAFETY: every x86 int8 level implies AVX2 (checked available by the caller).
-            _ => unsafe { x86::quantize_row_avx2(x, row) },
+            _ => unsafe { x86::quantize_row_avx2(x, col_scale, row) },
             #[cfg(not(target_arch = "x86_64"))]
-            _ => quantize_row(x, row, &Range::of(x)),
+            (_, None) => quantize_row(x, row, &Range::of(x), |v, _| v),
+            #[cfg(not(target_arch = "x86_64"))]
+            (_, Some(r)) => quantize_row(x, row, &Range::of_scaled(x, r), |v, j| v * r[j]),
         };
     }
 }
@@ -201,6 +211,15 @@ impl Range {
         r
     }
 
+    /// The range of `x_j·r_j`.
+    pub(crate) fn of_scaled(x: &[f32], col_scale: &[f32]) -> Range {
+        let mut r = Range::EMPTY;
+        for (&v, &s) in x.iter().zip(col_scale) {
+            r.add(v * s);
+        }
+        r
+    }
+
     /// `(scale, 1/scale, zero)`, or the `(scale, zero)` of a row that quantizes to all zeros.
     #[inline(always)]
     pub(crate) fn params(&self) -> Result<(f32, f32, f32), (f32, i32)> {
@@ -223,16 +242,22 @@ pub(crate) fn code(v: f32, inv: f32, zero: f32) -> u8 {
     (round_even(v * inv) + zero).clamp(0.0, CODE_MAX as f32) as u8
 }
 
+/// Codes of `value(x_j, j)` given their range (`value` applies the column scale, if any).
 #[inline(always)]
-fn quantize_row(x: &[f32], out: &mut [u8], r: &Range) -> (f32, i32) {
+fn quantize_row(
+    x: &[f32],
+    out: &mut [u8],
+    r: &Range,
+    value: impl Fn(f32, usize) -> f32,
+) -> (f32, i32) {
     match r.params() {
         Err(degenerate) => {
             out.fill(0);
             degenerate
         }
         Ok((scale, inv, zero)) => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = code(v, inv, zero);
+            for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+                *o = code(value(v, j), inv, zero);
             }
             (scale, zero as i32)
         }

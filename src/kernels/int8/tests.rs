@@ -25,6 +25,8 @@ struct Case {
     a: Vec<f32>,
     w: Vec<f32>,
     bias: Vec<f32>,
+    /// Column scales of the quantizer (equalization), if any.
+    r: Option<Vec<f32>>,
 }
 
 fn case(m: usize, k: usize, n: usize, seed: u64) -> Case {
@@ -47,7 +49,23 @@ fn case(m: usize, k: usize, n: usize, seed: u64) -> Case {
         a,
         w: (0..k * n).map(|_| g.next() * 0.2).collect(),
         bias: (0..n).map(|_| g.next()).collect(),
+        r: None,
     }
+}
+
+/// `case` with column scales spanning 2^-8..2^8 (and an input with as uneven columns, as x0 is).
+fn scaled_case(m: usize, k: usize, n: usize, seed: u64) -> Case {
+    let mut c = case(m, k, n, seed);
+    let r: Vec<f32> = (0..k)
+        .map(|j| (((j * 7) % 17) as f32 - 8.0).exp2())
+        .collect();
+    for i in 0..m {
+        for j in 0..k {
+            c.a[i * c.lda + j] /= r[j];
+        }
+    }
+    c.r = Some(r);
+    c
 }
 
 struct Quant {
@@ -77,6 +95,7 @@ fn quantize_at(level: I8Level, c: &Case) -> Quant {
             c.k,
             c.a.as_ptr(),
             c.lda,
+            c.r.as_deref(),
             &mut q.codes,
             ld,
             &mut q.scale,
@@ -215,15 +234,19 @@ fn every_level_equals_scalar_bit_for_bit() {
             );
         }
     }
-    for &level in &levels[1..] {
+    for (&level, scaled) in levels[1..].iter().flat_map(|l| [(l, false), (l, true)]) {
         for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
-            let c = case(m, k, n, 100 + s as u64);
+            let c = if scaled {
+                scaled_case(m, k, n, 100 + s as u64)
+            } else {
+                case(m, k, n, 100 + s as u64)
+            };
             let w = quantize_weights(&c.w, k, n).unwrap();
             let q = quantize(&c);
             let ql = quantize_at(level, &c);
             assert!(
                 q.codes == ql.codes && q.zero == ql.zero && q.scale == ql.scale,
-                "{level:?} {m}x{k}x{n}: activation codes differ from scalar"
+                "{level:?} {m}x{k}x{n} scaled {scaled}: activation codes differ from scalar"
             );
             for (bias, relu) in [(true, false), (false, false), (true, true)] {
                 let want = run(I8Level::Scalar, &c, &q, &w, bias, relu);
@@ -299,6 +322,7 @@ fn results_do_not_depend_on_the_batch() {
                     a: c.a[i * c.lda..(i + 1) * c.lda].to_vec(),
                     w: Vec::new(),
                     bias: c.bias.clone(),
+                    r: c.r.clone(),
                     ..c
                 };
                 let alone = run(level, &one, &quantize_at(level, &one), &w, true, true);
@@ -407,4 +431,103 @@ fn weight_checks_accept_the_quantizer_and_refuse_each_corruption() {
     }
     assert!(check_weights(&good, MAX_K + 1, n).is_err());
     assert!(quantize_weights(&[f32::NAN], 1, 1).is_err());
+}
+
+#[test]
+fn column_scales_quantize_the_scaled_values() {
+    // Independent reference: the unscaled quantizer run on x∘r, computed here in f32 (the same
+    // single product); codes, scales and zero points must be identical at every level. Includes
+    // a column whose product overflows (scale NaN) and a NaN input.
+    let levels = I8Level::available();
+    for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
+        let mut c = scaled_case(m.max(3), k, n, 700 + s as u64);
+        c.a[c.lda + k / 2] = f32::NAN;
+        let r = c.r.clone().unwrap();
+        // Column 2 has r = 64: f32::MAX times it overflows, so the row's scale is NaN.
+        let overflow = k > 2;
+        if overflow {
+            c.a[2 * c.lda + 2] = f32::MAX;
+        }
+        let mut pre = Case {
+            r: None,
+            a: c.a.clone(),
+            w: Vec::new(),
+            bias: Vec::new(),
+            ..c
+        };
+        for i in 0..pre.m {
+            for j in 0..k {
+                pre.a[i * c.lda + j] *= r[j];
+            }
+        }
+        let want = quantize(&pre);
+        assert!(want.scale[1].is_nan() && (!overflow || want.scale[2].is_nan()));
+        for &level in &levels {
+            let got = quantize_at(level, &c);
+            assert!(
+                got.codes == want.codes
+                    && got.zero == want.zero
+                    && got
+                        .scale
+                        .iter()
+                        .zip(&want.scale)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{level:?} {m}x{k}x{n}: scaled codes differ from the codes of x∘r"
+            );
+        }
+    }
+}
+
+#[test]
+fn equalization_keeps_small_columns_that_one_scale_erases() {
+    // x0-like rows: half the columns ~100 (raw dense features), half ~0.01 (embeddings). One
+    // scale per row gives the small columns a step of ~1.6, so their contribution is lost;
+    // with r = 1/(column magnitude) and weights diag(1/r)·W, every column keeps 7 bits.
+    let (m, k, n) = (8, 64, 32);
+    let mut c = case(m, k, n, 11);
+    let mag: Vec<f32> = (0..k)
+        .map(|j| if j % 2 == 0 { 100.0 } else { 0.01 })
+        .collect();
+    for i in 0..m {
+        for j in 0..k {
+            c.a[i * c.lda + j] *= mag[j];
+        }
+    }
+    // Weights that make both halves matter equally.
+    for j in 0..k {
+        for o in 0..n {
+            c.w[j * n + o] /= mag[j];
+        }
+    }
+    let exact = |i: usize, o: usize| -> f64 {
+        let mut y = c.bias[o] as f64;
+        for j in 0..k {
+            y += c.a[i * c.lda + j] as f64 * c.w[j * n + o] as f64;
+        }
+        y
+    };
+    let mean_err = |c: &Case, w: &[f32]| -> f64 {
+        let w8 = quantize_weights(w, k, n).unwrap();
+        let out = run(I8Level::Scalar, c, &quantize(c), &w8, true, false);
+        let mut e = 0.0;
+        for i in 0..m {
+            for o in 0..n {
+                e += (out[i * c.ldc + o] as f64 - exact(i, o)).abs();
+            }
+        }
+        e / (m * n) as f64
+    };
+    let plain = mean_err(&c, &c.w);
+    let r: Vec<f32> = mag.iter().map(|&x| 1.0 / x).collect();
+    let scaled_w: Vec<f32> = (0..k * n).map(|x| c.w[x] / r[x / n]).collect();
+    let eq = Case {
+        r: Some(r),
+        a: c.a.clone(),
+        w: Vec::new(),
+        bias: c.bias.clone(),
+        ..c
+    };
+    let equalized = mean_err(&eq, &scaled_w);
+    eprintln!("mean |error|: one scale per row {plain:.3e}, equalized {equalized:.3e}");
+    assert!(equalized * 20.0 < plain, "{equalized} vs {plain}");
 }

@@ -242,17 +242,38 @@ pub unsafe fn gemm_avx512_vnni(g: &GemmI8) {
 }
 
 /// `super::quantize_row` with AVX2: 8-wide range, 32 codes per step (the same codes: min/max are
-/// exact, `vcvtps2dq` rounds to nearest even like `super::round_even` in this range).
+/// exact, the column-scale product is the same single f32 multiply, and `vcvtps2dq` rounds to
+/// nearest even like `super::round_even` in this range).
 ///
 /// # Safety
-/// The CPU must have AVX2; `out` must be as long as `x`.
+/// The CPU must have AVX2; `out` (and `col_scale`, if any) must be as long as `x`.
 #[target_feature(enable = "avx2")]
-pub unsafe fn quantize_row_avx2(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+pub unsafe fn quantize_row_avx2(
+    x: &[f32],
+    col_scale: Option<&[f32]>,
+    out: &mut [u8],
+) -> (f32, i32) {
     assert_eq!(x.len(), out.len());
+    assert!(col_scale.is_none_or(|r| r.len() == x.len()));
     let n = x.len();
-    // SAFETY: (whole body) every load reads x[i..i + 8] with i + 8 ≤ n and every store writes
-    // out[i..i + 32] with i + 32 ≤ n; AVX2 is enabled by this function's attribute.
+    // SAFETY: (whole body) every load reads x[i..i + 8] (and col_scale[i..i + 8]) with
+    // i + 8 ≤ n and every store writes out[i..i + 32] with i + 32 ≤ n; AVX2 is enabled by this
+    // function's attribute.
     unsafe {
+        // x[at..at + 8], times the column scales if there are any.
+        let load = |at: usize| -> __m256 {
+            let v = _mm256_loadu_ps(x.as_ptr().add(at));
+            match col_scale {
+                Some(r) => _mm256_mul_ps(v, _mm256_loadu_ps(r.as_ptr().add(at))),
+                None => v,
+            }
+        };
+        let value = |at: usize| -> f32 {
+            match col_scale {
+                Some(r) => x[at] * r[at],
+                None => x[at],
+            }
+        };
         let (mut lo, mut hi, mut poison) = (
             _mm256_setzero_ps(),
             _mm256_setzero_ps(),
@@ -260,7 +281,7 @@ pub unsafe fn quantize_row_avx2(x: &[f32], out: &mut [u8]) -> (f32, i32) {
         );
         let mut i = 0;
         while i + 8 <= n {
-            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            let v = load(i);
             // `min_ps(v, lo)` is `v < lo ? v : lo`, as `Range::add`.
             lo = _mm256_min_ps(v, lo);
             hi = _mm256_max_ps(v, hi);
@@ -274,8 +295,8 @@ pub unsafe fn quantize_row_avx2(x: &[f32], out: &mut [u8]) -> (f32, i32) {
             range.add(h);
             range.poison += p;
         }
-        for &v in &x[i..] {
-            range.add(v);
+        for at in i..n {
+            range.add(value(at));
         }
         let (scale, inv, zero) = match range.params() {
             Ok(p) => p,
@@ -287,7 +308,7 @@ pub unsafe fn quantize_row_avx2(x: &[f32], out: &mut [u8]) -> (f32, i32) {
         let (inv_v, zero_v) = (_mm256_set1_ps(inv), _mm256_set1_epi32(zero as i32));
         let (floor, ceil) = (_mm256_setzero_si256(), _mm256_set1_epi32(super::CODE_MAX));
         let codes = |at: usize| {
-            let q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(at)), inv_v));
+            let q = _mm256_cvtps_epi32(_mm256_mul_ps(load(at), inv_v));
             _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(q, zero_v), floor), ceil)
         };
         let mut i = 0;
@@ -302,8 +323,8 @@ pub unsafe fn quantize_row_avx2(x: &[f32], out: &mut [u8]) -> (f32, i32) {
             _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, bytes);
             i += 32;
         }
-        for (o, &v) in out[i..].iter_mut().zip(&x[i..]) {
-            *o = super::code(v, inv, zero);
+        for (at, o) in out.iter_mut().enumerate().skip(i) {
+            *o = super::code(value(at), inv, zero);
         }
         (scale, zero as i32)
     }
