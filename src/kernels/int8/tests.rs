@@ -59,9 +59,9 @@ fn scaled_case(m: usize, k: usize, n: usize, seed: u64) -> Case {
     let r: Vec<f32> = (0..k)
         .map(|j| (((j * 7) % 17) as f32 - 8.0).exp2())
         .collect();
-    for i in 0..m {
-        for j in 0..k {
-            c.a[i * c.lda + j] /= r[j];
+    for row in c.a.chunks_exact_mut(c.lda) {
+        for (x, r) in row.iter_mut().zip(&r) {
+            *x /= r;
         }
     }
     c.r = Some(r);
@@ -455,9 +455,9 @@ fn column_scales_quantize_the_scaled_values() {
             bias: Vec::new(),
             ..c
         };
-        for i in 0..pre.m {
-            for j in 0..k {
-                pre.a[i * c.lda + j] *= r[j];
+        for row in pre.a.chunks_exact_mut(c.lda) {
+            for (x, r) in row.iter_mut().zip(&r) {
+                *x *= r;
             }
         }
         let want = quantize(&pre);
@@ -488,15 +488,15 @@ fn equalization_keeps_small_columns_that_one_scale_erases() {
     let mag: Vec<f32> = (0..k)
         .map(|j| if j % 2 == 0 { 100.0 } else { 0.01 })
         .collect();
-    for i in 0..m {
-        for j in 0..k {
-            c.a[i * c.lda + j] *= mag[j];
+    for row in c.a.chunks_exact_mut(c.lda) {
+        for (x, g) in row.iter_mut().zip(&mag) {
+            *x *= g;
         }
     }
     // Weights that make both halves matter equally.
-    for j in 0..k {
-        for o in 0..n {
-            c.w[j * n + o] /= mag[j];
+    for (row, g) in c.w.chunks_exact_mut(n).zip(&mag) {
+        for w in row {
+            *w /= g;
         }
     }
     let exact = |i: usize, o: usize| -> f64 {
