@@ -401,6 +401,13 @@ typedef void (*ple_executor_release_fn)(void *executor_ctx);
  * `ids` (sparse and sequence features) and `floats` (dense features); `len` counts its
  * elements: `batch * ple_model_input_values_per_sample(model, i)`.
  *
+ * A sparse or sequence feature may take its embedding vectors in `floats` instead of ids (each
+ * `ple_model_input_width` floats: what its table holds for the id, see
+ * `ple_model_input_embedding`): `batch * width` floats for a sparse feature; for a sequence,
+ * ragged with `offsets` counting vectors (the vectors of each sample's real ids, padding left
+ * out), or padded (`batch * max_len * width`) for an input without a pad id. A feature whose
+ * table is not in the file (`ple_model_input_has_table` false) takes only vectors.
+ *
  * A sequence feature's ids may instead come ragged (TorchRec's jagged form, Arrow's list
  * offsets): `offsets` then points at `offsets_len = batch + 1` offsets, sample `s` holds ids
  * `ids[offsets[s] .. offsets[s + 1]]`, `offsets[0]` is 0, offsets never decrease, and
@@ -424,11 +431,12 @@ typedef struct ple_column {
     const char *name;
     /**
      * Ids of a sparse (`batch` ids) or sequence (`batch * max_len` ids, padded) feature; NULL
-     * for a dense feature.
+     * for a dense feature or embedding vectors.
      */
     const int64_t *ids;
     /**
-     * Floats of a dense feature (`batch * width`); NULL for a sparse or sequence feature.
+     * Floats of a dense feature (`batch * width`), or embedding vectors of a sparse or sequence
+     * feature; NULL for ids.
      */
     const float *floats;
     /**
@@ -436,7 +444,8 @@ typedef struct ple_column {
      */
     size_t len;
     /**
-     * `batch + 1` offsets into `ids` for a ragged sequence column; NULL otherwise.
+     * `batch + 1` offsets into `ids` (or into the vectors in `floats`) for a ragged sequence
+     * column; NULL otherwise.
      */
     const int64_t *offsets;
     /**
@@ -671,6 +680,35 @@ const char *ple_model_input_pooling(const struct ple_model *model, size_t index)
  * `model` is NULL or a live handle; `out_pad_id` is NULL or valid for a write.
  */
 bool ple_model_input_pad_id(const struct ple_model *model, size_t index, int64_t *out_pad_id);
+
+/**
+ * Whether sparse or sequence input `index` has its embedding table in the file. False for a
+ * feature whose vectors the caller passes (exported without its table), for dense inputs, and
+ * for a NULL model or an index out of range.
+ *
+ * # Safety
+ * `model` is NULL or a live handle.
+ */
+bool ple_model_input_has_table(const struct ple_model *model, size_t index);
+
+/**
+ * Writes the embedding vector scoring looks up for `id` of sparse or sequence input `index` to
+ * `out` (`out_len` must be `ple_model_input_width`; f16 tables widened to f32). A caller passing
+ * embedding vectors instead of ids (`ple_column.floats`) gets the same scores, bit for bit, by
+ * passing exactly these: how a server moves the tables into a key-value store of its own.
+ * Fails with `PLE_STATUS_WRONG_INPUT_KIND` for an input without a table in the file,
+ * `PLE_STATUS_ID_OUT_OF_RANGE`, `PLE_STATUS_WRONG_LENGTH`, `PLE_STATUS_UNKNOWN_INPUT` for an
+ * index out of range; writes nothing then.
+ *
+ * # Safety
+ * `model` is NULL or a live handle; `out` is NULL or valid for writing `out_len` floats.
+ */
+PLE_MUST_USE
+ple_status ple_model_input_embedding(const struct ple_model *model,
+                                     size_t index,
+                                     int64_t id,
+                                     float *out,
+                                     size_t out_len);
 
 /**
  * Looks up an input by name and writes its index to `*out_index`. Returns

@@ -57,6 +57,16 @@ inline ple_column ragged_ids(const std::vector<int64_t> &ids, const std::vector<
                              const char *name = nullptr) {
     return ragged_ids(ids.data(), ids.size(), offsets.data(), offsets.size(), name);
 }
+/// Embedding vectors of a sequence, ragged: sample `s` holds vectors `offsets[s] .. offsets[s + 1]`
+/// (`width` floats each) of `floats`. (Vectors of a sparse input: `ple::floats`.)
+inline ple_column ragged_floats(const float *floats, size_t len, const int64_t *offsets,
+                                size_t offsets_len, const char *name = nullptr) {
+    return ple_column{name, nullptr, floats, len, offsets, offsets_len};
+}
+inline ple_column ragged_floats(const std::vector<float> &floats,
+                                const std::vector<int64_t> &offsets, const char *name = nullptr) {
+    return ragged_floats(floats.data(), floats.size(), offsets.data(), offsets.size(), name);
+}
 inline ple_column ids(const std::vector<int64_t> &v, const char *name = nullptr) {
     return ids(v.data(), v.size(), name);
 }
@@ -71,6 +81,10 @@ ple_column ragged_ids(std::vector<int64_t> &&, const std::vector<int64_t> &,
                       const char * = nullptr) = delete;
 ple_column ragged_ids(const std::vector<int64_t> &, std::vector<int64_t> &&,
                       const char * = nullptr) = delete;
+ple_column ragged_floats(std::vector<float> &&, const std::vector<int64_t> &,
+                         const char * = nullptr) = delete;
+ple_column ragged_floats(const std::vector<float> &, std::vector<int64_t> &&,
+                         const char * = nullptr) = delete;
 
 /// An immutable, reference-counted model. Copies share it; use it from any thread. A
 /// default-constructed (or moved-from, or reset) model is empty: `bool(m)` is false, and its
@@ -174,6 +188,14 @@ public:
         return std::nullopt;
     }
     bool input_ids_through_f32(size_t i) const { return ple_model_input_ids_through_f32(m_, i); }
+    /// False for an input whose embedding vectors the caller passes (no table in the file).
+    bool input_has_table(size_t i) const { return ple_model_input_has_table(m_, i); }
+    /// The embedding vector scoring looks up for `id` of input `i` (input_width floats).
+    std::vector<float> input_embedding(size_t i, int64_t id) const {
+        std::vector<float> v(ple_model_input_width(m_, i));
+        detail::check(ple_model_input_embedding(m_, i, id, v.data(), v.size()));
+        return v;
+    }
     size_t input_index(const std::string &name) const {
         size_t i = 0;
         detail::check(ple_model_input_index(m_, name.c_str(), &i));

@@ -133,6 +133,13 @@ pub enum RaggedProblem {
     Decreasing { start: i64, end: i64 },
     /// `offsets[batch]` differs from the number of values.
     LastOffset { last: i64, values: usize },
+    /// `offsets[batch]` vectors of `width` floats differ from the floats a ragged vector column
+    /// holds.
+    LastOffsetVectors {
+        last: i64,
+        floats: usize,
+        width: usize,
+    },
     /// The sample holds more ids than the input's `max_len`.
     TooLong { len: usize, max_len: usize },
     /// An input without a pad id counts every position, so a sample must hold exactly `max_len`.
@@ -152,6 +159,14 @@ impl std::fmt::Display for RaggedProblem {
             RaggedProblem::LastOffset { last, values } => write!(
                 f,
                 "the last offset is {last} but the column holds {values} values (they must be equal)"
+            ),
+            RaggedProblem::LastOffsetVectors {
+                last,
+                floats,
+                width,
+            } => write!(
+                f,
+                "the last offset is {last} vectors but the column holds {floats} floats ({width} per vector)"
             ),
             RaggedProblem::TooLong { len, max_len } => write!(
                 f,

@@ -102,7 +102,9 @@ fn int8_scoring_allocates_nothing(pool: &Pool) {
                         *p = match *i {
                             Input::Ids(v) => Input::Ids(&v[..v.len() / batch * b]),
                             Input::Floats(v) => Input::Floats(&v[..v.len() / batch * b]),
-                            Input::RaggedIds { .. } => unreachable!("padded columns"),
+                            Input::RaggedIds { .. } | Input::RaggedFloats { .. } => {
+                                unreachable!("padded columns")
+                            }
                         };
                     }
                     let ow = model.output_width();
@@ -176,6 +178,47 @@ fn ragged_scoring_allocates_nothing(pool: &Pool) {
                     .collect()
             };
             let prefixes: Vec<Vec<Input>> = (0..=batch).map(prefix).collect();
+            // The same inputs as embedding vectors: sparse as Floats, sequences ragged.
+            let vectors: Vec<(Vec<f32>, Vec<i64>)> = model
+                .inputs()
+                .iter()
+                .enumerate()
+                .zip(&prefixes[batch])
+                .map(|((i, f), input)| {
+                    let mut floats = Vec::new();
+                    let mut offsets = vec![0i64];
+                    for s in 0..batch {
+                        let ids: &[i64] = match *input {
+                            Input::Ids(v) => &v[s..s + 1],
+                            Input::RaggedIds { ids, offsets } => {
+                                &ids[offsets[s] as usize..offsets[s + 1] as usize]
+                            }
+                            Input::Floats(_) | Input::RaggedFloats { .. } => &[],
+                        };
+                        for &id in ids
+                            .iter()
+                            .filter(|&&id| id != 0 || f.kind != ple::InputKind::Sequence)
+                        {
+                            let mut row = vec![0f32; f.width];
+                            model.embedding_row(i, id, &mut row).unwrap();
+                            floats.extend(row);
+                        }
+                        offsets.push((floats.len() / f.width.max(1)) as i64);
+                    }
+                    (floats, offsets)
+                })
+                .collect();
+            let vector_inputs: Vec<Input> = model
+                .inputs()
+                .iter()
+                .zip(&vectors)
+                .zip(&prefixes[batch])
+                .map(|((f, (floats, offsets)), input)| match f.kind {
+                    ple::InputKind::Dense => *input,
+                    ple::InputKind::Sparse => Input::Floats(floats),
+                    ple::InputKind::Sequence => Input::RaggedFloats { floats, offsets },
+                })
+                .collect();
             // Built before counting: one malformed column per kind of error.
             let (ids, offsets) = ragged[q].as_ref().unwrap();
             let mut bad_offsets: Vec<Vec<i64>> = vec![offsets.clone(); 4];
@@ -223,6 +266,11 @@ fn ragged_scoring_allocates_nothing(pool: &Pool) {
                     for inputs in &bad {
                         assert!(session.run(inputs, batch, &mut out, None).is_err());
                     }
+                    for _ in 0..4 {
+                        session
+                            .run(&vector_inputs, batch, &mut out, Some(&mut gates))
+                            .unwrap();
+                    }
                 }
             });
             assert_eq!(
@@ -232,7 +280,7 @@ fn ragged_scoring_allocates_nothing(pool: &Pool) {
         }
     }
     eprintln!(
-        "{calls} ragged scoring calls (f32, f16, every level, 1 and {} threads) and their errors: 0 allocations",
+        "{calls} ragged scoring calls (f32, f16, every level, 1 and {} threads), their errors and embedding-vector calls: 0 allocations",
         pool.threads()
     );
 }
@@ -272,7 +320,9 @@ fn scoring_allocates_nothing(pool: Option<&Pool>) {
                             .map(|(i, &p)| match *i {
                                 Input::Ids(v) => Input::Ids(&v[..b * p]),
                                 Input::Floats(v) => Input::Floats(&v[..b * p]),
-                                Input::RaggedIds { .. } => unreachable!("padded columns"),
+                                Input::RaggedIds { .. } | Input::RaggedFloats { .. } => {
+                                    unreachable!("padded columns")
+                                }
                             })
                             .collect(),
                     );
@@ -378,7 +428,9 @@ fn large_batches_on_a_shared_pool_allocate_nothing(pool: &Pool) {
                         *c = match *i {
                             Input::Ids(v) => Input::Ids(&v[..b * per]),
                             Input::Floats(v) => Input::Floats(&v[..b * per]),
-                            Input::RaggedIds { .. } => unreachable!("padded columns"),
+                            Input::RaggedIds { .. } | Input::RaggedFloats { .. } => {
+                                unreachable!("padded columns")
+                            }
                         };
                     }
                     let n = inputs.len();

@@ -708,6 +708,68 @@ pub unsafe extern "C" fn ple_model_input_pad_id(
     }
 }
 
+/// Whether sparse or sequence input `index` has its embedding table in the file. False for a
+/// feature whose vectors the caller passes (exported without its table), for dense inputs, and
+/// for a NULL model or an index out of range.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ple_model_input_has_table(model: *const ple_model, index: usize) -> bool {
+    getter!(ple_model_input_has_table(model, Inputs[index]) or false
+        => |m, i| m.model.inputs()[i].table.is_some())
+}
+
+/// Writes the embedding vector scoring looks up for `id` of sparse or sequence input `index` to
+/// `out` (`out_len` must be `ple_model_input_width`; f16 tables widened to f32). A caller passing
+/// embedding vectors instead of ids (`ple_column.floats`) gets the same scores, bit for bit, by
+/// passing exactly these: how a server moves the tables into a key-value store of its own.
+/// Fails with `PLE_STATUS_WRONG_INPUT_KIND` for an input without a table in the file,
+/// `PLE_STATUS_ID_OUT_OF_RANGE`, `PLE_STATUS_WRONG_LENGTH`, `PLE_STATUS_UNKNOWN_INPUT` for an
+/// index out of range; writes nothing then.
+///
+/// # Safety
+/// `model` is NULL or a live handle; `out` is NULL or valid for writing `out_len` floats.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn ple_model_input_embedding(
+    model: *const ple_model,
+    index: usize,
+    id: i64,
+    out: *mut f32,
+    out_len: usize,
+) -> ple_status {
+    const NAME: &str = "ple_model_input_embedding";
+    guard(NAME, ple_status::Panic, || {
+        // SAFETY: NULL or a live handle per the contract.
+        let Some(m) = (unsafe { model.as_ref() }) else {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("{NAME}: model is NULL"),
+            );
+        };
+        if out.is_null() || !out.is_aligned() {
+            return fail(
+                ple_status::NullArgument,
+                format_args!("{NAME}: out is NULL or misaligned"),
+            );
+        }
+        if out_len > isize::MAX as usize / 4 {
+            return fail(
+                ple_status::InvalidArgument,
+                format_args!("{NAME}: out has an impossibly large length"),
+            );
+        }
+        // SAFETY: non-NULL, aligned, in size (checked), valid for `out_len` writes per the
+        // contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(out, out_len) };
+        match m.model.embedding_row(index, id, out) {
+            Ok(()) => ple_status::Ok,
+            Err(e) => fail(ple_status::of(&e), format_args!("{NAME}: {e}")),
+        }
+    })
+}
+
 /// Looks up an input by name and writes its index to `*out_index`. Returns
 /// `PLE_STATUS_UNKNOWN_INPUT` if the model has no input of that name.
 ///

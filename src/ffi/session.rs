@@ -17,6 +17,13 @@ use crate::session::{Input, Session};
 /// `ids` (sparse and sequence features) and `floats` (dense features); `len` counts its
 /// elements: `batch * ple_model_input_values_per_sample(model, i)`.
 ///
+/// A sparse or sequence feature may take its embedding vectors in `floats` instead of ids (each
+/// `ple_model_input_width` floats: what its table holds for the id, see
+/// `ple_model_input_embedding`): `batch * width` floats for a sparse feature; for a sequence,
+/// ragged with `offsets` counting vectors (the vectors of each sample's real ids, padding left
+/// out), or padded (`batch * max_len * width`) for an input without a pad id. A feature whose
+/// table is not in the file (`ple_model_input_has_table` false) takes only vectors.
+///
 /// A sequence feature's ids may instead come ragged (TorchRec's jagged form, Arrow's list
 /// offsets): `offsets` then points at `offsets_len = batch + 1` offsets, sample `s` holds ids
 /// `ids[offsets[s] .. offsets[s + 1]]`, `offsets[0]` is 0, offsets never decrease, and
@@ -38,13 +45,15 @@ pub struct ple_column {
     /// The input's name (NUL-terminated), or NULL to match columns to inputs by position.
     pub name: *const c_char,
     /// Ids of a sparse (`batch` ids) or sequence (`batch * max_len` ids, padded) feature; NULL
-    /// for a dense feature.
+    /// for a dense feature or embedding vectors.
     pub ids: *const i64,
-    /// Floats of a dense feature (`batch * width`); NULL for a sparse or sequence feature.
+    /// Floats of a dense feature (`batch * width`), or embedding vectors of a sparse or sequence
+    /// feature; NULL for ids.
     pub floats: *const f32,
     /// Number of elements at `ids` or `floats`.
     pub len: usize,
-    /// `batch + 1` offsets into `ids` for a ragged sequence column; NULL otherwise.
+    /// `batch + 1` offsets into `ids` (or into the vectors in `floats`) for a ragged sequence
+    /// column; NULL otherwise.
     pub offsets: *const i64,
     /// Number of elements at `offsets` (`batch + 1`), or 0.
     pub offsets_len: usize,
@@ -821,14 +830,6 @@ unsafe fn fill_views<'a>(
         let offsets = if c.offsets.is_null() && c.offsets_len == 0 {
             None
         } else {
-            if !c.floats.is_null() {
-                return Err(s.fail(
-                    ple_status::InvalidArgument,
-                    format_args!(
-                        "{fn_name}: column {ci} (input '{fname}') has offsets and floats (ragged columns hold ids)"
-                    ),
-                ));
-            }
             let off_span = span(c.offsets, c.offsets_len);
             if let Err((st, why)) = check_ptr(c.offsets, c.offsets_len) {
                 return Err(s.fail(
@@ -848,10 +849,18 @@ unsafe fn fill_views<'a>(
             Some(unsafe { slice_unchecked::<'a>(c.offsets, c.offsets_len) })
         };
         let view = if let Some(offsets) = offsets {
-            Input::RaggedIds {
-                // SAFETY: checked above; valid for `len` reads for `'a` per the contract.
-                ids: unsafe { slice_unchecked::<'a>(c.ids, c.len) },
-                offsets,
+            if ids_set || both_null {
+                Input::RaggedIds {
+                    // SAFETY: checked above; valid for `len` reads for `'a` per the contract.
+                    ids: unsafe { slice_unchecked::<'a>(c.ids, c.len) },
+                    offsets,
+                }
+            } else {
+                Input::RaggedFloats {
+                    // SAFETY: as above.
+                    floats: unsafe { slice_unchecked::<'a>(c.floats, c.len) },
+                    offsets,
+                }
             }
         } else if both_null {
             // `(NULL, 0)`: an empty column of the kind the input takes (then a length error).

@@ -168,6 +168,9 @@ codes! {
 
 /// Feature flag bit 0: ids pass through f32 before the lookup (DeepCTR-Torch); §3.4 `flags`.
 pub const FEATURE_FLAG_IDS_F32: u8 = 1;
+/// Feature flag bit 1: a sparse or sequence feature without a table in the file (table NONE):
+/// the caller passes its embedding vectors; set exactly when such a feature's table is NONE.
+pub const FEATURE_FLAG_CALLER_VECTORS: u8 = 2;
 
 impl DType {
     /// Bytes per element.

@@ -3,7 +3,7 @@
 
 use super::codes::{
     Activation, DType, InputKind, Layout, Mask, OutputCode, Pooling, TowerActivation, TowerInput,
-    UnknownCode, FEATURE_FLAG_IDS_F32,
+    UnknownCode, FEATURE_FLAG_CALLER_VECTORS, FEATURE_FLAG_IDS_F32,
 };
 use super::{align64, limits};
 use crate::error::{invalid, Result};
@@ -353,12 +353,20 @@ impl MetaReader<'_> {
             };
             let mask = self.c.code(&what)?;
             let flags = self.c.u8(&what)?;
-            if flags & !FEATURE_FLAG_IDS_F32 != 0 {
+            if flags & !(FEATURE_FLAG_IDS_F32 | FEATURE_FLAG_CALLER_VECTORS) != 0 {
                 return Err(invalid!("{what}: unknown flag bits {flags:#x}"));
             }
             let width = self.c.u32(&what)?;
             let max_len = self.c.u32(&what)?;
             let table = self.c.u32(&what)?;
+            // The flag says what the NONE table means, so a table dropped by corruption is not
+            // silently read as "vectors from the caller".
+            let vectors = flags & FEATURE_FLAG_CALLER_VECTORS != 0;
+            if vectors != (kind != InputKind::Dense && table == super::NONE) {
+                return Err(invalid!(
+                    "{what}: flag bit 1 (embedding vectors from the caller) must be set exactly when a sparse or sequence feature has no table"
+                ));
+            }
             self.c.zero(4, &format!("{what} reserved field"))?;
             let pad_id = self.c.i64(&what)?;
             features.push(FeatureRecord {

@@ -362,7 +362,7 @@ impl Resolver<'_> {
                 }
             }
             InputKind::Sparse => {
-                feature.table = Some(self.table(f, what)?);
+                feature.table = self.optional_table(f, what)?;
                 if !no_sequence_fields {
                     return Err(invalid!(
                         "{what}: a sparse feature has no pooling, mask, max_len or pad id"
@@ -371,7 +371,7 @@ impl Resolver<'_> {
                 feature.max_len = 1;
             }
             InputKind::Sequence => {
-                feature.table = Some(self.table(f, what)?);
+                feature.table = self.optional_table(f, what)?;
                 if f.max_len == 0 || f.max_len > limits::MAX_LEN {
                     return Err(invalid!(
                         "{what}: max_len {} out of range 1..={}",
@@ -393,6 +393,15 @@ impl Resolver<'_> {
             }
         }
         Ok(feature)
+    }
+
+    /// The embedding table of a sparse or sequence feature, or `None` for a feature whose vectors
+    /// the caller passes (table NONE, flagged so: checked by the metadata parser).
+    fn optional_table(&self, f: &FeatureRecord, what: &str) -> Result<Option<TensorRef>> {
+        if f.table == NONE {
+            return Ok(None);
+        }
+        self.table(f, what).map(Some)
     }
 
     /// The embedding table of a sparse or sequence feature: plain `[vocab, width]`.

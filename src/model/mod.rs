@@ -371,6 +371,53 @@ impl Model {
     pub fn input_index(&self, name: &str) -> Option<usize> {
         self.inputs().iter().position(|f| &*f.name == name)
     }
+    /// Writes the embedding vector scoring looks up for `id` of sparse or sequence input `input`
+    /// (`width` floats; f16 tables widened to f32) to `out`. A caller that passes embedding
+    /// vectors instead of ids (`Input::Floats`, `Input::RaggedFloats`) gets the same scores, bit
+    /// for bit, by passing exactly these; this is how a server moves the tables into a key-value
+    /// store of its own (docs/C_API.md, "Embedding vectors from the caller").
+    pub fn embedding_row(&self, input: usize, id: i64, out: &mut [f32]) -> Result<()> {
+        let Some(f) = self.inputs().get(input) else {
+            return Err(Error::UnknownInput(format!("#{input}")));
+        };
+        let Some(table) = f.table else {
+            return Err(Error::WrongInputKind {
+                feature: f.name.clone(),
+                expected: "embedding vectors: it has no table in this file",
+            });
+        };
+        let e = if f.ids_through_f32 {
+            id as f32 as i64
+        } else {
+            id
+        };
+        if e < 0 || e as u64 >= table.rows as u64 {
+            return Err(Error::IdOutOfRange {
+                feature: f.name.clone(),
+                sample: 0,
+                position: 0,
+                id,
+                vocab: table.rows,
+            });
+        }
+        if out.len() != table.cols {
+            return Err(Error::WrongLength {
+                what: crate::error::BufferName::Output,
+                expected: table.cols,
+                got: out.len(),
+            });
+        }
+        let base = e as usize * table.cols;
+        match table.dtype {
+            DType::F32 => out.copy_from_slice(&self.f32s(&table, base + table.cols)[base..]),
+            DType::F16 => {
+                let bits = &self.f16s(&table, base + table.cols)[base..];
+                crate::kernels::widen_f16(self.inner.simd, bits, out);
+            }
+            DType::I8 => unreachable!("tables are plain f32 or f16 (checked at load)"),
+        }
+        Ok(())
+    }
     /// The output names and widths, in output-column order.
     pub fn outputs(&self) -> impl ExactSizeIterator<Item = (&str, usize)> {
         self.inner.graph.outputs.iter().map(|o| (&*o.name, o.width))

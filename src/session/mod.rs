@@ -43,7 +43,10 @@ pub const MIN_PARALLEL_FLOPS: u64 = 8_000_000;
 pub enum Input<'a> {
     /// Sparse (`batch` ids) or sequence (`batch × max_len` ids, row-major, padded) features.
     Ids(&'a [i64]),
-    /// Dense features: `batch × width` floats, row-major.
+    /// Dense features: `batch × width` floats, row-major. For a sparse feature, its embedding
+    /// vectors instead of ids (`batch × width`: what its table holds for each id, f16 tables
+    /// widened to f32); for a sequence feature without a pad id, padded vectors (`batch ×
+    /// max_len × width`; every position counts, as with ids).
     Floats(&'a [f32]),
     /// A sequence feature's ids, ragged (TorchRec's jagged form): sample `s` holds
     /// `ids[offsets[s]..offsets[s + 1]]`. `offsets` has `batch + 1` entries, starts at 0, never
@@ -51,6 +54,15 @@ pub enum Input<'a> {
     /// as the padded form with the short samples padded by the input's pad id (an input without
     /// a pad id counts every position, so each of its samples must hold exactly `max_len` ids).
     RaggedIds { ids: &'a [i64], offsets: &'a [i64] },
+    /// A sequence feature's embedding vectors, ragged: sample `s` holds vectors
+    /// `offsets[s]..offsets[s + 1]` of `floats` (each `width` floats: the vectors of its real
+    /// ids, in order, padding left out). Offsets as for `RaggedIds`. (Embedding vectors of a
+    /// sparse feature, or padded ones of a sequence feature without a pad id, come as
+    /// `Floats`.)
+    RaggedFloats {
+        floats: &'a [f32],
+        offsets: &'a [i64],
+    },
 }
 
 impl<'a> Input<'a> {
@@ -63,7 +75,7 @@ impl<'a> Input<'a> {
                 &ids[s * per..(s + 1) * per]
             }
             Input::RaggedIds { ids, offsets } => &ids[offsets[s] as usize..offsets[s + 1] as usize],
-            Input::Floats(_) => &[],
+            Input::Floats(_) | Input::RaggedFloats { .. } => &[],
         }
     }
 }
@@ -452,6 +464,46 @@ impl Session {
             let expected = batch * f.values_per_sample();
             let got = match (f.kind, input) {
                 (InputKind::Dense, Input::Floats(x)) => x.len(),
+                (InputKind::Sparse, Input::Floats(x)) => {
+                    let expected = batch * f.width;
+                    if x.len() != expected {
+                        return Err(Error::WrongLength {
+                            what: BufferName::Input(f.name.clone()),
+                            expected,
+                            got: x.len(),
+                        });
+                    }
+                    continue;
+                }
+                (InputKind::Sequence, Input::Floats(x)) => {
+                    if f.pad_id.is_some() {
+                        return Err(Error::WrongInputKind {
+                            feature: f.name.clone(),
+                            expected: "ids, or its vectors ragged (it masks a pad id, and padded vectors cannot say which positions are padding)",
+                        });
+                    }
+                    let expected = batch * f.max_len * f.width;
+                    if x.len() != expected {
+                        return Err(Error::WrongLength {
+                            what: BufferName::Input(f.name.clone()),
+                            expected,
+                            got: x.len(),
+                        });
+                    }
+                    continue;
+                }
+                (InputKind::Sequence, Input::RaggedFloats { floats, offsets }) => {
+                    check_ragged_vectors(f, batch, floats, offsets)?;
+                    continue;
+                }
+                (InputKind::Sparse | InputKind::Sequence, Input::Ids(_) | Input::RaggedIds { .. })
+                    if f.table.is_none() =>
+                {
+                    return Err(Error::WrongInputKind {
+                        feature: f.name.clone(),
+                        expected: "embedding vectors (floats): this file has no table for it",
+                    })
+                }
                 (InputKind::Sparse | InputKind::Sequence, Input::Ids(ids)) => {
                     if ids.len() == expected {
                         check_ids(f, ids)?;
@@ -468,17 +520,11 @@ impl Session {
                         expected: "floats (a dense feature)",
                     })
                 }
-                (InputKind::Sparse, Input::RaggedIds { .. }) => {
+                (InputKind::Sparse, Input::RaggedIds { .. } | Input::RaggedFloats { .. }) => {
                     return Err(Error::WrongInputKind {
                         feature: f.name.clone(),
                         expected:
-                            "one id per sample (a sparse feature: ragged columns are for sequences)",
-                    })
-                }
-                _ => {
-                    return Err(Error::WrongInputKind {
-                        feature: f.name.clone(),
-                        expected: "ids (a sparse or sequence feature)",
+                            "one id or vector per sample (a sparse feature: ragged columns are for sequences)",
                     })
                 }
             };
@@ -530,9 +576,10 @@ fn check_ids(f: &Feature, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Checks a ragged column completely: its offsets, each sample's length against `max_len`, and
-/// every id, the padding the padded form would hold included (as `check_ids` would see it).
-fn check_ragged(f: &Feature, batch: usize, ids: &[i64], offsets: &[i64]) -> Result<()> {
+/// Checks the offsets of a ragged column over `values` values (ids or vectors): `batch + 1` of
+/// them, from 0, never decreasing; and each sample's length against `max_len` (exactly `max_len`
+/// for an input without a pad id). The last offset is checked by the caller.
+fn check_offsets(f: &Feature, batch: usize, offsets: &[i64]) -> Result<()> {
     if offsets.len() != batch + 1 {
         return Err(Error::WrongLength {
             what: BufferName::Offsets(f.name.clone()),
@@ -548,13 +595,59 @@ fn check_ragged(f: &Feature, batch: usize, ids: &[i64], offsets: &[i64]) -> Resu
     if offsets[0] != 0 {
         return Err(fail(0, RaggedProblem::FirstOffset { first: offsets[0] }));
     }
-    // Every offset first, so that a sample's slice below is in bounds.
     for s in 0..batch {
         let (start, end) = (offsets[s], offsets[s + 1]);
         if end < start {
             return Err(fail(s, RaggedProblem::Decreasing { start, end }));
         }
     }
+    Ok(())
+}
+
+/// Checks a ragged vector column: offsets, `width` floats per vector, and each sample's length
+/// (at most `max_len`; exactly `max_len` for an input without a pad id).
+fn check_ragged_vectors(f: &Feature, batch: usize, floats: &[f32], offsets: &[i64]) -> Result<()> {
+    check_offsets(f, batch, offsets)?;
+    let last = offsets[batch];
+    if (last as u64).checked_mul(f.width as u64) != Some(floats.len() as u64) {
+        return Err(Error::Ragged {
+            feature: f.name.clone(),
+            sample: batch.saturating_sub(1),
+            problem: RaggedProblem::LastOffsetVectors {
+                last,
+                floats: floats.len(),
+                width: f.width,
+            },
+        });
+    }
+    for s in 0..batch {
+        let (len, max_len) = ((offsets[s + 1] - offsets[s]) as usize, f.max_len);
+        let problem = if len > max_len {
+            RaggedProblem::TooLong { len, max_len }
+        } else if f.pad_id.is_none() && len < max_len {
+            RaggedProblem::NotFull { len, max_len }
+        } else {
+            continue;
+        };
+        return Err(Error::Ragged {
+            feature: f.name.clone(),
+            sample: s,
+            problem,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a ragged column completely: its offsets, each sample's length against `max_len`, and
+/// every id, the padding the padded form would hold included (as `check_ids` would see it).
+fn check_ragged(f: &Feature, batch: usize, ids: &[i64], offsets: &[i64]) -> Result<()> {
+    // Every offset first, so that a sample's slice below is in bounds.
+    check_offsets(f, batch, offsets)?;
+    let fail = |sample: usize, problem: RaggedProblem| Error::Ragged {
+        feature: f.name.clone(),
+        sample,
+        problem,
+    };
     let last = offsets[batch];
     if last as u64 != ids.len() as u64 {
         return Err(fail(

@@ -113,7 +113,16 @@ impl Tile<'_> {
                 let dst = &mut arena_row[col..col + w];
                 let started = (probe && f.table.is_some()).then(Instant::now);
                 match (inputs[fi], f.kind) {
+                    (Input::Floats(x), InputKind::Sequence) => {
+                        let n = f.max_len * w;
+                        pool_vectors(self.model, level, f, &x[s * n..(s + 1) * n], 0, dst);
+                    }
                     (Input::Floats(x), _) => copy_floats(dst, &x[s * w..(s + 1) * w]),
+                    (Input::RaggedFloats { floats, offsets }, _) => {
+                        let (a, b) = (offsets[s] as usize, offsets[s + 1] as usize);
+                        let vectors = &floats[a * w..b * w];
+                        pool_vectors(self.model, level, f, vectors, f.max_len - (b - a), dst);
+                    }
                     (Input::Ids(ids), InputKind::Sparse) => {
                         let table = f.table.expect("validated");
                         lookup(self.model, level, &table, effective_id(f, ids[s]), dst);
@@ -478,6 +487,64 @@ fn pool(
             };
             ids.iter().for_each(|&id| add(id));
             (0..padding).for_each(|_| add(pad));
+        }
+    }
+}
+
+/// Pools one sample's embedding vectors, given by the caller (`vectors`: `n × width` floats, the
+/// vectors of its real ids), into `dst`, then `padding` positions of the input's pad id: exactly
+/// what `pool` computes from the ids (the same additions in the same order). Only max pooling
+/// sees padding: its `E[pad] − 1e9` term is read from the table when the file has one, and is
+/// `−1e9` without one (the writer checks that every `E[pad]` is then below 32 in magnitude, where
+/// `E[pad] − 1e9` rounds to `−1e9` in f32).
+fn pool_vectors(
+    model: &Model,
+    level: SimdLevel,
+    f: &Feature,
+    vectors: &[f32],
+    padding: usize,
+    dst: &mut [f32],
+) {
+    let pooling = f.pooling.expect("validated");
+    let rows = vectors.chunks_exact(f.width);
+    match pooling {
+        Pooling::Sum | Pooling::Mean => {
+            dst.fill(0.0);
+            let count = rows.len();
+            for v in rows {
+                for (d, x) in dst.iter_mut().zip(v) {
+                    *d += x;
+                }
+            }
+            if pooling == Pooling::Mean {
+                if count == 0 {
+                    dst.fill(0.0);
+                } else {
+                    let c = count as f32;
+                    dst.iter_mut().for_each(|d| *d /= c);
+                }
+            }
+        }
+        Pooling::Max => {
+            dst.fill(f32::NEG_INFINITY);
+            for v in rows {
+                for (d, &x) in dst.iter_mut().zip(v) {
+                    *d = d.max(x - 0.0);
+                }
+            }
+            match (padding, f.pad_id, f.table) {
+                (0, _, _) | (_, None, _) => {}
+                (_, Some(pad), Some(table)) => {
+                    let mut buf = [0f32; 64];
+                    let id = effective_id(f, pad);
+                    for_each_chunk(model, level, &table, id, f.width, &mut buf, |j, v| {
+                        for (d, &x) in dst[j..j + v.len()].iter_mut().zip(v) {
+                            *d = d.max(x - 1e9f32);
+                        }
+                    });
+                }
+                (_, Some(_), None) => dst.iter_mut().for_each(|d| *d = d.max(0.0 - 1e9f32)),
+            }
         }
     }
 }

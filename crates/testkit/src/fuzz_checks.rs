@@ -7,7 +7,8 @@
 //! - [`check_load_fixed_checksums`]: the same after recomputing both checksums of a copy, plus:
 //!   a file that loads also passes the data-checksum verification.
 //! - [`check_score`]: `Session::run` on fixed valid models with arbitrary batch sizes, buffer
-//!   lengths, column counts, kinds, ids and floats returns `Ok` exactly when the call is valid
+//!   lengths, column counts, kinds, ids and floats (floats for an id input being its embedding
+//!   vectors) returns `Ok` exactly when the call is valid
 //!   by the documented contract, never panics, leaves the output and gate buffers untouched on
 //!   `Err`, and on `Ok` writes every float, deterministically. With flag bit 0x80 its sequence
 //!   columns come ragged (`Input::RaggedIds`: random lengths, pad ids inside samples, special
@@ -517,8 +518,16 @@ fn score_one(r: &mut Reader, loaded: &mut Loaded) {
         let ragged = flags & 0x80 != 0
             && !as_floats
             && feature.is_some_and(|f| f.kind == InputKind::Sequence);
-        // (A ragged column's length is its own: `ragged_column` decides its validity.)
-        if swap || (len != expected && !ragged) {
+        // (A ragged column's length is its own: `ragged_column` decides its validity.) Floats for
+        // a sparse or sequence input are its embedding vectors: valid at `width` floats per
+        // id, and for a sequence only without a pad id (padded vectors cannot mark padding).
+        let vectors_ok = |f: &ple::model::graph::Feature| match f.kind {
+            InputKind::Sparse => len == batch * f.width,
+            InputKind::Sequence => f.pad_id.is_none() && len == batch * f.max_len * f.width,
+            InputKind::Dense => false,
+        };
+        let swapped_ok = swap && as_floats && feature.is_some_and(vectors_ok);
+        if (swap && !swapped_ok) || (len != expected && !ragged && !swapped_ok) {
             expected_ok = false;
         }
         if let (true, Some(f)) = (ragged, feature) {

@@ -47,6 +47,9 @@ pub struct Shape {
     pub vocab: usize,
     pub max_len: usize,
     pub dtype: DType,
+    /// Whether the file holds the embedding tables (else the caller passes vectors). The
+    /// weights are the same either way.
+    pub tables: bool,
 }
 
 impl Default for Shape {
@@ -65,6 +68,7 @@ impl Default for Shape {
             vocab: 20,
             max_len: 5,
             dtype: DType::F32,
+            tables: true,
         }
     }
 }
@@ -145,13 +149,17 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         };
         let values = rng.vec(shape.vocab * shape.dim, 0.5);
         // Tables of an int8 model stay f32 (8- and 4-bit tables are not part of the format yet).
-        let table = w.plain(
-            &format!("table.{name}"),
-            if dt == DType::I8 { DType::F32 } else { dt },
-            shape.vocab,
-            shape.dim,
-            &values,
-        );
+        let table = if shape.tables {
+            w.plain(
+                &format!("table.{name}"),
+                if dt == DType::I8 { DType::F32 } else { dt },
+                shape.vocab,
+                shape.dim,
+                &values,
+            )
+        } else {
+            NONE
+        };
         let name = w.string(&name);
         w.meta.features.push(FeatureRecord {
             name,

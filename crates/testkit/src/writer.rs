@@ -3,7 +3,7 @@
 //! out in the Python writer's order, the same model gives the same bytes (tests/cross_writer.rs
 //! checks it against files the Python package wrote).
 
-use ple::format::codes::FEATURE_FLAG_IDS_F32;
+use ple::format::codes::{FEATURE_FLAG_CALLER_VECTORS, FEATURE_FLAG_IDS_F32};
 use ple::format::{align64, crc32, meta_crc, DType, Layout, MAGIC, MAJOR, MINOR_INT8, NONE};
 use ple::format::{FileMeta, TensorRecord};
 use ple::kernels::int8;
@@ -136,11 +136,14 @@ impl Writer {
         for f in &self.meta.features {
             at.features.push(here(&m));
             m.extend_from_slice(&f.name.to_le_bytes());
-            let flags = if f.ids_through_f32 {
+            let mut flags = if f.ids_through_f32 {
                 FEATURE_FLAG_IDS_F32
             } else {
                 0
             };
+            if f.kind != ple::InputKind::Dense && f.table == NONE {
+                flags |= FEATURE_FLAG_CALLER_VECTORS;
+            }
             let pooling = f.pooling.map_or(0, u8::from);
             m.extend_from_slice(&[f.kind.into(), pooling, f.mask.into(), flags]);
             u32s(&mut m, &[f.width, f.max_len, f.table, 0]);
