@@ -296,3 +296,36 @@ fn malformed_vector_columns_are_errors() {
         assert!(out.iter().all(|&v| v == -7.0), "{e}: outputs written");
     }
 }
+
+/// A sparse feature with table NONE must carry flag bit 1 (so that a table index lost to
+/// corruption is not read as "vectors from the caller"), and flag bit 1 needs table NONE.
+#[test]
+fn the_no_table_flag_and_a_none_table_go_together() {
+    let shape = Shape {
+        tables: false,
+        ..Shape::default()
+    };
+    let (good, at) = synth::ple(&shape, 2).to_bytes_with_offsets();
+    assert!(Model::from_bytes(&good).is_ok());
+    let mut b = good.clone();
+    b[at.features[1] + 7] = 0; // s0: table NONE, flag cleared
+    ple_testkit::writer::fix_checksums(&mut b);
+    let e = Model::from_bytes(&b).unwrap_err().to_string();
+    assert!(e.contains("feature 1 's0': flag bit 1"), "{e}");
+}
+
+/// A file without tables passes the fuzz harness's load checks (it derives valid vector inputs
+/// for such inputs and must score them).
+#[test]
+fn a_file_without_tables_passes_the_load_checks() {
+    let shape = Shape {
+        tables: false,
+        sequences: 3,
+        ..Shape::default()
+    };
+    let bytes = synth::ple(&shape, 4).to_bytes();
+    ple_testkit::fuzz_checks::check_load(&bytes);
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no_tables.ple");
+    std::fs::write(path, bytes).unwrap();
+}

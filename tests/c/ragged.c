@@ -9,8 +9,10 @@
  *   form, on one thread and split across a pool, for batches 0 to MAX_BATCH;
  * - each malformed column fails with its status, a message naming the input and the sample, and
  *   the outputs untouched: offsets[0] != 0, decreasing offsets, the last offset != len, a sample
- *   over max_len, offsets_len != batch + 1, NULL offsets with a length, offsets with floats, an
- *   id out of range, ragged ids for a sparse input.
+ *   over max_len, offsets_len != batch + 1, NULL offsets with a length, ragged vectors of the
+ *   wrong size, an id out of range, ragged ids for a sparse input;
+ * - embedding vectors (ple_model_input_embedding) instead of ids, sparse and ragged sequence,
+ *   score bit-identically to the ids; the lookup's errors.
  *
  * Prints "N checks, M failures" and exits 1 on any failure.
  */
@@ -206,8 +208,10 @@ static void malformed(ple_session *s) {
     float some_floats[8] = {0};
     cols[q].floats = some_floats;
     refused(s, cols, batch, PLE_STATUS_INVALID_ARGUMENT, "sets both ids and floats", __LINE__);
-    cols[q].ids = NULL;
-    refused(s, cols, batch, PLE_STATUS_INVALID_ARGUMENT, "has offsets and floats", __LINE__);
+    cols[q].ids = NULL; /* ragged vectors: 8 floats are not 8 vectors */
+    snprintf(needle, sizeof needle, "%s, sample 3: the last offset is 8 vectors but the column "
+             "holds 8 floats", name);
+    refused(s, cols, batch, PLE_STATUS_RAGGED_INPUT, needle, __LINE__);
     cols[q].ids = ids;
     cols[q].floats = NULL;
 
@@ -226,6 +230,84 @@ static void malformed(ple_session *s) {
         refused(s, cols, batch, PLE_STATUS_WRONG_INPUT_KIND, "ragged columns are for sequences",
                 __LINE__);
         cols[sparse] = saved;
+    }
+}
+
+/* Embedding vectors instead of ids (ple_model_input_embedding gives them): sparse inputs as
+ * `floats`, sequences as ragged vectors; scores bit-identical to the ids. Then the lookup's
+ * errors. */
+static void vectors(ple_session *s) {
+    enum { B = 40 };
+    ple_column a[64], v[64];
+    cut(ragged, B, a);
+    float *owned[64] = {0};
+    int64_t *owned_offsets[64] = {0};
+    for (size_t j = 0; j < n_inputs; j++) {
+        v[j] = a[j];
+        int kind = ple_model_input_kind(model, j);
+        if (kind == PLE_INPUT_KIND_DENSE) continue;
+        CHECK(ple_model_input_has_table(model, j));
+        size_t w = ple_model_input_width(model, j);
+        size_t n = a[j].len; /* ids: B for sparse; ragged ids for sequences here */
+        int64_t pad = -1;
+        int has_pad = kind == PLE_INPUT_KIND_SEQUENCE && ple_model_input_pad_id(model, j, &pad);
+        float *f = malloc((n + 1) * w * sizeof *f);
+        int64_t *off = malloc((B + 1) * sizeof *off);
+        size_t m = 0;
+        off[0] = 0;
+        for (size_t smp = 0; smp < B; smp++) {
+            size_t from = a[j].offsets ? (size_t)a[j].offsets[smp] : smp;
+            size_t to = a[j].offsets ? (size_t)a[j].offsets[smp + 1] : smp + 1;
+            for (size_t k = from; k < to; k++) {
+                if (has_pad && a[j].ids[k] == pad) continue; /* vectors of the real ids only */
+                STATUS(ple_model_input_embedding(model, j, a[j].ids[k], f + m * w, w),
+                       PLE_STATUS_OK);
+                m++;
+            }
+            off[smp + 1] = (int64_t)m;
+        }
+        v[j].ids = NULL;
+        v[j].floats = f;
+        v[j].len = m * w;
+        if (a[j].offsets) {
+            v[j].offsets = off;
+            v[j].offsets_len = B + 1;
+        }
+        owned[j] = f;
+        owned_offsets[j] = off;
+    }
+    static float out_a[B * 64], out_b[B * 64], gates_a[B * 64], gates_b[B * 64];
+    STATUS(ple_session_run(s, B, a, n_inputs, out_a, B * width, gates_a, B * gate_width),
+           PLE_STATUS_OK);
+    STATUS(ple_session_run(s, B, v, n_inputs, out_b, B * width, gates_b, B * gate_width),
+           PLE_STATUS_OK);
+    int same = memcmp(out_a, out_b, B * width * sizeof *out_a) == 0 &&
+               memcmp(gates_a, gates_b, B * gate_width * sizeof *gates_a) == 0;
+    CHECK(same);
+    printf("embedding vectors and ids bit-identical: %s\n", same ? "yes" : "NO");
+
+    float row[64];
+    size_t w0 = 0, sparse = n_inputs, dense = n_inputs;
+    for (size_t j = 0; j < n_inputs; j++) {
+        if (ple_model_input_kind(model, j) == PLE_INPUT_KIND_SPARSE && sparse == n_inputs) sparse = j;
+        if (ple_model_input_kind(model, j) == PLE_INPUT_KIND_DENSE) dense = j;
+    }
+    if (sparse < n_inputs) {
+        w0 = ple_model_input_width(model, sparse);
+        STATUS(ple_model_input_embedding(model, sparse, 1000000, row, w0),
+               PLE_STATUS_ID_OUT_OF_RANGE);
+        STATUS(ple_model_input_embedding(model, sparse, 0, row, w0 + 1), PLE_STATUS_WRONG_LENGTH);
+        STATUS(ple_model_input_embedding(model, sparse, 0, NULL, w0), PLE_STATUS_NULL_ARGUMENT);
+        STATUS(ple_model_input_embedding(NULL, sparse, 0, row, w0), PLE_STATUS_NULL_ARGUMENT);
+        STATUS(ple_model_input_embedding(model, n_inputs, 0, row, w0), PLE_STATUS_UNKNOWN_INPUT);
+    }
+    if (dense < n_inputs) {
+        CHECK(!ple_model_input_has_table(model, dense));
+        STATUS(ple_model_input_embedding(model, dense, 0, row, 1), PLE_STATUS_WRONG_INPUT_KIND);
+    }
+    for (size_t j = 0; j < n_inputs; j++) {
+        free(owned[j]);
+        free(owned_offsets[j]);
     }
 }
 
@@ -249,6 +331,7 @@ int main(int argc, char **argv) {
     printf("ragged and padded forms bit-identical, batches 0..%d, 1 and 2 threads: %s\n",
            MAX_BATCH, ok ? "yes" : "NO");
     malformed(alone);
+    vectors(alone);
 
     ple_session_free(alone);
     ple_session_free(pooled);

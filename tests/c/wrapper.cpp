@@ -89,6 +89,21 @@ int main(int argc, char **argv) {
         s.run(2, pc, a);
         s.run(2, rc, b);
         CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+        // The same as embedding vectors of the real ids (recent_items' table, 4 floats each).
+        size_t q = m.input_index("recent_items");
+        CHECK(m.input_has_table(q) && !m.input_has_table(m.input_index("price")));
+        std::vector<float> vec;
+        for (size_t k = 0; k < 8; k++) {
+            std::vector<float> e = m.input_embedding(q, values[k]);
+            vec.insert(vec.end(), e.begin(), e.end());
+        }
+        std::vector<ple_column> vc = cols;
+        vc[3] = ple::ragged_floats(vec, offsets, "recent_items");
+        std::vector<float> c(4);
+        s.run(2, vc, c);
+        CHECK(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) == 0);
+        expect_error([&] { (void)m.input_embedding(q, 64); }, PLE_STATUS_ID_OUT_OF_RANGE,
+                     "recent_items");
         offsets[1] = 7;  // sample 0 then holds 7 ids, over max_len 6
         offsets[2] = 8;
         expect_error([&] { s.run(2, rc, b); }, PLE_STATUS_RAGGED_INPUT,

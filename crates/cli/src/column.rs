@@ -7,7 +7,15 @@
 pub enum InputColumn {
     Ids(Vec<i64>),
     Floats(Vec<f32>),
-    Ragged { ids: Vec<i64>, offsets: Vec<i64> },
+    Ragged {
+        ids: Vec<i64>,
+        offsets: Vec<i64>,
+    },
+    /// Embedding vectors of a sequence, ragged (inputs without a table in the file).
+    RaggedFloats {
+        floats: Vec<f32>,
+        offsets: Vec<i64>,
+    },
 }
 
 impl InputColumn {
@@ -16,6 +24,9 @@ impl InputColumn {
             InputColumn::Ids(v) => ple::Input::Ids(v),
             InputColumn::Floats(v) => ple::Input::Floats(v),
             InputColumn::Ragged { ids, offsets } => ple::Input::RaggedIds { ids, offsets },
+            InputColumn::RaggedFloats { floats, offsets } => {
+                ple::Input::RaggedFloats { floats, offsets }
+            }
         }
     }
 
@@ -25,6 +36,7 @@ impl InputColumn {
             InputColumn::Ids(v) => v.len(),
             InputColumn::Floats(v) => v.len(),
             InputColumn::Ragged { ids, .. } => ids.len(),
+            InputColumn::RaggedFloats { floats, .. } => floats.len(),
         }
     }
 
@@ -38,6 +50,7 @@ impl InputColumn {
                 ids.truncate(len);
                 offsets.truncate(offsets.partition_point(|&o| o as usize <= len).max(1));
             }
+            InputColumn::RaggedFloats { .. } => unreachable!("random columns only, never cut"),
         }
     }
 

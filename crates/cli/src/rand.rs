@@ -39,6 +39,17 @@ pub fn random_columns(model: &Model, batch: usize, rng: &mut Rng) -> Vec<InputCo
             InputKind::Dense => {
                 InputColumn::Floats((0..batch * f.width).map(|_| rng.unit()).collect())
             }
+            // No table in the file: the caller passes embedding vectors, here random ones (a
+            // sparse input's, or full-length ragged sequences: valid with or without a pad id).
+            InputKind::Sparse if f.table.is_none() => {
+                InputColumn::Floats((0..batch * f.width).map(|_| rng.unit()).collect())
+            }
+            InputKind::Sequence if f.table.is_none() => InputColumn::RaggedFloats {
+                floats: (0..batch * f.max_len * f.width)
+                    .map(|_| rng.unit())
+                    .collect(),
+                offsets: (0..=batch).map(|s| (s * f.max_len) as i64).collect(),
+            },
             InputKind::Sparse | InputKind::Sequence => {
                 let vocab = f.vocab().max(1) as u64;
                 let l = f.values_per_sample();

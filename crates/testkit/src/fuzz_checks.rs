@@ -106,7 +106,7 @@ fn exercise(model: &Model) {
             "input_index({:?}) = {i:?}",
             f.name
         );
-        if f.kind != InputKind::Dense {
+        if f.kind != InputKind::Dense && f.table.is_some() {
             assert!(f.vocab() > 0, "{} takes ids but has an empty table", f.name);
         }
     }
@@ -115,7 +115,10 @@ fn exercise(model: &Model) {
     let per_sample: usize = model
         .inputs()
         .iter()
-        .map(|f| f.values_per_sample())
+        .map(|f| match f.table {
+            None if f.kind != InputKind::Dense => f.values_per_sample().saturating_mul(f.width),
+            _ => f.values_per_sample(),
+        })
         .fold(0usize, |a, b| a.saturating_add(b));
     let mut session = match Session::new(model, 3) {
         Ok(s) => s,
@@ -250,6 +253,11 @@ impl Rng {
 enum Column {
     Ids(Vec<i64>),
     Floats(Vec<f32>),
+    /// Embedding vectors of a sequence, ragged (inputs without a table).
+    RaggedFloats {
+        floats: Vec<f32>,
+        offsets: Vec<i64>,
+    },
     /// A ragged sequence column and, when it is valid, its padded form.
     Ragged {
         ids: Vec<i64>,
@@ -264,6 +272,7 @@ impl Column {
             Column::Ids(v) => Input::Ids(v),
             Column::Floats(v) => Input::Floats(v),
             Column::Ragged { ids, offsets, .. } => Input::RaggedIds { ids, offsets },
+            Column::RaggedFloats { floats, offsets } => Input::RaggedFloats { floats, offsets },
         }
     }
 
@@ -383,6 +392,17 @@ fn valid_columns(model: &Model, batch: usize, seed: u64) -> Vec<Column> {
             let n = batch * f.values_per_sample();
             match f.kind {
                 InputKind::Dense => Column::Floats((0..n).map(|_| rng.float()).collect()),
+                // No table in the file: the caller's embedding vectors (full-length sequences,
+                // ragged: valid with or without a pad id).
+                InputKind::Sparse if f.table.is_none() => {
+                    Column::Floats((0..batch * f.width).map(|_| rng.float()).collect())
+                }
+                InputKind::Sequence if f.table.is_none() => Column::RaggedFloats {
+                    floats: (0..batch * f.max_len * f.width)
+                        .map(|_| rng.float())
+                        .collect(),
+                    offsets: (0..=batch).map(|s| (s * f.max_len) as i64).collect(),
+                },
                 _ => Column::Ids((0..n).map(|_| valid_id(f, &mut rng)).collect()),
             }
         })

@@ -153,6 +153,7 @@ impl InputSpec {
             match column {
                 InputColumn::Floats(v) => v.push(parse_float(t)?),
                 InputColumn::Ids(v) | InputColumn::Ragged { ids: v, .. } => v.push(parse_id(t)?),
+                InputColumn::RaggedFloats { .. } => unreachable!("only random columns"),
             }
             Ok(())
         });
