@@ -418,11 +418,12 @@ static void scoring(const ple_model *m) {
               ple_model_input_name(m, sq));
         c[sq] = saved;
 
-        /* Floats for a sparse input; ids for a dense one. */
+        /* Floats for a sparse input are its embedding vectors (batch x width): one float per
+         * sample is a length error; ids for a dense input are the wrong kind. */
         saved = c[sp];
         c[sp].ids = NULL;
         c[sp].floats = c[dn].floats;
-        FAILS(ple_session_run(s, batch, c, n, out, out_len, NULL, 0), PLE_STATUS_WRONG_INPUT_KIND,
+        FAILS(ple_session_run(s, batch, c, n, out, out_len, NULL, 0), PLE_STATUS_WRONG_LENGTH,
               sp_name);
         c[sp] = saved;
         saved = c[dn];
