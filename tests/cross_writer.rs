@@ -10,7 +10,7 @@
 
 use ple::format::codes::{
     Activation, InputKind, Layout, Mask, OutputCode, Pooling, TowerActivation, TowerInput,
-    FEATURE_FLAG_IDS_F32,
+    FEATURE_FLAG_CALLER_VECTORS, FEATURE_FLAG_IDS_F32,
 };
 use ple::format::{
     limits, DType, FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TowerRecord, ALIGN,
@@ -44,6 +44,7 @@ fn code_table() -> String {
         }
     }
     out += &format!("feature flag\t{FEATURE_FLAG_IDS_F32}\tids through f32\n");
+    out += &format!("feature flag\t{FEATURE_FLAG_CALLER_VECTORS}\tcaller vectors\n");
     let magic: String = MAGIC.iter().map(|b| format!("{b:02x}")).collect();
     let constants: [(&str, String); 21] = [
         ("magic", magic),

@@ -28,6 +28,7 @@ POOL_CODES = {"sum": 1, "mean": 2, "max": 3}  # 0: a feature that does not pool
 MASK_NONE, MASK_PAD_ID = 0, 1
 MASK_CODES = {"none": MASK_NONE, "pad id": MASK_PAD_ID}
 FLAG_ID_F32 = 1  # feature flag bit 0: ids pass through f32 (DeepCTR-Torch)
+FLAG_CALLER_VECTORS = 2  # feature flag bit 1: no table in the file, the caller passes vectors
 ACT_CODES = {
     "identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "leaky_relu": 4, "prelu": 5,
     "dice_rechub": 6, "dice_bn": 7, "softmax": 8,
@@ -85,6 +86,7 @@ def table() -> str:
     lines = [f"{field}\t{code}\t{name}" for field, codes in fields
              for name, code in sorted(codes.items(), key=lambda item: item[1])]
     lines.append(f"feature flag\t{FLAG_ID_F32}\tids through f32")
+    lines.append(f"feature flag\t{FLAG_CALLER_VECTORS}\tcaller vectors")
     constants = [
         ("magic", MAGIC.hex()), ("major", MAJOR), ("minor", MINOR), ("header size", HEADER_SIZE),
         ("alignment", ALIGN), ("none", NONE), ("metadata bytes", MAX_META), ("strings", LIMIT_STRINGS),

@@ -16,7 +16,7 @@ def describe(pf: PleFile) -> str:
     for f in pf.features:
         extra = ""
         if f.kind != KIND_DENSE:
-            extra = f" table={pf.tensors[f.table].name}"
+            extra = f" table={pf.tensors[f.table].name}" if f.table != NONE else f" no table (vectors, width {f.width})"
         if f.kind == KIND_SEQUENCE:
             extra += f" max_len={f.max_len} pooling={POOL_NAMES[f.pooling]}"
             extra += f" pad_id={f.pad_id}" if f.mask == MASK_PAD_ID else " mask=none"

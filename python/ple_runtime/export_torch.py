@@ -466,7 +466,7 @@ _KINDS = ("PLE", "MMOE", "SharedBottom", "ESMM")
 
 
 def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] | None = None,
-            max_len: dict | int | None = None) -> dict:
+            max_len: dict | int | None = None, tables: bool | dict = True) -> dict:
     """The spec of a torch-rechub or DeepCTR-Torch multi-task model (eval semantics).
 
     name: the model name stored in the file (default "<library>.<class>").
@@ -476,6 +476,9 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
     the bound of a ragged sequence and the length of a padded one. Default for a feature with a
     padding_idx: DEFAULT_MAX_LEN (256); a feature without one needs it (its padded length is part
     of what it computes).
+    tables: False writes no embedding table: the caller passes each sparse / sequence feature's
+    embedding vectors (from a key-value store of its own; docs/C_API.md); {feature: False} for
+    some features only (missing ones keep their tables).
     The spec's embedding tables are the model's own weights as numpy arrays (float32, not
     copies): write the spec before training the model further.
     """
@@ -494,7 +497,25 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
         for o, n in zip(spec["outputs"], task_names):
             o["name"] = n
     spec.setdefault("bottom", None)
+    _without_tables(spec, tables)
     return spec
+
+
+def _without_tables(spec: dict, tables: bool | dict) -> None:
+    """Marks the features whose tables the file leaves out (``tables``, as ``to_spec`` takes it)."""
+    id_features = [f["name"] for f in spec["features"] if f["kind"] != "dense"]
+    if isinstance(tables, dict):
+        unknown = sorted(set(tables) - set(id_features))
+        if unknown:
+            raise ExportError(f"tables: {unknown} are not sparse or sequence features (those are {id_features})")
+        drop = {n for n, keep in tables.items() if not keep}
+    elif isinstance(tables, bool):
+        drop = set() if tables else set(id_features)
+    else:
+        raise ExportError(f"tables: expected a bool or {{feature: bool}}, got {tables!r}")
+    for f in spec["features"]:
+        if f["name"] in drop:
+            f["vectors"] = True
 
 
 def export(model: nn.Module, path: str | os.PathLike, dtype: str = "f32", round_weights_to_f16: bool = False,

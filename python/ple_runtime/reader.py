@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from .codes import (
-    ACT_NAMES, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, FormatError, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
+    ACT_NAMES, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_CALLER_VECTORS, FLAG_ID_F32, FormatError, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
     KIND_SEQUENCE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MINOR_INT8, MINOR_INPUT_SCALES, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC,
     MAJOR, MASK_NAMES, MASK_PAD_ID, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS, MAX_LEN,
     MAX_LEVELS, MAX_META, MAX_OUTPUTS, MAX_TASKS, MINOR, NONE, OUTPUT_KIND_NAMES, OUTPUT_TOWER, POOL_NAMES,
@@ -354,8 +354,11 @@ def _read_features(cur: _Cursor, string, tensors: list[TensorInfo]) -> list[Feat
         _known(kind, KIND_NAMES, what, "kind")
         if reserved:
             raise FormatError(f"{what}: reserved field must be 0")
-        if flags & ~FLAG_ID_F32 or (kind == KIND_DENSE and flags):
+        if flags & ~(FLAG_ID_F32 | FLAG_CALLER_VECTORS) or (kind == KIND_DENSE and flags):
             raise FormatError(f"{what}: flags {flags:#x} not allowed")
+        if bool(flags & FLAG_CALLER_VECTORS) != (kind != KIND_DENSE and table == NONE):
+            raise FormatError(f"{what}: flag bit 1 (embedding vectors from the caller) must be set exactly when a "
+                              f"sparse or sequence feature has no table")
         if kind == KIND_SEQUENCE:
             _known(pooling, POOL_NAMES, what, "pooling")
             _known(mask, MASK_NAMES, what, "mask")
@@ -373,7 +376,7 @@ def _read_features(cur: _Cursor, string, tensors: list[TensorInfo]) -> list[Feat
                 raise FormatError(f"{what}: width {width} is outside 1..{MAX_DENSE_WIDTH}")
             if table != NONE:
                 raise FormatError(f"{what}: a dense feature has no table (must be NONE)")
-        else:
+        elif table != NONE:
             if table >= len(tensors):
                 raise FormatError(f"{what}: table index {table} out of range")
             t = tensors[table]
@@ -541,7 +544,10 @@ def read_spec(path: str | os.PathLike) -> dict:
         out = {"name": f.name, "kind": KIND_NAMES[f.kind]}
         if f.kind == KIND_DENSE:
             return {**out, "width": f.width}
-        out.update(table=pf.tensors[f.table].name, id_f32=bool(f.flags & FLAG_ID_F32))
+        if f.table == NONE:  # no table in the file: the caller passes vectors
+            out.update(table=None, vectors=True, width=f.width, id_f32=bool(f.flags & FLAG_ID_F32))
+        else:
+            out.update(table=pf.tensors[f.table].name, id_f32=bool(f.flags & FLAG_ID_F32))
         if f.kind == KIND_SEQUENCE:
             out.update(max_len=f.max_len, pooling=POOL_NAMES[f.pooling],
                        pad_id=f.pad_id if f.mask == MASK_PAD_ID else None)
@@ -556,7 +562,7 @@ def read_spec(path: str | os.PathLike) -> dict:
     return {
         "name": pf.name,
         "features": [feature(f) for f in pf.features],
-        "tables": {pf.tensors[f.table].name: t[f.table] for f in pf.features if f.kind != KIND_DENSE},
+        "tables": {pf.tensors[f.table].name: t[f.table] for f in pf.features if f.kind != KIND_DENSE and f.table != NONE},
         "x0_order": [pf.features[i].name for i in pf.order],
         "bottom": None if pf.bottom == NONE else mlp(pf.bottom),
         "levels": levels,

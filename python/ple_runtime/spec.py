@@ -290,8 +290,8 @@ def _feature(value: Any, where: str, tables: dict) -> dict:
     kind = value.get("kind")
     allowed = {
         "dense": {"name", "kind", "width"},
-        "sparse": {"name", "kind", "table", "id_f32"},
-        "sequence": {"name", "kind", "table", "max_len", "pooling", "pad_id", "id_f32"},
+        "sparse": {"name", "kind", "table", "id_f32", "vectors"},
+        "sequence": {"name", "kind", "table", "max_len", "pooling", "pad_id", "id_f32", "vectors"},
     }
     if kind not in allowed:
         raise SpecError(f"{where}.kind: {kind!r} is not 'dense', 'sparse' or 'sequence'")
@@ -306,7 +306,14 @@ def _feature(value: Any, where: str, tables: dict) -> dict:
     id_f32 = value.get("id_f32", False)
     if not isinstance(id_f32, (bool, np.bool_)):
         raise SpecError(f"{where}.id_f32: expected a bool")
+    vectors = value.get("vectors", False)
+    if not isinstance(vectors, (bool, np.bool_)):
+        raise SpecError(f"{where}.vectors: expected a bool")
     out = {"name": name, "kind": kind, "table": table, "id_f32": bool(id_f32)}
+    if vectors:
+        # The file omits the table; the caller passes each id's vector (the table stays in the
+        # spec: it gives the width, and the check below).
+        out["vectors"] = True
     if kind == "sequence":
         out["max_len"] = _positive_int(value.get("max_len"), f"{where}.max_len", MAX_LEN)
         pooling = value.get("pooling", "mean")
@@ -319,6 +326,14 @@ def _feature(value: Any, where: str, tables: dict) -> dict:
                 raise SpecError(f"{where}.pad_id: expected an i64 or None, got {pad!r}")
             pad = int(pad)
         out["pad_id"] = pad
+        if vectors and pooling == "max" and pad is not None:
+            # Without the table, max pooling's padding term E[pad] - 1e9 is taken as -1e9: the
+            # same f32 value only while |E[pad]| < 32 (FORMAT.md 3.4).
+            arr = tables[table]
+            row = np.asarray(arr[pad], dtype=np.float64) if 0 <= pad < arr.shape[0] else np.zeros(1)
+            if not np.all(np.abs(row) < 32):
+                raise SpecError(f"{where} ({name}).vectors: max pooling with pad id {pad} needs the table in the "
+                                f"file, since |E[pad]| >= 32 (its padding term E[pad] - 1e9 is not -1e9 in f32)")
     return out
 
 

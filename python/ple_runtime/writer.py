@@ -43,7 +43,7 @@ import numpy as np
 from . import progress as progress_mod
 from . import spec as spec_mod
 from .codes import (
-    ACT_CODES, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32, HEADER_SIZE, KIND_CODES,
+    ACT_CODES, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_CALLER_VECTORS, FLAG_ID_F32, HEADER_SIZE, KIND_CODES,
     LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MAGIC, MINOR_INPUT_SCALES, MINOR_INT8, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT,
     OUTPUT_TOWER, POOL_CODES, TOWER_ACT_CODES, TOWER_INPUT_CODES, FormatError, align64,
 )
@@ -306,7 +306,9 @@ def _build(canon: dict, b: _Builder) -> tuple[bytes, bool]:
     b.canon = canon
     name_idx = b.string(canon["name"])
     feature_names = [b.string(f["name"]) for f in canon["features"]]
-    table_idx = {tname: b.table("table." + tname, arr) for tname, arr in canon["tables"].items()}
+    # A table only features given vectors by the caller use is not written (flag bit 1).
+    stored = {f["table"] for f in canon["features"] if f["kind"] != "dense" and not f.get("vectors")}
+    table_idx = {tname: b.table("table." + tname, arr) for tname, arr in canon["tables"].items() if tname in stored}
     mlp_index, mlp_records, input_scales = _mlps(canon, b)
     output_names = [b.string(o["name"]) for o in canon["outputs"]]
     meta = b"".join([
@@ -347,7 +349,9 @@ def _features(canon: dict, names: list[int], table_idx: dict[str, int]) -> bytes
         kind, pooling, mask, flags, max_len, table, pad_id = KIND_CODES[f["kind"]], 0, MASK_NONE, 0, 0, NONE, 0
         width = f["width"] if f["kind"] == "dense" else canon["tables"][f["table"]].shape[1]
         if f["kind"] != "dense":
-            table, flags = table_idx[f["table"]], FLAG_ID_F32 if f["id_f32"] else 0
+            table, flags = table_idx[f["table"]] if not f.get("vectors") else NONE, FLAG_ID_F32 if f["id_f32"] else 0
+            if f.get("vectors"):
+                flags |= FLAG_CALLER_VECTORS
         if f["kind"] == "sequence":
             pooling, max_len = POOL_CODES[f["pooling"]], f["max_len"]
             if f["pad_id"] is not None:

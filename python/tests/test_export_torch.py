@@ -200,3 +200,99 @@ def test_verify_checks_ids_with_ple_messages(tmp_path):
     x[sparse.name][5] = sparse.vocab_size  # one past the table: torch would raise IndexError
     with pytest.raises(ple_runtime.PleError, match=rf"input '{sparse.name}', sample 5.*out of range"):
         ple_runtime.verify(model, path, inputs=x, verbose=False)
+
+
+def _c_scores(lib, path, columns, batch, width):
+    """Scores through the C ABI (ple_session_run) directly: columns [(ids or None, floats or None,
+    offsets or None)] in the model's input order."""
+    import ctypes
+
+    class Column(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("ids", ctypes.POINTER(ctypes.c_int64)),
+                    ("floats", ctypes.POINTER(ctypes.c_float)), ("len", ctypes.c_size_t),
+                    ("offsets", ctypes.POINTER(ctypes.c_int64)), ("offsets_len", ctypes.c_size_t)]
+
+    m, s = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.ple_model_open(str(path).encode(), 0, ctypes.byref(m)) == 0
+    assert lib.ple_session_new(m, batch, ctypes.byref(s)) == 0
+    cols = (Column * len(columns))()
+    keep = []
+    for c, (ids, floats, offsets) in zip(cols, columns):
+        for field, arr, ctype in (("ids", ids, ctypes.c_int64), ("floats", floats, ctypes.c_float),
+                                  ("offsets", offsets, ctypes.c_int64)):
+            if arr is not None:
+                arr = np.ascontiguousarray(arr)
+                keep.append(arr)
+                setattr(c, field, arr.ctypes.data_as(ctypes.POINTER(ctype)))
+                if field == "offsets":
+                    c.offsets_len = arr.size
+                else:
+                    c.len = arr.size
+    out = np.zeros(batch * width, np.float32)
+    st = lib.ple_session_run(s, batch, cols, len(columns), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                             out.size, None, 0)
+    err = ctypes.string_at(lib.ple_session_last_error(s)).decode()
+    lib.ple_session_free(s)
+    lib.ple_model_free(m)
+    return st, out, err
+
+
+def test_export_without_tables_scores_vectors_as_the_full_file_scores_ids(tmp_path):
+    """tables=False / {feature: False}: the file leaves those tables out (flag bit 1); scored
+    through the C ABI with the tables' rows as vectors it gives the full file's scores for the
+    ids bit for bit, and refuses ids."""
+    import ctypes
+    from pathlib import Path
+    lib_path = Path(__file__).resolve().parents[2] / "target" / "release" / "libple.so"
+    if not lib_path.is_file():
+        pytest.skip("target/release/libple.so not built")
+    lib = ctypes.CDLL(str(lib_path))
+    P, N = ctypes.c_void_p, ctypes.c_size_t
+    lib.ple_session_last_error.restype = P
+    lib.ple_session_last_error.argtypes = [P]
+    lib.ple_model_open.argtypes = [ctypes.c_char_p, ctypes.c_uint32, P]
+    lib.ple_session_new.argtypes = [P, N, P]
+    lib.ple_session_run.argtypes = [P, N, P, N, P, N, P, N]
+    lib.ple_session_free.argtypes = [P]
+    lib.ple_model_free.argtypes = [P]
+    Dense, Seq, Sparse, MLP, PLE, *_ = mf.rechub_imports()
+    torch.manual_seed(5)
+    model = PLE([Sparse("u", 9, 4), Seq("h", 12, 4, pooling="mean", padding_idx=0), Dense("p")],
+                ["classification"] * 2, 1, 1, 1, {"dims": [8]}, [{"dims": [4]}] * 2).eval()
+    full, bare, some = tmp_path / "full.ple", tmp_path / "bare.ple", tmp_path / "some.ple"
+    export_torch.export(model, full, max_len=6)
+    export_torch.export(model, bare, max_len=6, tables=False)
+    export_torch.export(model, some, max_len=6, tables={"u": False})
+    pf = fmt.read_header_and_meta(bare)
+    assert [f.flags & 2 for f in pf.features] == [2, 2, 0]
+    assert bare.stat().st_size < some.stat().st_size < full.stat().st_size
+    with pytest.raises(export_torch.ExportError, match="'p'"):
+        export_torch.to_spec(model, max_len=6, tables={"p": False})
+
+    rng = np.random.default_rng(1)
+    batch = 17
+    u = rng.integers(0, 9, batch)
+    hist = rng.integers(1, 12, (batch, 6))
+    lengths = rng.integers(0, 7, batch)
+    for r, n in enumerate(lengths):
+        hist[r, n:] = 0
+    price = rng.random(batch, dtype=np.float32)
+    table_u = model.embedding.embed_dict["u"].weight.detach().numpy().astype(np.float32)
+    table_h = model.embedding.embed_dict["h"].weight.detach().numpy().astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    h_vectors = np.concatenate([table_h[hist[r, :n]] for r, n in enumerate(lengths)] + [np.zeros((0, 4))])
+    width = 2
+    st, want, err = _c_scores(lib, full, [(u, None, None), (hist.ravel(), None, None), (None, price, None)],
+                              batch, width)
+    assert st == 0, err
+    st, got, err = _c_scores(lib, bare, [(None, table_u[u].ravel(), None),
+                                         (None, h_vectors.astype(np.float32).ravel(), offsets),
+                                         (None, price, None)], batch, width)
+    assert st == 0, err
+    assert np.ptp(want) > 0 and want.view(np.uint32).tolist() == got.view(np.uint32).tolist()
+    st, _, err = _c_scores(lib, some, [(None, table_u[u].ravel(), None), (hist.ravel(), None, None),
+                                       (None, price, None)], batch, width)
+    assert st == 0, err
+    st, _, err = _c_scores(lib, bare, [(u, None, None), (hist.ravel(), None, None), (None, price, None)],
+                           batch, width)
+    assert st == 23 and "input 'u' expects embedding vectors (floats): this file has no table for it" in err

@@ -71,7 +71,16 @@ CASES = [
     (lambda s: s["outputs"].append({"name": "z", "tower": 5}), r"outputs\[2\]\.tower"),
     (lambda s: (s.update(levels=[]), s["towers"][0].update(input="level")), r"towers\[0\]\.input: 'level' needs"),
     (lambda s: s.update(extra=1), "unknown keys"),
+    (lambda s: s["features"][0].update(vectors=1), r"features\[0\]\.vectors: expected a bool"),
+    (lambda s: (s["features"][3].update(vectors=True), s["tables"]["items"].__setitem__((0, 1), 40.0)),
+     r"features\[3\] \(hist_max\)\.vectors: max pooling with pad id 0 needs the table"),
 ]
+
+
+def test_vectors_keep_the_table_in_the_spec_and_mark_the_feature(spec):
+    spec["features"][3]["vectors"] = True  # hist_max: max pooling, pad row of N(0, 1) values: |E[pad]| < 32
+    canon = normalize(spec)
+    assert canon["features"][3]["vectors"] is True and "vectors" not in canon["features"][2]
 
 
 @pytest.mark.parametrize("fn, message", CASES)
