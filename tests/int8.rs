@@ -293,3 +293,78 @@ fn c_api_reports_each_layers_precision() {
         ple_model_free(handle);
     }
 }
+
+/// The committed fuzz seed with input scales (format 1.2): a DeepCTR-Torch PLE exported by the
+/// Python writer's default, its three x0-reading experts int8 with one shared r.
+const X0_SCALED: &[u8] = include_bytes!("../fuzz/corpus/load/deepctr_ple_int8_x0.ple");
+
+#[test]
+fn input_scaled_file_scores_alike_at_every_level() {
+    let (h, meta) = ple::format::parse(X0_SCALED).unwrap();
+    assert_eq!((h.minor, meta.input_scales.len()), (2, 3));
+    let batch = 70;
+    let mut first: Option<Vec<f32>> = None;
+    for level in SimdLevel::available() {
+        let model = open(X0_SCALED, level);
+        let got = score(&model, &synth::inputs(&model, batch, 5), batch);
+        assert!(got.iter().all(|x| x.is_finite()));
+        // The int8 layers are bit-identical across levels; the f32 layers after them round
+        // differently (FMA or not), which can move a value across a quantization step.
+        match &first {
+            None => first = Some(got),
+            Some(want) => {
+                let worst = (want.iter().zip(&got))
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 2e-3, "{level:?} vs scalar: {worst}");
+            }
+        }
+    }
+}
+
+#[test]
+fn random_mutations_of_input_scales_never_panic() {
+    // Byte rewrites in the input-scales section and in the r tensor (checksums fixed): each must
+    // be an error or a model that scores without panicking; bad values must be refused.
+    let (h, meta) = ple::format::parse(X0_SCALED).unwrap();
+    let r = &meta.tensors[meta.input_scales[0].tensor as usize];
+    let r_at = (h.data_offset + r.offset) as usize;
+    let r_len = r.size as usize;
+    let section_len = 4 + 12 * meta.input_scales.len();
+    let section_at = 64 + h.meta_size as usize - section_len;
+    let mut rng = synth::Rng(23);
+    let (mut loaded, mut rejected) = (0, 0);
+    for case in 0..1000u64 {
+        let mut b = X0_SCALED.to_vec();
+        for _ in 0..1 + rng.below(2) {
+            let off = if rng.below(2) == 0 {
+                section_at + rng.below(section_len as u64) as usize
+            } else {
+                r_at + rng.below(r_len as u64) as usize
+            };
+            b[off] = [0u8, 0x80, 0x7f, 0xff, 1, 2][rng.below(6) as usize];
+        }
+        fix_checksums(&mut b);
+        let result = std::panic::catch_unwind(|| match Model::from_bytes(&b) {
+            Ok(model) => {
+                let cols = synth::inputs(&model, 3, case);
+                let _ = score(&model, &cols, 3);
+                true
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                false
+            }
+        });
+        match result {
+            Ok(true) => loaded += 1,
+            Ok(false) => rejected += 1,
+            Err(_) => panic!("case {case} panicked"),
+        }
+    }
+    eprintln!("{loaded} loaded, {rejected} rejected");
+    assert!(
+        rejected > 300 && loaded > 50,
+        "{loaded} loaded, {rejected} rejected"
+    );
+}

@@ -276,3 +276,21 @@ def test_reader_refuses_corrupt_input_scales(tmp_path):
         bad.write_bytes(_retag(b))
         with pytest.raises(Exception, match=needle):
             ple_runtime.Model(bad)
+
+
+def test_dense_input_model_needs_no_input_scales(tmp_path):
+    """x0 as one dense input: the data-free r is all ones, so the file has no input scales (format
+    1.1) while its x0 reader is int8; calibration gives it some (1.2)."""
+    rng = np.random.default_rng(4)
+    spec = {"name": "dense_in", "features": [{"name": "x", "kind": "dense", "width": 8}], "tables": {},
+            "bottom": [{"weight": rng.normal(size=(32, 8)), "bias": rng.normal(size=32), "activation": "relu"}],
+            "levels": [],
+            "towers": [{"mlp": [{"weight": rng.normal(size=(1, 32)), "bias": None, "activation": "identity"}],
+                        "input": "bottom", "activation": "sigmoid"}],
+            "outputs": [{"name": "p", "tower": 0}]}
+    plain = fmt.parse(fmt.to_bytes(spec, dtype="int8"))
+    assert plain.minor == 1 and not plain.input_scales
+    assert fmt.DTYPE_NAMES[plain.tensors[plain.mlps[plain.bottom][0].weight].dtype] == "i8"
+    x = {"x": (rng.normal(size=(64, 8)) * np.arange(1, 9) ** 3).astype(np.float32)}
+    cal = fmt.parse(fmt.to_bytes(spec, dtype="int8", calibration=x))
+    assert cal.minor == 2 and [(m, j) for m, j, _ in cal.input_scales] == [(cal.bottom, 0)]
