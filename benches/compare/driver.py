@@ -682,7 +682,7 @@ def main() -> int:
                         res["simd"] = ln["simd"]
                         res["parameters"] = ln["parameters"]
                 py, outs = python_runners(v["model"], sess, over, v["names"], inputs)
-                # ple from Python (ple_runtime.Model.predict over ctypes): what a Python caller pays.
+                # ple from Python (ple_runtime.Model.predict, the native extension): what a Python caller pays.
                 ple_py = ple_runtime.Model(d / "f32.ple")
                 py["ple-py"] = lambda m=ple_py, x=inputs: m.predict(x)
                 outs["ple-py"] = ple_py.predict(inputs)
@@ -1307,7 +1307,7 @@ def render(results: dict, args) -> str:
                      f"| {fmt_us(pyb)} ({fmt_signed(paired_diff(res, 'ort-py-iobinding', 'ort', b0))}) "
                      f"| {fmt_us(idn)} | {fmt_us(idp)} | {fmt_us(t_of(res, 'ple-f32', b0))} | "
                      f"{fmt_us(t_of(res, 'ple-py', b0))} ({fmt_signed(paired_diff(res, 'ple-py', 'ple-f32', b0))}) |")
-    w(f"Python overhead of ONNX Runtime and of ple (`ple_runtime.Model.predict`, ctypes) at batch {batches[0]} (medians, µs per call; in parentheses the median over "
+    w(f"Python overhead of ONNX Runtime and of ple (`ple_runtime.Model.predict`, the PyO3 extension) at batch {batches[0]} (medians, µs per call; in parentheses the median over "
       "rounds of Python − C API; the identity model has the same inputs and returns its first one, so it measures "
       "the fixed cost of a call):")
     w("")

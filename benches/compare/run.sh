@@ -38,6 +38,9 @@ if ! "$PY" -c 'import openvino' 2>/dev/null; then
     || echo "[run.sh] WARNING: could not install openvino; the report will not include it" >&2
 fi
 
+# The driver imports the in-tree package, which loads the extension from target/release.
+echo "[run.sh] building the Python package's native extension (target/release/lib_ple.so)" >&2
+cargo build --release -p ple-python --manifest-path "$REPO/Cargo.toml" >&2
 echo "[run.sh] building the native bench binary (release; the first build compiles tract, a few minutes)" >&2
 cargo build --release --manifest-path "$HERE/native/Cargo.toml" >&2
 BIN=$HERE/native/target/release/ple-compare

@@ -4,7 +4,7 @@ Top level (numpy is the only hard dependency; a training framework is needed onl
 exporters and :func:`verify`, and only the model's own: torch for torch-rechub / DeepCTR-Torch,
 TensorFlow with tf-keras for DeepCTR on Keras -- neither imports the other):
 
-- :class:`Model`: a ``.ple`` file loaded by libple (the native scorer, through ctypes):
+- :class:`Model`: a ``.ple`` file loaded by the ple library (the native extension ``ple_runtime._ple``):
   ``Model(path).predict({feature: array})`` -> ``[B, outputs]``; ``gates=True`` adds gate weights;
   ``Model(path, threads=N)`` or ``pool=Pool(N)`` splits large batches across threads;
 - :func:`export` / :func:`to_spec`: torch-rechub / DeepCTR-Torch / DeepCTR (Keras) model ->
@@ -19,8 +19,9 @@ Modules: :mod:`.spec`; the file format: :mod:`.codes` (every code and limit),
 reader; :mod:`.graph_check` for the graph rules), :mod:`.describe`, and :mod:`.format`, which
 gathers their public names; :mod:`.reference` (the float64 forward), :mod:`.numpy_runtime`
 (a written file scored by it), :mod:`.export_torch`, :mod:`.export_keras`, :mod:`.model`,
-:mod:`.verify`, :mod:`._native` (library lookup: ``PLE_LIB``, ``PLE_LIB_DIR``, the package
-directory, the checkout's ``target/release`` and ``target/debug``, the system path).
+:mod:`.verify`, :mod:`._native` (finding the native extension: ``PLE_EXTENSION``, the package,
+the checkout's ``target/release`` and ``target/debug``); the ``ple`` console script is the
+separate ``ple_runtime_cli`` package (it starts without importing this one).
 """
 
 from ._native import LibraryNotFound
@@ -56,21 +57,21 @@ def to_spec(model, **kwargs) -> dict:
 
 
 def library_version() -> str:
-    """Version of the loaded libple ("MAJOR.MINOR.PATCH"); loads it if needed."""
+    """Version of the ple library in the native extension ("MAJOR.MINOR.PATCH"); loads it if needed."""
     from ._native import version
 
     return version()
 
 
 def library_path() -> str:
-    """Path of the loaded libple; loads it if needed."""
+    """Path of the loaded native extension; loads it if needed."""
     from ._native import lib_path
 
     return lib_path()
 
 
 def simd_level() -> str:
-    """The SIMD level libple uses on this CPU ("scalar", "avx2", "avx512", "neon")."""
+    """The SIMD level the ple library uses on this CPU ("scalar", "avx2", "avx512", "neon")."""
     from ._native import simd_level as _simd
 
     return _simd()

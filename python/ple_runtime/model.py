@@ -1,4 +1,4 @@
-"""``ple_runtime.Model``: score a ``.ple`` file through libple's C ABI (ctypes).
+"""``ple_runtime.Model``: score a ``.ple`` file with the native extension (``ple_runtime._ple``).
 
     import ple_runtime
     m = ple_runtime.Model("model.ple")
@@ -8,25 +8,26 @@
 ``predict`` takes what the training model takes: a dict of numpy arrays keyed by
 feature name (ids as integers ``[B]``, sequences as padded ``[B, max_len]``, dense
 features as floats ``[B, width]`` or ``[B]`` for width 1), or, for a model whose only
-input is one dense feature, a 2-D float array ``[B, width]``. Inputs are converted
-once to contiguous int64 / float32 and handed to ``ple_session_run`` by name; the
-library validates everything (names, kinds, lengths, every id) before computing, and
-a failure raises :class:`PleError` carrying the library's status and detailed message.
+input is one dense feature, a 2-D float array ``[B, width]``. A dict holding exactly the
+model's inputs as C-contiguous native int64 (ids) / float32 (dense) arrays of the right
+shapes is scored in place, checked in Rust (the fast path: no conversion, no copy); any
+other form is first converted by :mod:`ple_runtime.inputs`. The library validates
+everything (names, kinds, lengths, every id) before computing, and a failure raises
+:class:`PleError` carrying the library's status and detailed message.
 
 Dense inputs are not checked for NaN or infinity: like the training libraries, the
 runtime propagates them into the scores of the samples that hold them (other samples
 of the batch are unaffected).
 
-A model holds one ``ple_session`` per thread that uses it (created on first use), so
-one ``Model`` may be shared by threads; ctypes releases the GIL during scoring. A
-session's working memory is bounded by 64 samples whatever its ``max_batch``, so
-sessions are created for the library's largest batch (2^24) and any practical batch
-is scored in one call; larger ones are split.
+A model keeps as many sessions as calls ever ran on it at once (each call takes an idle
+one), so one ``Model`` may be shared by threads; the GIL is released during scoring, so
+Python threads score in parallel. A session's working memory is bounded by 64 samples
+whatever its ``max_batch``, so sessions are created for the library's largest batch
+(2^24) and any practical batch is scored in one call; larger ones are split.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import threading
@@ -37,7 +38,6 @@ import numpy as np
 
 from . import _native
 from . import inputs as _inputs
-from ._native import Column
 
 __all__ = ["Model", "Pool", "PleError", "InputInfo", "OutputInfo", "GateInfo"]
 
@@ -101,10 +101,6 @@ class GateInfo:
     len: int
 
 
-def _s(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode("utf-8", "replace")
-
-
 class _Closable:
     """A handle released by ``close()``: usable as a context manager, released when collected."""
 
@@ -139,78 +135,43 @@ class Pool(_Closable):
     """
 
     def __init__(self, threads: int = 0, *, spin_us: int | None = None):
-        self._lib = _native.lib()
+        ext = _native.ext()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0 (0: one per CPU), got {threads!r}")
-        ptr = ctypes.c_void_p()
-        status = self._lib.ple_pool_new(threads, ctypes.byref(ptr))
-        if status:
-            raise PleError(status, _native.last_error(), f"ple_pool_new({threads})")
-        self._ptr = ptr.value
-        self.threads: int = int(self._lib.ple_pool_threads(self._ptr))
+        try:
+            self._core = ext.Pool(threads)
+        except ext.Error as exc:
+            raise _ple_error(exc, f"ple_pool_new({threads})") from None
+        self.threads: int = int(self._core.threads)
         if spin_us is not None:
             self.set_spin_us(spin_us)
 
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
     def set_spin_us(self, spin_us: int) -> None:
         """How long an idle thread spins before it sleeps (0: sleep at once)."""
-        if not self._ptr:
+        if self._core.closed:
             raise ValueError("the pool is closed")
         if not 0 <= int(spin_us) < 2**32:
             raise ValueError(f"spin_us must be in 0..2^32-1, got {spin_us}")
-        status = self._lib.ple_pool_set_spin_us(self._ptr, int(spin_us))
-        if status:
-            raise PleError(status, _native.last_error(), "ple_pool_set_spin_us")
+        self._core.set_spin_us(int(spin_us))
 
     def close(self) -> None:
         """Release this handle (models' sessions keep the threads until they are freed)."""
-        ptr, self._ptr = getattr(self, "_ptr", None), None
-        if ptr:
-            self._lib.ple_pool_free(ptr)
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.close()
 
     def __repr__(self) -> str:
-        return f"<ple_runtime.Pool {self.threads} threads{'' if self._ptr else ', closed'}>"
+        return f"<ple_runtime.Pool {self.threads} threads{', closed' if self.closed else ''}>"
 
 
-class _Session:
-    """One thread's ``ple_session``; freed when the thread's local storage goes away."""
-
-    def __init__(self, lib, model_ptr: int, max_batch: int, pool: int | None = None,
-                 min_parallel_batch: int | None = None):
-        self._lib = lib
-        ptr = ctypes.c_void_p()
-        if pool is None:
-            status = lib.ple_session_new(model_ptr, max_batch, ctypes.byref(ptr))
-        else:
-            status = lib.ple_session_new_with_pool(model_ptr, max_batch, pool, ctypes.byref(ptr))
-        if status:
-            raise PleError(status, _native.last_error(), "ple_session_new")
-        self.ptr = ptr.value
-        self.max_batch = int(lib.ple_session_max_batch(self.ptr))
-        self.threads = int(lib.ple_session_threads(self.ptr))
-        if min_parallel_batch is not None:
-            status = lib.ple_session_set_min_parallel_batch(self.ptr, min_parallel_batch)
-            if status:
-                detail = self.last_error()
-                self.free()
-                raise PleError(status, detail, "ple_session_set_min_parallel_batch")
-
-    def last_error(self) -> str:
-        return self._lib.ple_session_last_error(self.ptr).decode("utf-8", "replace")
-
-    def free(self) -> None:
-        if self.ptr:
-            ptr, self.ptr = self.ptr, None
-            self._lib.ple_session_free(ptr)
-
-    def __del__(self):
-        try:
-            self.free()
-        except Exception:  # interpreter shutdown
-            pass
-
-
-def _ptr(arr: np.ndarray, ctype) -> Any:
-    return arr.ctypes.data_as(ctypes.POINTER(ctype))
+def _ple_error(exc: Exception, context: str = "") -> "PleError":
+    """The :class:`PleError` for the extension's ``Error(status, detail)``."""
+    status, detail = exc.args
+    return PleError(status, detail, context)
 
 
 class Model(_Closable):
@@ -240,35 +201,30 @@ class Model(_Closable):
     def __init__(self, path: str | os.PathLike, *, verify_data: bool = False, in_memory: bool = False,
                  warm: bool = False, lock: bool = False, max_batch: int | None = None, threads: int | None = None, pool: Pool | None = None,
                  min_parallel_batch: int | None = None, _data: bytes | None = None):
-        self._lib = _native.lib()
-        # The model's own reference to the pool (released by close): sessions are made lazily,
-        # one per thread, and must find the pool alive whatever the caller did with its handle.
-        chosen = self._choose_pool(threads, pool)
-        self._pool = self._lib.ple_pool_clone(chosen._ptr) if chosen is not None else None
-        if chosen is not None and pool is None:
-            chosen.close()
+        ext = _native.ext()
+        self._core = None
         if min_parallel_batch is not None and (isinstance(min_parallel_batch, bool) or min_parallel_batch < 0):
             raise ValueError(f"min_parallel_batch must be an integer >= 0, got {min_parallel_batch!r}")
-        self._min_parallel_batch = min_parallel_batch
-        flags = (_native.OPEN_VERIFY_DATA if verify_data else 0) | (_native.OPEN_READ_INTO_MEMORY if in_memory else 0)
-        flags |= (_native.OPEN_WARM if warm else 0) | (_native.OPEN_LOCK if lock else 0)
-        ptr = ctypes.c_void_p()
-        if _data is not None:
-            buf = ctypes.create_string_buffer(bytes(_data), len(_data))
-            status = self._lib.ple_model_open_memory(buf, len(_data), flags, ctypes.byref(ptr))
-            where = "ple_model_open_memory"
-        else:
-            status = self._lib.ple_model_open(os.fsencode(os.fspath(path)), flags, ctypes.byref(ptr))
-            where = f"ple_model_open({os.fspath(path)!r})"
-        if status:
-            raise PleError(status, _native.last_error(), where)
-        self._ptr = ptr.value
-        self.path = None if _data is not None else os.fspath(path)
         self.max_batch = int(max_batch) if max_batch is not None else _native.MAX_BATCH_LIMIT
         if not 1 <= self.max_batch <= _native.MAX_BATCH_LIMIT:
-            self.close()
             raise ValueError(f"max_batch must be in 1..{_native.MAX_BATCH_LIMIT}, got {max_batch}")
-        self._local = threading.local()
+        # The model keeps its own clone of the pool: a private one is closed here at once.
+        chosen = self._choose_pool(threads, pool)
+        if _data is not None:
+            where, fs_path = "ple_model_open_memory", None
+        else:
+            fs_path = os.fsdecode(os.fspath(path))
+            where = f"ple_model_open({fs_path!r})"
+        try:
+            self._core = ext.Model(fs_path, None if _data is None else bytes(_data), verify_data, in_memory, warm,
+                                   lock, self.max_batch, chosen._core if chosen is not None else None,
+                                   min_parallel_batch)
+        except ext.Error as exc:
+            raise _ple_error(exc, where) from None
+        finally:
+            if chosen is not None and pool is None:
+                chosen.close()
+        self.path = None if _data is not None else os.fspath(path)
         self._read_info()
 
     @staticmethod
@@ -278,7 +234,7 @@ class Model(_Closable):
                 raise ValueError("give threads= or pool=, not both")
             if not isinstance(pool, Pool):
                 raise TypeError(f"pool must be a ple_runtime.Pool, got {type(pool).__name__}")
-            if not pool._ptr:
+            if pool.closed:
                 raise ValueError("the pool is closed")
             return pool
         if threads is None or (threads == 1 and not isinstance(threads, bool)):
@@ -288,7 +244,7 @@ class Model(_Closable):
     @property
     def threads(self) -> int:
         """The most threads one :meth:`predict` call runs on (1 without a pool)."""
-        return self._session().threads
+        return self._core.threads()
 
     @classmethod
     def from_bytes(cls, data: bytes, *, verify_data: bool = False, max_batch: int | None = None,
@@ -301,36 +257,20 @@ class Model(_Closable):
     # ------------------------------------------------------------------ introspection
 
     def _read_info(self) -> None:
-        L, m = self._lib, self._ptr
-        self.name: str = _s(L.ple_model_name(m))
-        self.dtype: str = _native.DTYPE_NAMES.get(L.ple_model_dtype(m), "?")
-        self.simd_level: str = _s(L.ple_model_simd_level(m))
-        self.task_count: int = int(L.ple_model_task_count(m))
-        inputs = []
-        for i in range(L.ple_model_input_count(m)):
-            pad = ctypes.c_int64()
-            has_pad = L.ple_model_input_pad_id(m, i, ctypes.byref(pad))
-            inputs.append(InputInfo(
-                name=_s(L.ple_model_input_name(m, i)),
-                kind=_native.KIND_NAMES[L.ple_model_input_kind(m, i)],
-                width=int(L.ple_model_input_width(m, i)),
-                values_per_sample=int(L.ple_model_input_values_per_sample(m, i)),
-                vocab_size=int(L.ple_model_input_vocab_size(m, i)),
-                max_len=int(L.ple_model_input_max_len(m, i)),
-                pooling=_s(L.ple_model_input_pooling(m, i)),
-                pad_id=int(pad.value) if has_pad else None,
-            ))
-        self.inputs: list[InputInfo] = inputs
-        self._by_name = {inp.name: inp for inp in inputs}
-        self._cnames = {inp.name: inp.name.encode("utf-8") for inp in inputs}
-        self.outputs: list[OutputInfo] = [
-            OutputInfo(_s(L.ple_model_output_name(m, k)), int(L.ple_model_output_offset(m, k)),
-                       int(L.ple_model_output_len(m, k))) for k in range(L.ple_model_output_count(m))]
-        self.output_width: int = int(L.ple_model_output_width(m))
-        self.gates: list[GateInfo] = [
-            GateInfo(_s(L.ple_model_gate_name(m, g)), int(L.ple_model_gate_offset(m, g)),
-                     int(L.ple_model_gate_len(m, g))) for g in range(L.ple_model_gate_count(m))]
-        self.gate_width: int = int(L.ple_model_gate_width(m))
+        info = self._core.info()
+        self.name: str = info["name"]
+        self.dtype: str = info["dtype"]
+        self.simd_level: str = info["simd_level"]
+        self.task_count: int = info["task_count"]
+        self.inputs: list[InputInfo] = [
+            InputInfo(name=name, kind=kind, width=width, values_per_sample=per, vocab_size=vocab, max_len=max_len,
+                      pooling=pooling, pad_id=pad_id)
+            for name, kind, width, per, vocab, max_len, pooling, pad_id in info["inputs"]]
+        self._by_name = {inp.name: inp for inp in self.inputs}
+        self.outputs: list[OutputInfo] = [OutputInfo(*o) for o in info["outputs"]]
+        self.output_width: int = info["output_width"]
+        self.gates: list[GateInfo] = [GateInfo(*g) for g in info["gates"]]
+        self.gate_width: int = info["gate_width"]
 
     @property
     def input_names(self) -> list[str]:
@@ -379,7 +319,7 @@ class Model(_Closable):
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        state = "closed" if not self._ptr else f"{len(self.inputs)} inputs, outputs {self.output_names}"
+        state = "closed" if self.closed else f"{len(self.inputs)} inputs, outputs {self.output_names}"
         return f"<ple_runtime.Model {self.name!r} ({self.dtype}, {state})>"
 
     # ------------------------------------------------------------------ memory
@@ -394,71 +334,69 @@ class Model(_Closable):
         setting ``cancel``: :class:`PleError` with ``PLE_STATUS_CANCELLED``. An exception
         raised by ``progress`` stops it and is re-raised here.
         """
-        thrown = []
+        thrown, stopped_by = [], []
 
-        def call(_ctx, done, total):
+        def call(done, total):
             try:
                 if cancel is not None and cancel.is_set():
-                    return 1
-                return 1 if progress is not None and progress(int(done), int(total)) is False else 0
-            except BaseException as exc:  # never into the C library
+                    stopped_by.append("its cancel flag was set")
+                    return True
+                if progress is not None and progress(int(done), int(total)) is False:
+                    stopped_by.append("the progress callback returned False")
+                    return True
+                return False
+            except BaseException as exc:  # never into the native code
                 thrown.append(exc)
-                return 1
+                return True
 
-        status = self._lib.ple_model_warm(self._handle(), _native.PROGRESS_FN(call), None, None)
+        core = self._open_core()
+        try:
+            core.warm(call)
+        except core_error() as exc:
+            if thrown:
+                raise thrown[0] from None
+            status, detail = exc.args
+            if stopped_by:
+                detail = f"cancelled ({stopped_by[0]})"
+            raise PleError(status, detail, "warm") from None
         if thrown:
             raise thrown[0]
-        if status:
-            raise PleError(status, _native.last_error(), "warm")
 
     def residency(self) -> dict:
         """How much of the model, and of its embedding tables, is in RAM now (``mincore``):
         ``{"total_bytes", "resident_bytes", "table_bytes", "table_resident_bytes"}``."""
-        r = _native.Residency()
-        status = self._lib.ple_model_residency(self._handle(), ctypes.byref(r))
-        if status:
-            raise PleError(status, _native.last_error(), "residency")
-        return {name: int(getattr(r, name)) for name, _ in _native.Residency._fields_}
+        try:
+            r = self._open_core().residency()
+        except core_error() as exc:
+            raise _ple_error(exc, "residency") from None
+        return dict(zip(("total_bytes", "resident_bytes", "table_bytes", "table_resident_bytes"), r))
 
     @property
     def locked(self) -> bool:
         """Whether the model's pages are locked in RAM (opened with ``lock=True``)."""
-        return bool(self._ptr) and bool(self._lib.ple_model_is_locked(self._ptr))
+        return self._core is not None and self._core.locked
 
     # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        """Release this thread's session and the model handle (sessions of other threads
-        keep their own reference and are freed when those threads end)."""
-        local = getattr(self, "_local", None)
-        sess = getattr(local, "session", None) if local is not None else None
-        if sess is not None:
-            sess.free()
-            local.session = None
-        ptr, self._ptr = getattr(self, "_ptr", None), None
-        if ptr:
-            self._lib.ple_model_free(ptr)
-        pool, self._pool = getattr(self, "_pool", None), None
-        if pool:  # sessions of other threads keep their own reference
-            self._lib.ple_pool_free(pool)
+        """Release the model handle, its pool and its idle sessions (a call in flight on another
+        thread finishes first with its own references)."""
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.close()
 
-    def _handle(self) -> int:
-        if not self._ptr:
+    @property
+    def closed(self) -> bool:
+        return self._core is None or self._core.closed
+
+    def _open_core(self):
+        if self.closed:
             raise ValueError("the model is closed")
-        return self._ptr
-
-    def _session(self) -> _Session:
-        sess = getattr(self._local, "session", None)
-        if sess is None:
-            if not self._ptr:
-                raise ValueError("the model is closed")
-            sess = _Session(self._lib, self._ptr, self.max_batch, self._pool, self._min_parallel_batch)
-            self._local.session = sess
-        return sess
+        return self._core
 
     # ------------------------------------------------------------------ scoring
 
-    def _columns(self, inputs: Mapping) -> tuple[int, list[tuple[bytes, np.ndarray, bool, int]]]:
+    def _columns(self, inputs: Mapping) -> tuple[int, list[tuple[str, np.ndarray, bool, int]]]:
         """(batch, [(name, contiguous array, is_ids, values per sample)]) in the caller's order."""
         if not isinstance(inputs, Mapping):
             raise TypeError(f"inputs must be a dict of numpy arrays keyed by feature name, got {type(inputs).__name__}")
@@ -492,7 +430,7 @@ class Model(_Closable):
                 arr = np.ascontiguousarray(arr, dtype=np.float32)
             if not arr.flags.aligned:
                 arr = arr.copy()
-            cols.append((name.encode("utf-8"), arr, is_ids, per))
+            cols.append((name, arr, is_ids, per))
         return batch, cols
 
     @staticmethod
@@ -526,8 +464,20 @@ class Model(_Closable):
         Raises :class:`PleError` (a ValueError) with the library's message on bad input,
         and ValueError / TypeError naming the input and row for what only Python sees.
         """
-        if not self._ptr:
-            raise ValueError("the model is closed")
+        try:
+            # The fast path: a dict of arrays the library reads as they are (checked in Rust);
+            # None when the inputs need converting first.
+            result = self._core.predict(inputs, gates)
+        except core_error() as exc:
+            raise self._error(exc, inputs) from None
+        if result is not None:
+            return result
+        return self._predict_converted(inputs, gates, pad_id)
+
+    def _predict_converted(self, inputs: Any, gates: bool, pad_id):
+        """Every other input form: converted by :mod:`.inputs` and :meth:`_columns`, then scored
+        (in chunks of ``max_batch``)."""
+        self._open_core()
         if not isinstance(inputs, (np.ndarray, list, tuple)):
             inputs, _ = _inputs.to_columns(inputs, self._by_name, pad_id)
         if not isinstance(inputs, Mapping):
@@ -542,70 +492,57 @@ class Model(_Closable):
         batch, cols = self._columns(inputs)
         out = np.empty((batch, self.output_width), dtype=np.float32)
         gate_buf = np.empty((batch, self.gate_width), dtype=np.float32) if gates else None
-        sess = self._session()
         if batch == 0:  # still validated by the library (names, count, kinds, empty lengths)
-            self._run(sess, 0, 0, 0, cols, out, gate_buf)
+            self._run(0, 0, 0, cols, out, gate_buf)
             return (out, gate_buf) if gates else out
-        step = sess.max_batch
+        step = self.max_batch
         if batch > step:
             for name, arr, _, per in cols:
                 if arr.size != batch * per:
-                    raise ValueError(f"input {name.decode()!r}: {arr.size} values for a batch of {batch} "
+                    raise ValueError(f"input {name!r}: {arr.size} values for a batch of {batch} "
                                      f"({per} per sample expected)")
         for start in range(0, batch, step):
             n = min(step, batch - start)
-            self._run(sess, start, n, batch, cols, out, gate_buf)
+            self._run(start, n, batch, cols, out, gate_buf)
         return (out, gate_buf) if gates else out
 
-    def _run(self, sess: _Session, start: int, n: int, batch: int, cols, out, gate_buf) -> None:
-        ccols = (Column * len(cols))()
-        keep = []
-        for c, (name, arr, is_ids, per) in zip(ccols, cols):
+    def _run(self, start: int, n: int, batch: int, cols, out, gate_buf) -> None:
+        columns = []
+        for name, arr, _, per in cols:
             flat = arr.reshape(-1)
             if n != batch:
                 flat = flat[start * per:(start + n) * per]
-            keep.append(flat)
-            c.name = name
-            if is_ids:
-                c.ids = _ptr(flat, ctypes.c_int64) if flat.size else None
-            else:
-                c.floats = _ptr(flat, ctypes.c_float) if flat.size else None
-            c.len = flat.size
+            columns.append((name, flat))
         o = out[start:start + n]
         g = gate_buf[start:start + n] if gate_buf is not None else None
-        status = self._lib.ple_session_run(
-            sess.ptr, n, ccols, len(cols),
-            o.ctypes.data_as(ctypes.c_void_p) if o.size else None, o.size,
-            g.ctypes.data_as(ctypes.c_void_p) if g is not None and g.size else None,
-            g.size if g is not None else 0)
-        if status == 21 and n == 0:  # a library from before batch 0 became a no-op: check names here
-            self._check_names(cols)
-            return
-        if status:
-            detail = sess.last_error()
-            if n != batch:
-                detail += f" (in the chunk of samples {start}..{start + n - 1}; sample numbers are relative to it)"
-            shapes = {name.decode(): arr.shape for name, arr, _, _ in cols}
-            context = _shape_context(detail, shapes, batch)
-            missing = [n for n in self.input_names if n not in shapes]
-            unknown = [n for n in shapes if n not in self._by_name]
-            if missing:
-                context += f"; missing inputs {missing}"
-            if unknown:
-                context += f"; unknown inputs {unknown} (the model's inputs are {self.input_names})"
-            raise PleError(status, detail, context=context)
+        try:
+            self._core.run(columns, n, o, g)
+        except core_error() as exc:
+            chunk = "" if n == batch else \
+                f" (in the chunk of samples {start}..{start + n - 1}; sample numbers are relative to it)"
+            raise self._error(exc, {name: arr for name, arr, _, _ in cols}, batch, chunk) from None
 
-    def _check_names(self, cols) -> None:
-        """For an empty batch with a library that refuses batch 0: every name known, each input once."""
-        given = [name.decode() for name, *_ in cols]
-        for name in given:
-            idx = ctypes.c_size_t()
-            status = self._lib.ple_model_input_index(self._ptr, name.encode(), ctypes.byref(idx))
-            if status:
-                raise PleError(status, _native.last_error())
-        missing = [n for n in self.input_names if n not in given]
+    def _error(self, exc: Exception, inputs: Any, batch: int | None = None, chunk: str = "") -> PleError:
+        """The :class:`PleError` of a failed call, with the batch, the shape of the input the
+        message names, and the inputs missing or unknown."""
+        status, detail = exc.args
+        detail += chunk
+        shapes = {str(k): np.shape(v) for k, v in inputs.items()} if isinstance(inputs, Mapping) else {}
+        if batch is None:
+            batch = next((s[0] for s in shapes.values() if len(s)), 0)
+        context = _shape_context(detail, shapes, batch)
+        missing = [n for n in self.input_names if n not in shapes]
+        unknown = [n for n in shapes if n not in self._by_name]
         if missing:
-            raise PleError(22, f"{len(given)} columns for {len(self.inputs)} inputs: missing {missing}")
+            context += f"; missing inputs {missing}"
+        if unknown:
+            context += f"; unknown inputs {unknown} (the model's inputs are {self.input_names})"
+        return PleError(status, detail, context=context)
+
+
+def core_error() -> type:
+    """The extension's exception type (only looked up when something was raised)."""
+    return _native.ext().Error
 
 
 def _as_ids(name: str, arr: np.ndarray) -> np.ndarray:

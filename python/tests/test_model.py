@@ -280,17 +280,17 @@ def test_from_bytes_and_close(path, x):
 
 
 def test_library_lookup_order(monkeypatch, tmp_path):
-    monkeypatch.setenv("PLE_LIB", "/x/libple.so")
-    monkeypatch.setenv("PLE_LIB_DIR", "/y")
+    monkeypatch.setenv("PLE_EXTENSION", "/x/lib_ple.so")
+    monkeypatch.setenv("CARGO_TARGET_DIR", "/y")
     c = _native.candidates()
-    assert c[0] == "/x/libple.so" and c[1] == os.path.join("/y", "libple.so")
-    assert c[2] == os.path.join(os.path.dirname(os.path.abspath(_native.__file__)), "libple.so")
-    assert c[3].endswith(os.path.join("target", "release", "libple.so"))
-    assert c[4].endswith(os.path.join("target", "debug", "libple.so"))
+    assert c[0] == "/x/lib_ple.so"
+    assert c[1].endswith(os.path.join("target", "release", "lib_ple.so"))
+    assert c[2].endswith(os.path.join("target", "debug", "lib_ple.so"))
+    assert c[3:] == [os.path.join("/y", "release", "lib_ple.so"), os.path.join("/y", "debug", "lib_ple.so")]
 
 
 def _run_python(code, **env):
-    full = {k: v for k, v in os.environ.items() if k not in ("PLE_LIB", "PLE_LIB_DIR")}
+    full = {k: v for k, v in os.environ.items() if k != "PLE_EXTENSION"}
     full.update(env)
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(ple_runtime.__file__)))
     full["PYTHONPATH"] = pkg + os.pathsep + full.get("PYTHONPATH", "")
@@ -299,12 +299,17 @@ def _run_python(code, **env):
 
 def test_library_env_variables(tmp_path):
     lib = ple_runtime.library_path()
-    r = _run_python("import ple_runtime; print(ple_runtime.library_path())", PLE_LIB=str(tmp_path / "missing.so"))
-    assert r.returncode != 0 and "PLE_LIB=" in r.stderr and "no such file" in r.stderr
-    r = _run_python("import ple_runtime; print(ple_runtime.library_path())", PLE_LIB=lib)
-    assert r.returncode == 0 and r.stdout.strip() == lib
-    r = _run_python("import ple_runtime; print(ple_runtime.library_path())", PLE_LIB_DIR=os.path.dirname(lib))
-    assert r.returncode == 0 and r.stdout.strip() == lib
+    r = _run_python("import ple_runtime; print(ple_runtime.library_path())",
+                    PLE_EXTENSION=str(tmp_path / "missing.so"))
+    assert r.returncode != 0 and "PLE_EXTENSION=" in r.stderr and "no such file" in r.stderr
+    r = _run_python("import ple_runtime; print(ple_runtime.library_path())", PLE_EXTENSION=lib)
+    assert r.returncode == 0 and r.stdout.strip() == lib, r.stderr
+    # Without the extension the package still imports, and so do its pure-Python parts; only
+    # scoring says how to get it.
+    r = _run_python("import ple_runtime, ple_runtime.writer, ple_runtime.spec, ple_runtime.reference\n"
+                    "try:\n    ple_runtime.Model('x.ple')\nexcept ple_runtime.LibraryNotFound as e:\n"
+                    "    print('missing:', e)", PLE_EXTENSION=str(tmp_path / "missing.so"))
+    assert r.returncode == 0 and "missing: PLE_EXTENSION=" in r.stdout, r.stderr
 
 
 def test_pool_threads_are_bit_identical(tmp_path, spec):
