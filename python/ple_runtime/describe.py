@@ -54,4 +54,7 @@ def _layer_precisions(pf) -> str:
             if d != "f32":
                 names = [name[:-2] if name.endswith(".w") else name for name, x in dtypes if x == d]
                 text += f" ({d}: {', '.join(names)})"
+    if pf.input_scales:
+        vectors = len({r for _, _, r in pf.input_scales})
+        text += f"; input scales on {len(pf.input_scales)} i8 layers ({vectors} vector{'s' * (vectors != 1)})"
     return text

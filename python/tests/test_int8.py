@@ -250,7 +250,8 @@ def test_reader_refuses_corrupt_input_scales(tmp_path):
                    task_names=("a", "b")).eval()
     blob = fmt.to_bytes(ple_runtime.to_spec(model), dtype="int8")
     pf = fmt.parse(blob)
-    assert pf.minor == 2 and pf.input_scales
+    assert pf.minor == 2 and len(pf.input_scales) == 5, "3 experts and 2 gates (64-unit gate DNN) read x0"
+    assert "; input scales on 5 i8 layers (1 vector)" in fmt.describe(pf)
     ri = pf.input_scales[0][2]
     at = pf.data_offset + pf.tensors[ri].offset
     meta_end = 64 + pf.meta_size

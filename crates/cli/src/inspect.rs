@@ -94,7 +94,8 @@ fn act_text(act: &Act) -> String {
 }
 
 /// `40 → 64 relu → 32 relu → 1` (identity activations are not written); a layer whose weights are
-/// not f32 says so: `40 → 64 relu i8 → 1`.
+/// not f32 says so: `40 → 64 relu i8 → 1`, and an int8 layer with input scales (format 1.2):
+/// `40 → 64 relu i8 scaled → 1`.
 fn mlp_text(m: &Mlp) -> String {
     let mut s = m.in_width().to_string();
     for l in &m.layers {
@@ -104,6 +105,9 @@ fn mlp_text(m: &Mlp) -> String {
         }
         if l.weight.dtype != ple::DType::F32 {
             let _ = write!(s, " {}", l.weight.dtype.name());
+        }
+        if l.input_scale.is_some() {
+            s.push_str(" scaled");
         }
     }
     s

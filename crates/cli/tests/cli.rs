@@ -302,6 +302,17 @@ fn usage_errors_exit_2() {
 // ---- inspect -----------------------------------------------------------------------------------
 
 #[test]
+fn inspect_marks_int8_layers_with_input_scales() {
+    // The 1.2 fuzz seed: a DeepCTR PLE whose x0-reading experts are int8 with input scales.
+    let out = ok(&ple(&[
+        "inspect",
+        "fuzz/corpus/load/deepctr_ple_int8_x0.ple",
+    ]));
+    assert!(out.contains("format      .ple 1.2"), "{out}");
+    assert!(out.contains("16 → 32 relu i8 scaled → 16 relu"), "{out}");
+}
+
+#[test]
 fn inspect_text_quickstart() {
     let out = ok(&ple(&["inspect", QUICKSTART]));
     for needle in [
