@@ -163,6 +163,25 @@ pub fn fast<'py>(
     }))
 }
 
+/// A float32 array's elements for the library to write, if it is C-contiguous, aligned and
+/// writeable.
+///
+/// # Safety
+/// Nothing else reads or writes the array's data while the slice lives.
+// The array is a shared Python object; uniqueness is the caller's promise (# Safety).
+#[allow(clippy::mut_from_ref)]
+unsafe fn writable<'a>(a: &'a Bound<'_, PyArray2<f32>>, what: &str) -> PyResult<&'a mut [f32]> {
+    // SAFETY: a live ndarray; reads its flags field, as numpy's PyArray_FLAGS does.
+    let flags = unsafe { (*numpy::npyffi::_PyArray_GET_ITEM_DATA(a.as_array_ptr())).flags };
+    if flags & numpy::npyffi::NPY_ARRAY_BEHAVED != numpy::npyffi::NPY_ARRAY_BEHAVED {
+        return Err(PyTypeError::new_err(format!(
+            "{what}: the array must be aligned and writeable"
+        )));
+    }
+    // SAFETY: exclusive per this function's contract.
+    unsafe { a.as_slice_mut() }.map_err(|e| PyTypeError::new_err(format!("{what}: {e}")))
+}
+
 /// Runs a session over `views` into `out` / `gates` with the GIL released.
 fn score(
     m: &Model,
@@ -197,21 +216,14 @@ fn score(
             ));
         }
     }
-    let mut out_rw = out
-        .try_readwrite()
-        .map_err(|e| PyTypeError::new_err(e.to_string()))?;
-    let mut gates_rw = gates
-        .map(|g| g.try_readwrite())
-        .transpose()
-        .map_err(|e| PyTypeError::new_err(e.to_string()))?;
-    let out_slice = out_rw
-        .as_slice_mut()
-        .map_err(|e| PyTypeError::new_err(format!("out: {e}")))?;
-    let gates_slice = gates_rw
-        .as_mut()
-        .map(|g| g.as_slice_mut())
-        .transpose()
-        .map_err(|e| PyTypeError::new_err(format!("gates: {e}")))?;
+    // SAFETY: the arrays written are new ones, made by `fast` just before, or by
+    // ple_runtime's converted path just before it calls `named` (a private entry point), so no
+    // Python code holds them during the call and no other slice of them exists (overlap with the
+    // inputs was refused above; out and gates are distinct arrays). numpy's borrow tracking
+    // (`try_readwrite`) would cost a shared-table update per call for nothing.
+    let out_slice = unsafe { writable(out, "out") }?;
+    // SAFETY: as for `out`.
+    let gates_slice = gates.map(|g| unsafe { writable(g, "gates") }).transpose()?;
     let mut session = m.take_session()?;
     let result = py.detach(|| session.run(views, batch, out_slice, gates_slice));
     m.give_back(session);
