@@ -9,12 +9,12 @@
 //! against the committed files, so `cargo test` needs no Python.
 
 use ple::format::codes::{
-    Activation, InputKind, Layout, Mask, OutputCode, Pooling, TowerActivation, TowerInput,
+    Activation, InputKind, Layout, Mask, NodeOp, OutputCode, Pooling, TowerActivation, TowerInput,
     FEATURE_FLAG_CALLER_VECTORS, FEATURE_FLAG_IDS_F32,
 };
 use ple::format::{
-    limits, DType, FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TowerRecord, ALIGN,
-    HEADER_SIZE, MAGIC, MAJOR, MINOR, NONE,
+    limits, DType, FeatureRecord, LayerRecord, LevelRecord, NodeRecord, OutputRecord, SourceRecord,
+    TowerRecord, ALIGN, HEADER_SIZE, MAGIC, MAJOR, MINOR, NONE,
 };
 use ple::Model;
 use ple_testkit::{repo_root, writer::Writer};
@@ -26,7 +26,7 @@ fn committed(name: &str) -> Vec<u8> {
 
 /// The table as python/ple_runtime/codes.py's `table()` prints it.
 fn code_table() -> String {
-    let fields: [(&str, &[(u8, &str)]); 9] = [
+    let fields: [(&str, &[(u8, &str)]); 10] = [
         (DType::FIELD, DType::KNOWN),
         (Layout::FIELD, Layout::KNOWN),
         (InputKind::FIELD, InputKind::KNOWN),
@@ -36,6 +36,7 @@ fn code_table() -> String {
         (TowerInput::FIELD, TowerInput::KNOWN),
         (TowerActivation::FIELD, TowerActivation::KNOWN),
         (OutputCode::FIELD, OutputCode::KNOWN),
+        (NodeOp::FIELD, NodeOp::KNOWN),
     ];
     let mut out = String::new();
     for (field, known) in fields {
@@ -46,7 +47,7 @@ fn code_table() -> String {
     out += &format!("feature flag\t{FEATURE_FLAG_IDS_F32}\tids through f32\n");
     out += &format!("feature flag\t{FEATURE_FLAG_CALLER_VECTORS}\tcaller vectors\n");
     let magic: String = MAGIC.iter().map(|b| format!("{b:02x}")).collect();
-    let constants: [(&str, String); 21] = [
+    let constants: [(&str, String); 23] = [
         ("magic", magic),
         ("major", MAJOR.to_string()),
         ("minor", MINOR.to_string()),
@@ -71,6 +72,8 @@ fn code_table() -> String {
             "working floats per sample",
             limits::SCRATCH_PER_SAMPLE.to_string(),
         ),
+        ("nodes", limits::NODES.to_string()),
+        ("node inputs", limits::NODE_INPUTS.to_string()),
     ];
     for (name, value) in constants {
         out += &format!("constant\t{name}\t{value}\n");
@@ -108,6 +111,7 @@ fn every_listed_code_decodes_and_no_other() {
     check::<TowerInput>(TowerInput::KNOWN);
     check::<TowerActivation>(TowerActivation::KNOWN);
     check::<OutputCode>(OutputCode::KNOWN);
+    check::<NodeOp>(NodeOp::KNOWN);
 }
 
 /// The values python/tests/test_cross_writer.py's `values` gives the tensor `name`: multiples of
@@ -289,6 +293,36 @@ fn cross_model(dtype: DType) -> Writer {
         });
     }
     w.meta.n_tasks = 3;
+    let source = |source, index| SourceRecord { source, index };
+    let node0 = add_mlp(&mut w, dt, &[layer("node0.0", 4, 22, Relu)]);
+    let node1 = add_mlp(&mut w, dt, &[layer("node1.0", 4, 5, Tanh)]);
+    let attention = [
+        no_bias(layer("node2.query.0", 3, 4, Identity)),
+        layer("node2.key.0", 3, 4, Identity),
+        layer("node2.value.0", 2, 4, Identity),
+    ]
+    .map(|l| add_mlp(&mut w, dt, &[l]));
+    w.meta.nodes = vec![
+        NodeRecord {
+            op: NodeOp::Mlp,
+            inputs: vec![source(TowerInput::X0, 0)],
+            mlps: vec![node0],
+            temperature: 0.0,
+        },
+        NodeRecord {
+            op: NodeOp::Mlp,
+            inputs: vec![source(TowerInput::LastLevel, 2)],
+            mlps: vec![node1],
+            temperature: 0.0,
+        },
+        NodeRecord {
+            op: NodeOp::Attention,
+            inputs: vec![source(TowerInput::Node, 0), source(TowerInput::Node, 1)],
+            mlps: attention.to_vec(),
+            temperature: 1.5,
+        },
+    ];
+    w.meta.tower_nodes = vec![NONE, NONE, 2];
     let towers = [
         (
             vec![
@@ -304,8 +338,8 @@ fn cross_model(dtype: DType) -> Writer {
             TowerActivation::Identity,
         ),
         (
-            vec![no_bias(layer("tower2.0", 1, 22, Identity))],
-            TowerInput::X0,
+            vec![no_bias(layer("tower2.0", 1, 2, Identity))],
+            TowerInput::Node,
             TowerActivation::Sigmoid,
         ),
     ];

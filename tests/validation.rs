@@ -6,8 +6,8 @@ use ple_testkit as common;
 
 use common::synth::{self, Shape};
 use common::Column;
-use ple::format::codes::{Pooling, TowerInput};
-use ple::format::NONE;
+use ple::format::codes::{NodeOp, Pooling, TowerInput};
+use ple::format::{SourceRecord, NONE};
 use ple::{Error, Input, Model, Session};
 use ple_testkit::writer::{fix_checksums, Writer};
 
@@ -225,7 +225,9 @@ fn unknown_codes() {
         (at.features[1], 7, 2, "feature 1 's0': flag bit 1 (embedding vectors from the caller) must be set exactly when a sparse or sequence feature has no table"),
         (at.features[0], 7, 2, "feature 0 'dense': flag bit 1 (embedding vectors from the caller) must be set exactly"),
         (at.layers[0][0], 8, 42, "MLP 0 layer 0: unknown activation code 42 (known: 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 leaky_relu, 5 prelu, 6 dice_rechub, 7 dice_bn, 8 softmax)"),
-        (at.towers[1], 4, 3, "tower 1: unknown tower input code 3 (known: 0 x0, 1 bottom, 2 level)"),
+        (at.towers[1], 4, 4, "tower 1: unknown tower input code 4 (known: 0 x0, 1 bottom, 2 level, 3 node)"),
+        // A node input in a file without a node section (format 1.0).
+        (at.towers[1], 4, 3, "tower 1 reads a graph node, which needs format 1.3 (the file is 1.0)"),
         (at.towers[0], 5, 1, "tower 0: unknown output activation code 1 (known: 0 identity, 2 sigmoid)"),
         (at.outputs[1], 4, 2, "output 1 'task1': unknown output kind 2 (known: 0 tower, 1 product)"),
     ];
@@ -309,4 +311,254 @@ fn random_mutations_never_panic() {
     }
     eprintln!("10000 mutations: {rejected} rejected, {loaded} loaded and scored");
     assert!(rejected > 5000);
+}
+
+// ---- graph nodes (format 1.3): the AITM shape of crates/testkit/src/synth.rs ----------------
+
+fn aitm(tasks: usize) -> Writer {
+    synth::aitm(
+        &Shape {
+            tasks,
+            ..Shape::default()
+        },
+        11,
+    )
+}
+
+#[test]
+fn node_models_load_and_score() {
+    for tasks in [1, 2, 3, 5] {
+        let w = aitm(tasks);
+        let bytes = w.to_bytes();
+        assert_eq!(
+            u16::from_le_bytes([bytes[10], bytes[11]]),
+            3,
+            "a file with nodes is 1.3"
+        );
+        let model = load(&w).unwrap();
+        assert_eq!(model.graph().nodes.len(), 3 * tasks - 2);
+        let out = score_random(&model, 7, 3);
+        assert!(out.iter().all(|&p| p > 0.0 && p < 1.0), "{out:?}");
+    }
+}
+
+#[test]
+fn node_rules() {
+    let base = aitm(3);
+    let mutate = |f: &dyn Fn(&mut Writer)| {
+        let mut w = base.clone();
+        f(&mut w);
+        w
+    };
+    let node = |source, index| SourceRecord { source, index };
+    // Nodes 0..2: bottoms; 3: info of task 0; 4: attention of task 1; 5, 6: task 2's.
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[3].inputs[0] = node(TowerInput::Node, 5)),
+        "node 3 (mlp) input 0 reads node 5, but only nodes 0..3 come before it",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[4].inputs[1] = node(TowerInput::Node, 4)),
+        "reads node 4, but only nodes 0..4 come before it",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[4].inputs[1] = node(TowerInput::X0, 0)),
+        "node 4 (attention) input 1 is 15 wide, but its first input is 8 wide",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[4].inputs[0] = node(TowerInput::LastLevel, 0)),
+        "reads the last level, but there are no levels",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[0].inputs[0] = node(TowerInput::X0, 5)),
+        "reads x0 with index 5, which must be 0",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[0].inputs[0] = node(TowerInput::Bottom, 0)),
+        "node 0 (mlp) input 0 reads the bottom, but there is none",
+    );
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        expect_invalid(
+            &mutate(&|w| w.meta.nodes[4].temperature = bad),
+            "must be finite and positive",
+        );
+    }
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[0].temperature = -0.0),
+        "node 0 (mlp): the scalar field must be 0",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[1].mlps[0] = w.meta.nodes[0].mlps[0]),
+        "reuses MLP",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[4].mlps[1] = w.meta.nodes[0].mlps[0]),
+        "node 4 (attention) key reuses MLP",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.tower_nodes[2] = 4),
+        "node 6 is not read by a later node or a tower",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.tower_nodes[1] = NONE),
+        "tower 1 reads node but its node entry is NONE",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.tower_nodes[2] = 99),
+        "tower 2 reads node 99, but only nodes 0..7 come before it",
+    );
+    expect_invalid(
+        &mutate(&|w| w.meta.towers[0].input = TowerInput::X0),
+        "tower 0 reads x0 but its node entry is 0",
+    );
+    expect_invalid(&mutate(&|w| w.meta.nodes[0].mlps[0] = 999), "names MLP 999");
+    expect_invalid(
+        &mutate(&|w| w.meta.nodes[4].inputs.clear()),
+        "node 4 (attention) has 0 inputs, must be 1..=64",
+    );
+    expect_invalid(
+        &mutate(&|w| {
+            let extra = w.meta.nodes[0].inputs[0];
+            w.meta.nodes[0].inputs.push(extra);
+        }),
+        "node 0 (mlp) has 2 inputs, must be 1",
+    );
+}
+
+/// Node codes, reserved bytes and counts, corrupted in the bytes (the typed records cannot hold
+/// them); the error names the node, the field and the value.
+#[test]
+fn node_section_bytes() {
+    let (good, at) = aitm(2).to_bytes_with_offsets();
+    let count_at = at.nodes[0] - 4;
+    let cases: [(usize, &[u8], &str); 7] = [
+        (
+            at.nodes[0],
+            &[7],
+            "node 0: unknown node op 7 (known: 1 mlp, 2 attention)",
+        ),
+        (at.nodes[0] + 1, &[1], "node 0 reserved field must be zero"),
+        (
+            at.nodes[0] + 8,
+            &[9],
+            "node 0 input 0: unknown tower input code 9 (known: 0 x0, 1 bottom, 2 level, 3 node)",
+        ),
+        (
+            at.nodes[0] + 9,
+            &[1],
+            "node 0 input 0 reserved field must be zero",
+        ),
+        (
+            count_at,
+            &5000u32.to_le_bytes(),
+            "node count is 5000, over the limit of 4096",
+        ),
+        (
+            count_at,
+            &4000u32.to_le_bytes(),
+            "node count is 4000, but only",
+        ),
+        (
+            at.nodes[0] + 4,
+            &65u32.to_le_bytes(),
+            "node 0 input count is 65, over the limit of 64",
+        ),
+    ];
+    for (offset, bytes, expected) in cases {
+        let mut b = good.clone();
+        b[offset..offset + bytes.len()].copy_from_slice(bytes);
+        fix_checksums(&mut b);
+        let msg = Model::from_bytes(&b).unwrap_err().to_string();
+        assert!(msg.contains(expected), "expected '{expected}', got '{msg}'");
+    }
+    // A 1.3 file declared 1.1: its towers read nodes, which 1.1 does not have.
+    let mut b = good.clone();
+    b[10] = 1;
+    fix_checksums(&mut b);
+    let msg = Model::from_bytes(&b).unwrap_err().to_string();
+    assert!(
+        msg.contains("tower 0 reads a graph node, which needs format 1.3 (the file is 1.1)"),
+        "{msg}"
+    );
+    // A later minor (1.4) may append fields after the node section: accepted.
+    let (w, _) = (aitm(2), ());
+    let mut bytes = w.to_bytes();
+    let meta_size = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let data_offset = u64::from_le_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    if 64 + meta_size + 4 <= data_offset {
+        bytes[10] = 4;
+        bytes[32..40].copy_from_slice(&((meta_size + 4) as u64).to_le_bytes());
+        fix_checksums(&mut bytes);
+        assert!(
+            Model::from_bytes(&bytes).is_ok(),
+            "a 1.4 file with 4 appended bytes"
+        );
+    }
+}
+
+#[test]
+fn every_truncation_of_a_node_file_is_an_error() {
+    let good = aitm(3).to_bytes();
+    for len in 0..good.len() {
+        assert!(
+            Model::from_bytes(&good[..len]).is_err(),
+            "truncated to {len}"
+        );
+    }
+}
+
+#[test]
+fn random_node_file_mutations_never_panic() {
+    // As random_mutations_never_panic, on a 1.3 file with nodes, aimed at the metadata's tail
+    // (towers, outputs and the node section) half of the time.
+    let good = aitm(3).to_bytes();
+    let meta_end = 64 + u64::from_le_bytes(good[32..40].try_into().unwrap()) as usize;
+    let tail = meta_end - 200;
+    let mut rng = synth::Rng(7);
+    let (mut loaded, mut rejected) = (0, 0);
+    for case in 0..4_000u64 {
+        let mut b = good.clone();
+        for _ in 0..1 + rng.below(3) {
+            let at = match rng.below(4) {
+                0 => rng.below(b.len() as u64) as usize,
+                1 => rng.below(meta_end as u64) as usize,
+                _ => tail + rng.below(200) as usize,
+            };
+            match rng.below(3) {
+                0 => b[at] ^= 1 << rng.below(8),
+                1 => b[at] = rng.below(256) as u8,
+                _ if at + 4 <= b.len() => {
+                    let v = [0u32, 1, 2, 3, 4, 5, 7, 64, 65, u32::MAX, 0x3f80_0000]
+                        [rng.below(11) as usize];
+                    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                _ => {}
+            }
+        }
+        if case % 4 != 0 {
+            fix_checksums(&mut b);
+        }
+        let result = std::panic::catch_unwind(|| match Model::from_bytes(&b) {
+            Ok(model) => {
+                let _ = score_random(&model, 3, case);
+                true
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                false
+            }
+        });
+        match result {
+            Ok(true) => loaded += 1,
+            Ok(false) => rejected += 1,
+            Err(_) => panic!("node mutation case {case} panicked"),
+        }
+    }
+    eprintln!("4000 node-file mutations: {rejected} rejected, {loaded} loaded and scored");
+    assert!(rejected > 2000 && loaded > 0);
+}
+
+#[test]
+fn node_op_codes_round_trip() {
+    assert_eq!(NodeOp::try_from(2), Ok(NodeOp::Attention));
+    assert!(NodeOp::try_from(0).is_err());
 }

@@ -227,6 +227,19 @@ def build_rechub_esmm():
     return model, {"max_len": 4}
 
 
+def build_rechub_aitm():
+    """AITM, 3 tasks: per-task bottoms (BatchNorm, ReLU), information MLPs and attention
+    between consecutive tasks (graph nodes, format 1.3); sparse, masked mean sequence and dense
+    features; towers of different depths."""
+    from torch_rechub.models.multi_task import AITM
+    Dense, Seq, Sparse, *_ = rechub_imports()
+    feats = [Sparse("user", 30, 3), Sparse("item", 40, 3), Seq("hist", 40, 3, pooling="mean", shared_with="item",
+                                                                 padding_idx=0), Dense("age"), Dense("ctx", embed_dim=2)]
+    model = AITM(feats, 3, bottom_params={"dims": [12, 8], "activation": "relu"},
+                 tower_params_list=[{"dims": [6]}, {"dims": [5, 4], "activation": "prelu"}, {"dims": [4]}])
+    return model, {"max_len": 5, "task_names": ["click", "cart", "buy"]}
+
+
 def build_dense_ple():
     """A dense-input model: the only feature is a precomputed 8-wide embedding vector."""
     Dense, Seq, Sparse, MLP, PLE, *_ = rechub_imports()
@@ -309,6 +322,7 @@ FIXTURES = {
     "rechub_mmoe": build_rechub_mmoe,
     "rechub_shared_bottom": build_rechub_shared_bottom,
     "rechub_esmm": build_rechub_esmm,
+    "rechub_aitm": build_rechub_aitm,
     "dense_ple": build_dense_ple,
     "deepctr_ple": build_deepctr_ple,
     "deepctr_ple_dice": build_deepctr_ple_dice,
@@ -402,6 +416,8 @@ def check_and_summarize(name, canon, ref_out, ref_gates, torch_out, torch_gates,
         "levels": [{"S": len(lv["task_experts"][0]), "SH": len(lv["shared_experts"]),
                     "shared_gate": lv["shared_gate"] is not None} for lv in canon["levels"]],
         "bottom": canon["bottom"] is not None,
+        **({"nodes": [{"op": n["op"], "inputs": [n["input"]] if n["op"] == "mlp" else n["inputs"]}
+                      for n in canon["nodes"]]} if canon["nodes"] else {}),
         "towers": [{"input": t["input"], "activation": t["activation"], "layers": len(t["mlp"]),
                     "layer_activations": [lay["activation"] for lay in t["mlp"]]} for t in canon["towers"]],
         "outputs": outputs,

@@ -9,9 +9,10 @@ committed ``tests/cross_writer/codes.txt`` (see :func:`table`).
 from __future__ import annotations
 
 MAGIC = b"\x89PLE\r\n\x1a\n"
-MAJOR, MINOR = 1, 2
+MAJOR, MINOR = 1, 3
 MINOR_INT8 = 1  # the first minor that may hold i8 tensors; files without them say 0
 MINOR_INPUT_SCALES = 2  # the first minor with the input-scales section; files without input scales say 1 or 0
+MINOR_NODES = 3  # the first minor with a node section (after the input scales); files without nodes say 0-2
 HEADER_SIZE = 64
 ALIGN = 64
 NONE = 0xFFFFFFFF
@@ -33,10 +34,12 @@ ACT_CODES = {
     "identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "leaky_relu": 4, "prelu": 5,
     "dice_rechub": 6, "dice_bn": 7, "softmax": 8,
 }
-TOWER_INPUT_CODES = {"x0": 0, "bottom": 1, "level": 2}
+TOWER_INPUT_CODES = {"x0": 0, "bottom": 1, "level": 2, "node": 3}  # also what a node input reads
 TOWER_ACT_CODES = {"identity": 0, "sigmoid": 2}
 OUTPUT_TOWER, OUTPUT_PRODUCT = 0, 1
 OUTPUT_KIND_CODES = {"tower": OUTPUT_TOWER, "product": OUTPUT_PRODUCT}
+NODE_MLP, NODE_ATTENTION = 1, 2
+NODE_OP_CODES = {"mlp": NODE_MLP, "attention": NODE_ATTENTION}
 
 DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
 LAYOUT_NAMES = {code: name for name, code in LAYOUT_CODES.items()}
@@ -47,6 +50,7 @@ ACT_NAMES = {code: name for name, code in ACT_CODES.items()}
 TOWER_INPUT_NAMES = {code: name for name, code in TOWER_INPUT_CODES.items()}
 TOWER_ACT_NAMES = {code: name for name, code in TOWER_ACT_CODES.items()}
 OUTPUT_KIND_NAMES = {code: name for name, code in OUTPUT_KIND_CODES.items()}
+NODE_OP_NAMES = {code: name for name, code in NODE_OP_CODES.items()}
 ELEMENT_SIZE = {DTYPE_F32: 4, DTYPE_F16: 2, DTYPE_I8: 1}
 
 # Limits (FORMAT.md section 3.8): a reader refuses a file beyond them, a writer a spec.
@@ -65,6 +69,8 @@ MAX_TASKS = 64
 MAX_EXPERTS_PER_LEVEL = 4_096
 MAX_OUTPUTS = 256
 MAX_WORKING_FLOATS = 1 << 20  # per sample: x0, every layer's output, every mixture, every product
+MAX_NODES = 4_096
+MAX_NODE_INPUTS = 64
 
 
 class FormatError(ValueError):
@@ -82,6 +88,7 @@ def table() -> str:
         ("dtype", DTYPE_CODES), ("layout", LAYOUT_CODES), ("kind", KIND_CODES), ("pooling", POOL_CODES),
         ("mask", MASK_CODES), ("activation code", ACT_CODES), ("tower input code", TOWER_INPUT_CODES),
         ("output activation code", TOWER_ACT_CODES), ("output kind", OUTPUT_KIND_CODES),
+        ("node op", NODE_OP_CODES),
     ]
     lines = [f"{field}\t{code}\t{name}" for field, codes in fields
              for name, code in sorted(codes.items(), key=lambda item: item[1])]
@@ -94,7 +101,8 @@ def table() -> str:
         ("features", MAX_FEATURES), ("max_len", MAX_LEN), ("dense width", MAX_DENSE_WIDTH),
         ("MLP layers", MAX_LAYERS), ("MLPs", LIMIT_MLPS), ("levels", MAX_LEVELS), ("tasks", MAX_TASKS),
         ("experts per level", MAX_EXPERTS_PER_LEVEL), ("outputs", MAX_OUTPUTS),
-        ("working floats per sample", MAX_WORKING_FLOATS),
+        ("working floats per sample", MAX_WORKING_FLOATS), ("nodes", MAX_NODES),
+        ("node inputs", MAX_NODE_INPUTS),
     ]
     lines += [f"constant\t{name}\t{value}" for name, value in constants]
     return "\n".join(lines) + "\n"

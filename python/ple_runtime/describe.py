@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .codes import (
     DTYPE_NAMES,
-    FLAG_ID_F32, KIND_DENSE, KIND_NAMES, KIND_SEQUENCE, MASK_PAD_ID, NONE, OUTPUT_TOWER, POOL_NAMES,
-    TOWER_ACT_NAMES, TOWER_INPUT_NAMES,
+    FLAG_ID_F32, KIND_DENSE, KIND_NAMES, KIND_SEQUENCE, MASK_PAD_ID, NODE_MLP, NODE_OP_NAMES, NONE, OUTPUT_TOWER,
+    POOL_NAMES, TOWER_ACT_NAMES, TOWER_INPUT_NAMES,
 )
 from .reader import PleFile
 
@@ -34,8 +34,19 @@ def describe(pf: PleFile) -> str:
     for li, lv in enumerate(pf.levels):
         lines.append(f"  level {li}: S={lv.n_task_experts} SH={lv.n_shared} "
                      f"shared gate={'yes' if lv.shared_gate != NONE else 'no'}")
+    for i, node in enumerate(pf.nodes):
+        reads = ", ".join(TOWER_INPUT_NAMES[src] + (f" {idx}" if TOWER_INPUT_NAMES[src] in ("level", "node") else "")
+                          for src, idx in node.inputs)
+        if node.op == NODE_MLP:
+            lines.append(f"  node {i}: mlp {node.mlps[0]} reads {reads}")
+        else:
+            lines.append(f"  node {i}: {NODE_OP_NAMES[node.op]} over [{reads}] query/key/value mlps "
+                         f"{'/'.join(map(str, node.mlps))} temperature={node.temperature:g}")
     for t, tw in enumerate(pf.towers):
-        lines.append(f"  tower {t}: mlp {tw.mlp} input={TOWER_INPUT_NAMES[tw.input]} "
+        source = TOWER_INPUT_NAMES[tw.input]
+        if source == "node":
+            source += f" {pf.tower_nodes[t]}"
+        lines.append(f"  tower {t}: mlp {tw.mlp} input={source} "
                      f"out_act={TOWER_ACT_NAMES[tw.out_act]}")
     lines.append("outputs: " + ", ".join(o.name if o.kind == OUTPUT_TOWER else f"{o.name}=tower{o.a}*tower{o.b}"
                                          for o in pf.outputs) + f" (width {pf.output_width}, gates {pf.gate_width})")

@@ -7,7 +7,8 @@ records:
 
 - torch-rechub: ``PLE`` (``CGC`` = one level; the old <= 0.4.0 tower without a final
   Linear is just a tower whose MLP ends in a hidden layer), ``MMOE``, ``SharedBottom``,
-  ``ESMM``; x0 = sparse/sequence embeddings in list order, then dense values;
+  ``ESMM``, ``AITM`` (graph nodes: per-task bottoms, information MLPs, attention; format
+  1.3); x0 = sparse/sequence embeddings in list order, then dense values;
   outputs ``task0..`` (or ``task_names``), ESMM ``[cvr, ctr, ctcvr]``.
 - DeepCTR-Torch: ``PLE`` (SH read from the gate width, not from the stored shared
   experts; the last level's unused shared gate dropped; the gate DNN and the bias-free
@@ -309,6 +310,8 @@ def _rechub_spec(model: nn.Module, kind: str, max_len) -> dict:
                             {"name": "ctcvr", "product": [1, 0]}]}
 
     base = _rechub_features(model, model.features, max_len)
+    if kind == "AITM":
+        return {**base, **_rechub_aitm(model)}
     if kind == "SharedBottom":
         bottom = _rechub_mlp(model.bottom_mlp, "bottom_mlp")
         return {**base, "bottom": bottom, "levels": [],
@@ -339,6 +342,38 @@ def _rechub_spec(model: nn.Module, kind: str, max_len) -> dict:
     last = levels[-1]["shared_experts"] or levels[-1]["task_experts"][0]
     width = last[0][-1]["weight"].shape[0]
     return {**base, "levels": levels, "towers": _rechub_towers(model, width, "level")}
+
+
+def _rechub_aitm(model: nn.Module) -> dict:
+    """torch-rechub AITM as graph nodes (docs/SEMANTICS.md): per task a bottom MLP on x0
+    (nodes 0..T-1); for t >= 1 the information MLP of task t-1's (transferred) vector, then
+    attention over [task t's bottom output, that information] (query, key, value: one Linear
+    without bias each; logits q.k / sqrt(D), softmax over the two); tower t reads task t's
+    vector (node 0 for task 0), then sigmoid."""
+    T = model.n_task
+    if len(model.bottoms) != T or len(model.towers) != T or len(model.info_gates) != T - 1 or len(model.aits) != T - 1:
+        raise ExportError(f"AITM: expected {T} bottoms and towers and {T - 1} info gates and attention layers")
+    nodes: list[dict] = [{"op": "mlp", "input": "x0", "mlp": _rechub_mlp(b, f"bottoms.{t}")} for t, b in enumerate(model.bottoms)]
+    vector = [0]  # the node holding each task's tower input
+    for t in range(1, T):
+        ait = model.aits[t - 1]
+        where = f"aits.{t - 1}"
+        if type(ait).__name__ != "AttentionLayer" or not isinstance(getattr(ait, "softmax", None), nn.Softmax) \
+                or ait.softmax.dim != 1:
+            raise ExportError(f"{where}: expected torch-rechub's AttentionLayer (softmax over dim 1)")
+        nodes.append({"op": "mlp", "input": ["node", vector[t - 1]], "mlp": _rechub_mlp(model.info_gates[t - 1], f"info_gates.{t - 1}")})
+        # torch.sqrt(torch.tensor(dim)): the f32 square root the library divides by.
+        temperature = float(torch.sqrt(torch.tensor(ait.dim)).item())
+        nodes.append({"op": "attention", "inputs": [["node", t], ["node", len(nodes) - 1]],
+                      "query": [_linear(ait.q_layer, f"{where}.q_layer")],
+                      "key": [_linear(ait.k_layer, f"{where}.k_layer")],
+                      "value": [_linear(ait.v_layer, f"{where}.v_layer")],
+                      "temperature": temperature})
+        vector.append(len(nodes) - 1)
+    # AITM applies torch.sigmoid to every tower's output (all its tasks are binary).
+    towers = [{"mlp": _rechub_mlp(tw, f"towers.{t}"), "input": "node", "node": vector[t], "activation": "sigmoid"}
+              for t, tw in enumerate(model.towers)]
+    return {"levels": [], "nodes": nodes, "towers": towers}
 
 
 # --------------------------------------------------------------------------- DeepCTR-Torch
@@ -462,7 +497,7 @@ def _deepctr_spec(model: nn.Module, kind: str) -> dict:
 
 # --------------------------------------------------------------------------- public API
 
-_KINDS = ("PLE", "MMOE", "SharedBottom", "ESMM")
+_KINDS = ("PLE", "MMOE", "SharedBottom", "ESMM", "AITM")
 
 
 def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] | None = None,
@@ -485,8 +520,9 @@ def to_spec(model: nn.Module, *, name: str | None = None, task_names: list[str] 
     model = unwrap(model)
     lib = _library(model)
     kind = type(model).__name__
-    if kind not in _KINDS:
-        raise ExportError(f"{type(model).__module__}.{kind}: only {', '.join(_KINDS)} are supported")
+    if kind not in _KINDS or (kind == "AITM" and lib != "torch_rechub"):
+        raise ExportError(f"{type(model).__module__}.{kind}: only {', '.join(_KINDS)} are supported "
+                          "(AITM from torch-rechub only)")
     spec = _rechub_spec(model, kind, max_len) if lib == "torch_rechub" else _deepctr_spec(model, kind)
     spec["name"] = name or f"{lib}.{kind}"
     if "outputs" not in spec:

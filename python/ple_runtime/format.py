@@ -14,13 +14,13 @@ from .codes import (  # noqa: F401
     ACT_CODES, ACT_NAMES, ALIGN, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_ID_F32,
     HEADER_SIZE, KIND_CODES, KIND_DENSE, KIND_NAMES, KIND_SEQUENCE, KIND_SPARSE, LAYOUT_CODES, LAYOUT_NAMES,
     LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC, MAJOR, MASK_CODES, MASK_NONE,
-    MASK_PAD_ID, MAX_META, MINOR, MINOR_INT8, NONE, OUTPUT_KIND_CODES, OUTPUT_PRODUCT, OUTPUT_TOWER, POOL_CODES, POOL_NAMES,
+    MASK_PAD_ID, MAX_META, MINOR, MINOR_INPUT_SCALES, MINOR_INT8, MINOR_NODES, NODE_OP_CODES, NODE_OP_NAMES, NONE, OUTPUT_KIND_CODES, OUTPUT_PRODUCT, OUTPUT_TOWER, POOL_CODES, POOL_NAMES,
     TOWER_ACT_CODES, TOWER_ACT_NAMES, TOWER_INPUT_CODES, TOWER_INPUT_NAMES, FormatError, align64,
 )
 from .describe import describe  # noqa: F401
 from .graph_check import check_graph  # noqa: F401
 from .reader import (  # noqa: F401
-    FeatureInfo, LayerInfo, LevelInfo, OutputInfo, PleFile, TensorInfo, TowerInfo, parse, read_header_and_meta,
+    FeatureInfo, LayerInfo, LevelInfo, NodeInfo, OutputInfo, PleFile, TensorInfo, TowerInfo, parse, read_header_and_meta,
     read_spec, read_tensors, tensor_array,
 )
 from .storage import (  # noqa: F401

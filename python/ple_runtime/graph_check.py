@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .codes import (
     ACT_CODES, ACT_NAMES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, KIND_DENSE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4,
     LAYOUT_PLAIN,
-    MAX_WORKING_FLOATS, NONE, OUTPUT_PRODUCT, TOWER_INPUT_NAMES, FormatError,
+    MAX_WORKING_FLOATS, NODE_MLP, NODE_OP_NAMES, NONE, OUTPUT_PRODUCT, TOWER_INPUT_NAMES, FormatError,
 )
 
 if TYPE_CHECKING:
@@ -81,16 +81,61 @@ def check_graph(pf: PleFile) -> None:
             gate(lv.shared_gate, f"{what} shared gate", k, T * lv.n_task_experts + lv.n_shared)
         k = ds.pop()
         level_widths.append(k)
+    node_w: list[int] = []
+    node_read: list[bool] = []
+
+    def value(source: int, index: int, what: str) -> int:
+        """The width of a value a node or tower reads (FORMAT.md 3.10)."""
+        name = TOWER_INPUT_NAMES[source]
+        if name in ("x0", "bottom") and index != 0:
+            raise FormatError(f"{what}: reads {name} with index {index}, which must be 0")
+        if name == "level" and not pf.levels:
+            raise FormatError(f"{what}: reads the last level but there are no levels")
+        if name == "level" and index >= T:
+            raise FormatError(f"{what}: reads task {index}'s level output, but there are {T} tasks")
+        if name == "bottom" and pf.bottom == NONE:
+            raise FormatError(f"{what}: reads the bottom but there is no bottom")
+        if name == "node":
+            if index >= len(node_w):
+                raise FormatError(f"{what}: reads node {index}, which does not come before it")
+            node_read[index] = True
+            return node_w[index]
+        return {"x0": x0, "bottom": h, "level": k}[name]
+
+    extra = 0  # working floats of attention nodes beyond their MLPs' single pass
+    for i, node in enumerate(pf.nodes):
+        what = f"node {i} ({NODE_OP_NAMES[node.op]})"
+        widths_in = {value(src, idx, f"{what} input {j}") for j, (src, idx) in enumerate(node.inputs)}
+        if len(widths_in) != 1:
+            raise FormatError(f"{what}: inputs of different widths {sorted(widths_in)}")
+        d = widths_in.pop()
+        if node.op == NODE_MLP:
+            if node.temperature != 0 or math.copysign(1.0, node.temperature) < 0:
+                raise FormatError(f"{what}: the scalar field must be 0")
+            node_w.append(use(node.mlps[0], what, d))
+        else:
+            if not (math.isfinite(node.temperature) and node.temperature > 0):
+                raise FormatError(f"{what}: temperature {node.temperature} must be finite and positive")
+            q, kk, v = (use(m, f"{what} {role}", d) for m, role in zip(node.mlps, ("query", "key", "value")))
+            if q != kk:
+                raise FormatError(f"{what}: queries are {q} wide but keys {kk}")
+            n = len(node.inputs)
+            per_input = sum(tensors[layer.weight].cols for m in node.mlps for layer in pf.mlps[m])
+            extra += (n - 1) * per_input + n + v
+            node_w.append(v)
+        node_read.append(False)
     tower_w = []
-    inputs = {"x0": x0, "bottom": h, "level": k}
     for t, tw in enumerate(pf.towers):
         what = f"tower {t}"
-        source = TOWER_INPUT_NAMES[tw.input]
-        if source == "level" and not pf.levels:
-            raise FormatError(f"{what}: reads the last level but there are no levels")
-        if source == "bottom" and pf.bottom == NONE:
-            raise FormatError(f"{what}: reads the bottom but there is no bottom")
-        tower_w.append(use(tw.mlp, what, inputs[source]))
+        node = pf.tower_nodes[t] if pf.tower_nodes else NONE
+        is_node = TOWER_INPUT_NAMES[tw.input] == "node"
+        if is_node != (node != NONE):
+            raise FormatError(f"{what}: reads {TOWER_INPUT_NAMES[tw.input]} but its node entry is "
+                              f"{'NONE' if node == NONE else node}")
+        index = node if is_node else t if TOWER_INPUT_NAMES[tw.input] == "level" else 0
+        tower_w.append(use(tw.mlp, what, value(tw.input, index, what)))
+    if False in node_read:
+        raise FormatError(f"node {node_read.index(False)} is not read by a later node or a tower")
     _check_coverage(pf, used)
     names = set()
     out_w = 0
@@ -108,7 +153,7 @@ def check_graph(pf: PleFile) -> None:
     layer_outputs = sum(tensors[layer.weight].cols for layers in pf.mlps for layer in layers)
     mixtures = sum(width * (T + (lv.shared_gate != NONE)) for width, lv in zip(level_widths, pf.levels))
     products = sum(tower_w[out.a] for out in pf.outputs if out.kind == OUTPUT_PRODUCT)
-    work = x0 + layer_outputs + mixtures + products
+    work = x0 + layer_outputs + mixtures + products + extra
     if work > MAX_WORKING_FLOATS:
         raise FormatError(f"per-sample working size {work} floats is over the cap {MAX_WORKING_FLOATS}")
     pf.x0_width = x0

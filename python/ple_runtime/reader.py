@@ -20,8 +20,9 @@ from .codes import (
     ACT_NAMES, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_CALLER_VECTORS, FLAG_ID_F32, FormatError, HEADER_SIZE, KIND_DENSE, KIND_NAMES,
     KIND_SEQUENCE, LAYOUT_NAMES, LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MINOR_INT8, MINOR_INPUT_SCALES, LIMIT_MLPS, LIMIT_STRINGS, LIMIT_TENSORS, MAGIC,
     MAJOR, MASK_NAMES, MASK_PAD_ID, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS, MAX_LEN,
-    MAX_LEVELS, MAX_META, MAX_OUTPUTS, MAX_TASKS, MINOR, NONE, OUTPUT_KIND_NAMES, OUTPUT_TOWER, POOL_NAMES,
-    TENSOR_DIM_LIMIT, TOWER_ACT_NAMES, TOWER_INPUT_NAMES, align64,
+    MAX_LEVELS, MAX_META, MAX_NODE_INPUTS, MAX_NODES, MAX_OUTPUTS, MAX_TASKS, MINOR, MINOR_NODES, NODE_MLP, NODE_OP_NAMES,
+    NONE, OUTPUT_KIND_NAMES, OUTPUT_TOWER, POOL_NAMES, TENSOR_DIM_LIMIT, TOWER_ACT_NAMES, TOWER_INPUT_CODES,
+    TOWER_INPUT_NAMES, align64,
 )
 from .graph_check import check_graph, unique_name
 from .spec import SpecError, check_string
@@ -79,6 +80,14 @@ class TowerInfo:
 
 
 @dataclasses.dataclass
+class NodeInfo:
+    op: int
+    inputs: list[tuple[int, int]]  # (source code, index)
+    mlps: list[int]  # mlp: [mlp]; attention: [query, key, value]
+    temperature: float
+
+
+@dataclasses.dataclass
 class OutputInfo:
     name: str
     kind: int
@@ -110,6 +119,8 @@ class PleFile:
     levels: list[LevelInfo]
     towers: list[TowerInfo]
     outputs: list[OutputInfo]
+    nodes: list[NodeInfo] = dataclasses.field(default_factory=list)
+    tower_nodes: list[int] = dataclasses.field(default_factory=list)
     x0_width: int = 0
     output_width: int = 0
     gate_width: int = 0
@@ -233,17 +244,23 @@ def _parse(src, verify_data: bool) -> PleFile:
     mlps = _read_mlps(cur)
     bottom, n_tasks, levels = _read_levels(cur)
     towers = _read_towers(cur, n_tasks)
+    if minor < MINOR_NODES and any(tw.input == TOWER_INPUT_CODES["node"] for tw in towers):
+        raise FormatError(f"a tower reads a graph node, which needs format 1.{MINOR_NODES} (the file is {major}.{minor})")
     outputs = _read_outputs(cur, string)
     input_scales = []
     if minor >= MINOR_INPUT_SCALES:
         n = cur.count("input scale count", 12, LIMIT_MLPS * MAX_LAYERS)
         input_scales = [cur.unpack("III", f"input scale {i}") for i in range(n)]
+    nodes, tower_nodes = [], []
+    if minor >= MINOR_NODES:
+        nodes = _read_nodes(cur)
+        tower_nodes = list(cur.unpack(f"{n_tasks}I", "tower nodes"))
     if cur.left() and minor <= MINOR:
         raise FormatError(f"{cur.left()} trailing metadata bytes (minor {minor})")
 
     pf = PleFile(major, minor, file_size, meta_size, data_offset, data_size, meta_crc, data_crc, strings, tensors,
                  model_name, flags, features, order, mlps, bottom, n_tasks, levels, towers, outputs,
-                 input_scales=input_scales)
+                 input_scales=input_scales, nodes=nodes, tower_nodes=tower_nodes)
     check_graph(pf)
     if verify_data:
         _check_padding(pf, src)
@@ -435,6 +452,32 @@ def _read_towers(cur: _Cursor, n_tasks: int) -> list[TowerInfo]:
     return towers
 
 
+def _read_nodes(cur: _Cursor) -> list[NodeInfo]:
+    """The node section (FORMAT.md 3.10, format 1.3)."""
+    nodes = []
+    for i in range(cur.count("node count", 16, MAX_NODES)):
+        what = f"node {i}"
+        op, r0, r1, r2, n_in = cur.unpack("BBBBI", what)
+        _known(op, NODE_OP_NAMES, what, "node op")
+        if r0 or r1 or r2:
+            raise FormatError(f"{what}: reserved bytes must be 0")
+        want = "1" if op == NODE_MLP else f"1..{MAX_NODE_INPUTS}"
+        if n_in < 1 or n_in > (1 if op == NODE_MLP else MAX_NODE_INPUTS):
+            raise FormatError(f"{what} ({NODE_OP_NAMES[op]}) has {n_in} inputs, must be {want}")
+        inputs = []
+        for j in range(n_in):
+            src, q0, q1, q2, index = cur.unpack("BBBBI", f"{what} input {j}")
+            _known(src, TOWER_INPUT_NAMES, f"{what} input {j}", "tower input code")
+            if q0 or q1 or q2:
+                raise FormatError(f"{what} input {j}: reserved bytes must be 0")
+            inputs.append((src, index))
+        n_mlps = 1 if op == NODE_MLP else 3
+        mlps = list(cur.unpack(f"{n_mlps}I", f"{what} MLPs"))
+        (temperature,) = cur.unpack("f", f"{what} temperature")
+        nodes.append(NodeInfo(op, inputs, mlps, temperature))
+    return nodes
+
+
 def _read_outputs(cur: _Cursor, string) -> list[OutputInfo]:
     n_out = cur.count("n_outputs", 16, MAX_OUTPUTS, minimum=1)
     outputs = []
@@ -553,6 +596,22 @@ def read_spec(path: str | os.PathLike) -> dict:
                        pad_id=f.pad_id if f.mask == MASK_PAD_ID else None)
         return out
 
+    def source(ref: tuple[int, int]):
+        name = TOWER_INPUT_NAMES[ref[0]]
+        return name if name in ("x0", "bottom") else [name, ref[1]]
+
+    def node(n: NodeInfo) -> dict:
+        if n.op == NODE_MLP:
+            return {"op": "mlp", "input": source(n.inputs[0]), "mlp": mlp(n.mlps[0])}
+        return {"op": "attention", "inputs": [source(r) for r in n.inputs], "query": mlp(n.mlps[0]),
+                "key": mlp(n.mlps[1]), "value": mlp(n.mlps[2]), "temperature": float(n.temperature)}
+
+    def tower(t: int, tw: TowerInfo) -> dict:
+        out = {"mlp": mlp(tw.mlp), "input": TOWER_INPUT_NAMES[tw.input], "activation": TOWER_ACT_NAMES[tw.out_act]}
+        if out["input"] == "node":
+            out["node"] = pf.tower_nodes[t]
+        return out
+
     T = pf.n_tasks
     levels = [{"task_experts": [[mlp(m) for m in lv.task_experts[task * lv.n_task_experts:(task + 1) * lv.n_task_experts]]
                                 for task in range(T)],
@@ -566,8 +625,8 @@ def read_spec(path: str | os.PathLike) -> dict:
         "x0_order": [pf.features[i].name for i in pf.order],
         "bottom": None if pf.bottom == NONE else mlp(pf.bottom),
         "levels": levels,
-        "towers": [{"mlp": mlp(tw.mlp), "input": TOWER_INPUT_NAMES[tw.input], "activation": TOWER_ACT_NAMES[tw.out_act]}
-                   for tw in pf.towers],
+        "nodes": [node(n) for n in pf.nodes],
+        "towers": [tower(t, tw) for t, tw in enumerate(pf.towers)],
         "outputs": [{"name": o.name, "tower": o.a} if o.kind == OUTPUT_TOWER else {"name": o.name, "product": [o.a, o.b]}
                     for o in pf.outputs],
     }

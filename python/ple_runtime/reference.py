@@ -192,9 +192,30 @@ def forward(spec: dict, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
             gates.append(w)
             new.append(_mix(w, [e for es in task_out for e in es] + shared_out))
         sel = new
+    nodes: list[np.ndarray] = []
+
+    def value(ref) -> np.ndarray:
+        if ref == "x0":
+            return x0
+        if ref == "bottom":
+            return h
+        kind, i = ref
+        return sel[i] if kind == "level" else nodes[i]
+
+    for node in spec["nodes"]:
+        if node["op"] == "mlp":
+            nodes.append(mlp_forward(value(node["input"]), node["mlp"]))
+            continue
+        xs = [value(r) for r in node["inputs"]]
+        logits = np.stack([(mlp_forward(x, node["query"]) * mlp_forward(x, node["key"])).sum(axis=1)
+                           for x in xs], axis=1) / node["temperature"]
+        nodes.append(_mix(_softmax(logits), [mlp_forward(x, node["value"]) for x in xs]))
     towers = []
     for t, tower in enumerate(spec["towers"]):
-        inp = {"x0": x0, "bottom": h, "level": sel[t] if spec["levels"] else None}[tower["input"]]
+        if tower["input"] == "node":
+            inp = nodes[tower["node"]]
+        else:
+            inp = {"x0": x0, "bottom": h, "level": sel[t] if spec["levels"] else None}[tower["input"]]
         y = mlp_forward(inp, tower["mlp"])
         towers.append(_sigmoid(y) if tower["activation"] == "sigmoid" else y)
     outs = [towers[o["tower"]] if "tower" in o else towers[o["product"][0]] * towers[o["product"][1]]

@@ -26,8 +26,17 @@ Shape of a spec (a plain ``dict``)::
          "task_gates": [MLP] * T,                    # logits over [task t's S experts, SH shared]
          "shared_gate": MLP | None},                 # every level but the last; None on the last
       ],
+      "nodes": [                                     # optional graph nodes (format 1.3), each
+                                                     # reading x0, the bottom, ["level", t] or an
+                                                     # earlier ["node", i]:
+        {"op": "mlp", "input": ref, "mlp": MLP},
+        {"op": "attention", "inputs": [ref, ...],    # 1..64 inputs of one width D
+         "query": MLP, "key": MLP, "value": MLP,     # each reads D; query and key equally wide
+         "temperature": float},                      # out = sum_j softmax_j(q_j.k_j / temperature) v_j
+      ],
       "towers": [                                    # T >= 1 towers, one per task
-        {"mlp": MLP, "input": "x0" | "bottom" | "level", "activation": "sigmoid" | "identity"},
+        {"mlp": MLP, "input": "x0" | "bottom" | "level" | "node", "activation": "sigmoid" | "identity",
+         "node": i},                                 # "node": only with input "node"
       ],
       "outputs": [                                   # packaging of the result row, in order
         {"name": str, "tower": i} | {"name": str, "product": [i, j]},
@@ -71,8 +80,8 @@ import numpy as np
 
 from .codes import (
     ACT_CODES, MAX_DENSE_WIDTH, MAX_EXPERTS_PER_LEVEL, MAX_FEATURES, MAX_LAYERS, MAX_LEN, MAX_LEVELS,
-    MAX_OUTPUTS, MAX_STRING_BYTES, MAX_TASKS, MAX_WORKING_FLOATS, POOL_CODES, TENSOR_DIM_LIMIT,
-    TOWER_ACT_CODES, TOWER_INPUT_CODES,
+    MAX_NODE_INPUTS, MAX_NODES, MAX_OUTPUTS, MAX_STRING_BYTES, MAX_TASKS, MAX_WORKING_FLOATS, NODE_OP_CODES,
+    POOL_CODES, TENSOR_DIM_LIMIT, TOWER_ACT_CODES, TOWER_INPUT_CODES,
 )
 
 # The spec's names for the file's codes (ple_runtime.codes holds the table).
@@ -341,7 +350,7 @@ def normalize(spec: dict) -> dict:
     """Validate a spec and return its canonical copy (see the module docstring)."""
     if not isinstance(spec, dict):
         raise SpecError("spec: expected a dict")
-    unknown = set(spec) - {"name", "features", "tables", "x0_order", "bottom", "levels", "towers", "outputs"}
+    unknown = set(spec) - {"name", "features", "tables", "x0_order", "bottom", "levels", "nodes", "towers", "outputs"}
     if unknown:
         raise SpecError(f"spec: unknown keys {sorted(unknown)}")
     out: dict = {"name": check_string(spec.get("name"), "name")}
@@ -396,17 +405,25 @@ def normalize(spec: dict) -> dict:
         out["levels"].append(_level(level, f"levels[{li}]", k, n_tasks, last=li == len(levels) - 1))
         k = out["levels"][-1]["width"]
 
+    values = _Values(width, h if out["bottom"] is not None else None, k if out["levels"] else None, n_tasks)
+    nodes = spec.get("nodes", []) or []
+    if not isinstance(nodes, (list, tuple)) or len(nodes) > MAX_NODES:
+        raise SpecError(f"nodes: expected a list of 0..{MAX_NODES} nodes")
+    out["nodes"] = [_node(node, f"nodes[{i}]", values) for i, node in enumerate(nodes)]
+
     out["towers"] = []
     for ti, tower in enumerate(towers):
         where = f"towers[{ti}]"
         if not isinstance(tower, dict):
             raise SpecError(f"{where}: expected a dict with mlp, input, activation")
-        unknown = set(tower) - {"mlp", "input", "activation"}
+        unknown = set(tower) - {"mlp", "input", "activation", "node"}
         if unknown:
             raise SpecError(f"{where}: unknown keys {sorted(unknown)}")
         inp = tower.get("input", "level" if out["levels"] else "bottom" if out["bottom"] else "x0")
         if inp not in TOWER_INPUTS:
             raise SpecError(f"{where}.input: {inp!r} is not one of {TOWER_INPUTS}")
+        if (inp == "node") != ("node" in tower):
+            raise SpecError(f"{where}: 'node' (the node index) goes with input 'node' and only with it")
         if inp == "level" and not out["levels"]:
             raise SpecError(f"{where}.input: 'level' needs at least one level")
         if inp == "bottom" and out["bottom"] is None:
@@ -414,8 +431,17 @@ def normalize(spec: dict) -> dict:
         act = tower.get("activation", "sigmoid")
         if act not in TOWER_ACTIVATIONS:
             raise SpecError(f"{where}.activation: {act!r} is not 'sigmoid' or 'identity'")
-        k_in = {"x0": width, "bottom": h, "level": k}[inp]
-        out["towers"].append({"mlp": _mlp(tower.get("mlp"), f"{where}.mlp", k_in), "input": inp, "activation": act})
+        if inp == "node":
+            ref, k_in = values.resolve(["node", tower["node"]], f"{where}.node")
+        else:
+            k_in = {"x0": width, "bottom": h, "level": k}[inp]
+        tw = {"mlp": _mlp(tower.get("mlp"), f"{where}.mlp", k_in), "input": inp, "activation": act}
+        if inp == "node":
+            tw["node"] = ref[1]
+        out["towers"].append(tw)
+    unread = [i for i, r in enumerate(values.read) if not r]
+    if unread:
+        raise SpecError(f"nodes[{unread[0]}]: not read by a later node or a tower")
 
     outputs = spec.get("outputs")
     if outputs is None:
@@ -481,6 +507,85 @@ def _level(level: Any, where: str, k: int, n_tasks: int, last: bool) -> dict:
     return out
 
 
+class _Values:
+    """The values a node or tower may read, with their widths, and which nodes were read."""
+
+    def __init__(self, x0: int, bottom: int | None, level: int | None, n_tasks: int):
+        self.x0, self.bottom, self.level, self.n_tasks = x0, bottom, level, n_tasks
+        self.nodes: list[int] = []
+        self.read: list[bool] = []
+
+    def resolve(self, ref: Any, where: str) -> tuple[Any, int]:
+        """A canonical reference ("x0", "bottom", ["level", t], ["node", i]) and its width."""
+        if ref == "x0":
+            return "x0", self.x0
+        if ref == "bottom":
+            if self.bottom is None:
+                raise SpecError(f"{where}: reads the bottom, but there is none")
+            return "bottom", self.bottom
+        if isinstance(ref, (list, tuple)) and len(ref) == 2 and ref[0] in ("level", "node"):
+            i = ref[1]
+            if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+                raise SpecError(f"{where}: index {i!r} is not an integer")
+            i = int(i)
+            if ref[0] == "level":
+                if self.level is None:
+                    raise SpecError(f"{where}: reads a level output, but there are no levels")
+                if not 0 <= i < self.n_tasks:
+                    raise SpecError(f"{where}: task {i} is outside 0..{self.n_tasks - 1}")
+                return ["level", i], self.level
+            if not 0 <= i < len(self.nodes):
+                raise SpecError(f"{where}: node {i} does not come before it (a node reads earlier nodes only)")
+            self.read[i] = True
+            return ["node", i], self.nodes[i]
+        raise SpecError(f"{where}: {ref!r} is not 'x0', 'bottom', ['level', t] or ['node', i]")
+
+
+def _node(value: Any, where: str, values: _Values) -> dict:
+    """Validate graph node `where` (FORMAT.md section 3.10) and register its width."""
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: expected a node dict")
+    op = value.get("op")
+    if op not in NODE_OP_CODES:
+        raise SpecError(f"{where}.op: {op!r} is not one of {tuple(NODE_OP_CODES)}")
+    keys = {"mlp": {"op", "input", "mlp"}, "attention": {"op", "inputs", "query", "key", "value", "temperature"}}[op]
+    unknown = set(value) - keys
+    if unknown:
+        raise SpecError(f"{where}: unknown keys {sorted(unknown)} for a {op} node")
+    if op == "mlp":
+        ref, k = values.resolve(value.get("input"), f"{where}.input")
+        out = {"op": op, "input": ref, "mlp": _mlp(value.get("mlp"), f"{where}.mlp", k)}
+        width = mlp_width(out["mlp"])
+    else:
+        refs = value.get("inputs")
+        if not isinstance(refs, (list, tuple)) or not 1 <= len(refs) <= MAX_NODE_INPUTS:
+            raise SpecError(f"{where}.inputs: expected a list of 1..{MAX_NODE_INPUTS} references")
+        resolved = [values.resolve(r, f"{where}.inputs[{j}]") for j, r in enumerate(refs)]
+        widths = {w for _, w in resolved}
+        if len(widths) != 1:
+            raise SpecError(f"{where}.inputs: every input must have the same width, got {[w for _, w in resolved]}")
+        k = widths.pop()
+        out = {"op": op, "inputs": [r for r, _ in resolved],
+               "query": _mlp(value.get("query"), f"{where}.query", k),
+               "key": _mlp(value.get("key"), f"{where}.key", k),
+               "value": _mlp(value.get("value"), f"{where}.value", k),
+               "temperature": _finite_float(value.get("temperature"), f"{where}.temperature", positive=True)}
+        if mlp_width(out["query"]) != mlp_width(out["key"]):
+            raise SpecError(f"{where}: query width {mlp_width(out['query'])} and key width "
+                            f"{mlp_width(out['key'])} differ")
+        width = mlp_width(out["value"])
+    values.nodes.append(width)
+    values.read.append(False)
+    return out
+
+
+def node_mlps(node: dict) -> list[tuple[str, list[dict]]]:
+    """(role suffix, MLP) of a canonical node, in file order."""
+    if node["op"] == "mlp":
+        return [("", node["mlp"])]
+    return [(".query", node["query"]), (".key", node["key"]), (".value", node["value"])]
+
+
 def _gate(value: Any, where: str, k: int, width: int) -> list[dict]:
     mlp = _mlp(value, where, k)
     if mlp_width(mlp) != width:
@@ -517,7 +622,8 @@ def _output(value: Any, where: str, towers: list) -> dict:
 
 def iter_mlps(spec: dict) -> Iterator[tuple[str, list[dict]]]:
     """Yield (role, mlp) in file order: bottom, then per level the task experts
-    (task-major), shared experts, task gates and shared gate, then the towers."""
+    (task-major), shared experts, task gates and shared gate, then the nodes' MLPs
+    (``node<i>``, or ``node<i>.query`` / ``.key`` / ``.value``), then the towers."""
     if spec.get("bottom") is not None:
         yield "bottom", spec["bottom"]
     for li, level in enumerate(spec.get("levels", [])):
@@ -530,14 +636,23 @@ def iter_mlps(spec: dict) -> Iterator[tuple[str, list[dict]]]:
             yield f"l{li}.task{t}.gate", g
         if level["shared_gate"] is not None:
             yield f"l{li}.shared.gate", level["shared_gate"]
+    for i, node in enumerate(spec.get("nodes", [])):
+        for suffix, mlp in node_mlps(node):
+            yield f"node{i}{suffix}", mlp
     for t, tower in enumerate(spec["towers"]):
         yield f"tower{t}", tower["mlp"]
 
 
 def working_floats(spec: dict) -> int:
     """Floats of working memory a runtime needs per sample (FORMAT.md section 3.8): x0, every
-    layer's output, one expert width per gate mixture, every product output."""
+    layer's output, one expert width per gate mixture, every product output; an attention
+    node's MLPs once per input, its logits and its mixture."""
     layers = sum(layer["weight"].shape[0] for _, mlp in iter_mlps(spec) for layer in mlp)
+    for node in spec.get("nodes", []):
+        if node["op"] == "attention":
+            n = len(node["inputs"])
+            per_input = sum(layer["weight"].shape[0] for _, mlp in node_mlps(node) for layer in mlp)
+            layers += (n - 1) * per_input + n + mlp_width(node["value"])
     mixtures = sum(level["width"] * (len(level["task_gates"]) + (level["shared_gate"] is not None))
                    for level in spec["levels"])
     products = sum(mlp_width(spec["towers"][o["product"][0]]["mlp"]) for o in spec["outputs"] if "product" in o)

@@ -44,11 +44,12 @@ from . import progress as progress_mod
 from . import spec as spec_mod
 from .codes import (
     ACT_CODES, DTYPE_CODES, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_NAMES, ELEMENT_SIZE, FLAG_CALLER_VECTORS, FLAG_ID_F32, HEADER_SIZE, KIND_CODES,
-    LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MAGIC, MINOR_INPUT_SCALES, MINOR_INT8, MAJOR, MASK_NONE, MASK_PAD_ID, MAX_META, MINOR, NONE, OUTPUT_PRODUCT,
-    OUTPUT_TOWER, POOL_CODES, TOWER_ACT_CODES, TOWER_INPUT_CODES, FormatError, align64,
+    LAYOUT_PANEL16, LAYOUT_PANEL16X4, LAYOUT_PLAIN, MAGIC, MINOR_INPUT_SCALES, MINOR_INT8, MINOR_NODES, MAJOR, MASK_NONE,
+    MASK_PAD_ID, MAX_META, MINOR, NONE, NODE_OP_CODES, OUTPUT_PRODUCT, OUTPUT_TOWER, POOL_CODES, TOWER_ACT_CODES,
+    TOWER_INPUT_CODES, FormatError, align64,
 )
 from .reader import PleFile, read_header_and_meta
-from .spec import iter_mlps, normalize
+from .spec import iter_mlps, node_mlps, normalize
 from .storage import (
     INT8_MAX_K, dice_bn_rows, fold_batchnorm, int8_weight_bytes, pack_int8, pack_panel16, quantize_int8,
 )
@@ -320,8 +321,9 @@ def _build(canon: dict, b: _Builder) -> tuple[bytes, bool]:
         _structure(canon, mlp_index),
         _outputs(canon, output_names),
     ])
-    if input_scales:  # FORMAT.md 3.9
+    if input_scales or canon["nodes"]:  # FORMAT.md 3.9 (1.2), present (maybe empty) in a 1.3 file
         meta += struct.pack("<I", len(input_scales)) + b"".join(struct.pack("<III", *r) for r in input_scales)
+    meta += _nodes(canon, mlp_index)  # FORMAT.md 3.10 (1.3), only in files with nodes
     return meta, bool(input_scales)
 
 
@@ -370,6 +372,9 @@ def _mlps(canon: dict, b: _Builder) -> tuple[dict[str, int], list[bytes], list[t
     input_scales: list[tuple[int, int, int]] = []
     index: dict[str, int] = {}
     towers_on_x0 = {f"tower{t}" for t, tower in enumerate(canon["towers"]) if tower["input"] == "x0"}
+    for i, node in enumerate(canon["nodes"]):
+        if "x0" in ([node["input"]] if node["op"] == "mlp" else node["inputs"]):
+            towers_on_x0 |= {f"node{i}{suffix}" for suffix, _ in node_mlps(node)}
     for role, mlp in iter_mlps(canon):
         # The MLPs whose first layer reads x0: the bottom, level 0 without a bottom, x0 towers.
         on_x0 = role == "bottom" or role in towers_on_x0 or (role.startswith("l0.") and canon["bottom"] is None)
@@ -428,6 +433,30 @@ def _outputs(canon: dict, names: list[int]) -> bytes:
     return bytes(out)
 
 
+def _source(ref) -> bytes:
+    """A node input (FORMAT.md 3.10): source code, 3 reserved bytes, index."""
+    if ref in ("x0", "bottom"):
+        return struct.pack("<B3xI", TOWER_INPUT_CODES[ref], 0)
+    return struct.pack("<B3xI", TOWER_INPUT_CODES[ref[0]], ref[1])
+
+
+def _nodes(canon: dict, mlp_index: dict[str, int]) -> bytes:
+    """The node section (FORMAT.md 3.10), only in files with nodes (format 1.3)."""
+    if not canon["nodes"]:
+        return b""
+    out = bytearray(struct.pack("<I", len(canon["nodes"])))
+    for i, node in enumerate(canon["nodes"]):
+        refs = [node["input"]] if node["op"] == "mlp" else node["inputs"]
+        out += struct.pack("<B3xI", NODE_OP_CODES[node["op"]], len(refs))
+        out += b"".join(_source(r) for r in refs)
+        out += b"".join(struct.pack("<I", mlp_index[f"node{i}{suffix}"]) for suffix, _ in node_mlps(node))
+        temperature = _f32(node["temperature"], f"node {i} temperature") if node["op"] == "attention" else 0.0
+        out += struct.pack("<f", temperature)
+    out += b"".join(struct.pack("<I", tower["node"] if tower["input"] == "node" else NONE)
+                    for tower in canon["towers"])
+    return bytes(out)
+
+
 def _write_file(spec: dict, fh: BinaryIO, dtype: str, round_weights_to_f16: bool, progress: bool | None,
                 label: str, precision: dict | None = None, equalize: bool = True,
                 calibration: dict | None = None) -> None:
@@ -444,6 +473,8 @@ def _write_file(spec: dict, fh: BinaryIO, dtype: str, round_weights_to_f16: bool
     # every reader that can compute them loads them (FORMAT.md section 7).
     minor = MINOR_INPUT_SCALES if has_input_scales else MINOR_INT8 if any(
         t.dtype == DTYPE_I8 for t in builder.tensors) else 0
+    if canon["nodes"]:  # 1.3: the node section follows the (possibly empty) input scales
+        minor = MINOR_NODES
     if len(meta) > MAX_META:
         raise FormatError(f"metadata is {len(meta)} bytes, over the 64 MiB cap")
     data_size = 0

@@ -39,9 +39,11 @@ def dense(prefix: str, out: int, inp: int, act: str = "identity", bias: bool = T
 
 
 def cross_spec() -> dict:
-    """Three tasks, two levels, a bottom; every feature kind, pooling and mask, the id-f32
+    """Three tasks, two levels, a bottom, graph nodes (format 1.3: an MLP node on x0, one on a
+    level output, an attention node over both); every feature kind, pooling and mask, the id-f32
     flag, a shared table, every activation (PReLU scalar and per channel), every tower input
-    and output activation, both output kinds, bias present and absent, a 2-panel weight."""
+    (towers and node inputs) and output activation, both output kinds, both node ops, bias
+    present and absent, a 2-panel weight."""
     a = "l1.t2.e0.0.a"  # the dice_bn layer's parameter tensor
     dice_bn = {"gamma": values(a + ".gamma", 5), "beta": values(a + ".beta", 5), "mean": values(a + ".mean", 5),
                "var": np.full(5, 0.75), "eps": 0.25}  # sqrt(var + eps) = 1: scale and shift stay exact
@@ -75,10 +77,17 @@ def cross_spec() -> dict:
         "x0_order": ["user", "item", "hist", "tags", "cats", "price"],
         "bottom": [dense("bottom.0", 18, 22, "relu"), dense("bottom.1", 8, 18, "leaky_relu", bias=False, slope=0.25)],
         "levels": [level0, level1],
+        "nodes": [
+            {"op": "mlp", "input": "x0", "mlp": [dense("node0.0", 4, 22, "relu")]},
+            {"op": "mlp", "input": ["level", 2], "mlp": [dense("node1.0", 4, 5, "tanh")]},
+            {"op": "attention", "inputs": [["node", 0], ["node", 1]], "temperature": 1.5,
+             "query": [dense("node2.query.0", 3, 4, bias=False)], "key": [dense("node2.key.0", 3, 4)],
+             "value": [dense("node2.value.0", 2, 4)]},
+        ],
         "towers": [
             {"mlp": [dense("tower0.0", 4, 5, "relu"), dense("tower0.1", 1, 4)], "input": "level", "activation": "sigmoid"},
             {"mlp": [dense("tower1.0", 1, 8)], "input": "bottom", "activation": "identity"},
-            {"mlp": [dense("tower2.0", 1, 22, bias=False)], "input": "x0", "activation": "sigmoid"},
+            {"mlp": [dense("tower2.0", 1, 2, bias=False)], "input": "node", "node": 2, "activation": "sigmoid"},
         ],
         "outputs": [{"name": "ctr", "tower": 0}, {"name": "cvr", "tower": 1}, {"name": "aux", "tower": 2},
                     {"name": "ctcvr", "product": [0, 1]}],
@@ -119,7 +128,9 @@ def test_the_file_uses_every_code():
     assert {f.mask for f in pf.features} == set(codes.MASK_CODES.values())
     assert {f.flags for f in pf.features} == {0, codes.FLAG_ID_F32}
     assert {lay.act for layers in pf.mlps for lay in layers} == set(codes.ACT_CODES.values())
-    assert {t.input for t in pf.towers} == set(codes.TOWER_INPUT_CODES.values())
+    sources = {t.input for t in pf.towers} | {src for n in pf.nodes for src, _ in n.inputs}
+    assert sources == set(codes.TOWER_INPUT_CODES.values())
+    assert {n.op for n in pf.nodes} == set(codes.NODE_OP_CODES.values())
     assert {t.out_act for t in pf.towers} == set(codes.TOWER_ACT_CODES.values())
     assert {o.kind for o in pf.outputs} == set(codes.OUTPUT_KIND_CODES.values())
     assert max(t.cols for t in pf.tensors if t.layout == codes.LAYOUT_PANEL16) > 16

@@ -1,5 +1,6 @@
 """Round trips and strictness of the .ple writer and reader (docs/FORMAT.md)."""
 
+import os
 import struct
 import zlib
 
@@ -205,7 +206,27 @@ def test_reader_trailing_metadata_depends_on_minor(blob):
     struct.pack_into("<Q", grown, 32, msize + 5)
     with pytest.raises(fmt.FormatError, match="trailing metadata"):
         fmt.parse(_retag(grown))
-    struct.pack_into("<H", grown, 10, fmt.MINOR)
+    struct.pack_into("<H", grown, 10, fmt.MINOR_INT8)
+    with pytest.raises(fmt.FormatError, match="trailing metadata"):
+        fmt.parse(_retag(grown))
+    struct.pack_into("<H", grown, 10, fmt.MINOR_INPUT_SCALES)
+    with pytest.raises(fmt.FormatError, match="trailing metadata"):
+        fmt.parse(_retag(grown))
+    # From 1.3 on the node section follows the input scales: one byte is not a node section.
+    struct.pack_into("<H", grown, 10, fmt.MINOR_NODES)
+    with pytest.raises(fmt.FormatError, match="truncated metadata: node count"):
+        fmt.parse(_retag(grown))
+    # A 1.3 file (with nodes) and one appended byte: refused at 1.3, accepted as a newer minor.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in ("f32.ple", "f16.ple"):
+        with open(os.path.join(root, "tests", "cross_writer", name), "rb") as fh:
+            nodes = fh.read()
+        pf = fmt.parse(nodes)
+        if pf.data_offset - 64 - pf.meta_size >= 1:
+            break
+    assert pf.minor == fmt.MINOR_NODES and pf.nodes
+    grown = bytearray(nodes[:64 + pf.meta_size]) + b"\x07" + nodes[65 + pf.meta_size:]
+    struct.pack_into("<Q", grown, 32, pf.meta_size + 1)
     with pytest.raises(fmt.FormatError, match="trailing metadata"):
         fmt.parse(_retag(grown))
     struct.pack_into("<H", grown, 10, fmt.MINOR + 1)

@@ -149,6 +149,17 @@ codes! {
         Bottom = 1 => "bottom",
         /// This task's output of the last level.
         LastLevel = 2 => "level",
+        /// A graph node's output (format 1.3; the node is named in the node section).
+        Node = 3 => "node",
+    }
+
+    /// What a graph node computes (§3.10 `op`, format 1.3).
+    NodeOp("node op") {
+        /// One MLP over one input.
+        Mlp = 1 => "mlp",
+        /// Attention over a small set of same-width vectors: per input j, `q_j`, `k_j`, `v_j`
+        /// from three MLPs; `out = Σ_j softmax_j(q_j·k_j / temperature) v_j`.
+        Attention = 2 => "attention",
     }
 
     /// What a tower applies after its MLP (§3.7 `out_act`).

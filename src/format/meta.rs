@@ -2,8 +2,8 @@
 //! the bytes actually left before anything is reserved, so a hostile count cannot allocate.
 
 use super::codes::{
-    Activation, DType, InputKind, Layout, Mask, OutputCode, Pooling, TowerActivation, TowerInput,
-    UnknownCode, FEATURE_FLAG_CALLER_VECTORS, FEATURE_FLAG_IDS_F32,
+    Activation, DType, InputKind, Layout, Mask, NodeOp, OutputCode, Pooling, TowerActivation,
+    TowerInput, UnknownCode, FEATURE_FLAG_CALLER_VECTORS, FEATURE_FLAG_IDS_F32,
 };
 use super::{align64, limits};
 use crate::error::{invalid, Result};
@@ -104,6 +104,35 @@ pub struct InputScaleRecord {
     pub tensor: u32,
 }
 
+/// A value a graph node reads (§3.10): x0, the bottom's output, task `index`'s output of the last
+/// level, or node `index`'s output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub source: TowerInput,
+    pub index: u32,
+}
+
+/// A graph node (§3.10, format 1.3).
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    pub op: NodeOp,
+    pub inputs: Vec<SourceRecord>,
+    /// `mlp`: `[mlp]`; `attention`: `[query, key, value]`.
+    pub mlps: Vec<u32>,
+    /// `attention`: the logits' divisor; `mlp`: 0.
+    pub temperature: f32,
+}
+
+impl NodeOp {
+    /// MLP references a node of this op stores.
+    pub fn mlp_count(self) -> usize {
+        match self {
+            NodeOp::Mlp => 1,
+            NodeOp::Attention => 3,
+        }
+    }
+}
+
 /// The metadata, parsed but not yet checked for graph consistency.
 #[derive(Debug, Clone, Default)]
 pub struct FileMeta {
@@ -120,6 +149,11 @@ pub struct FileMeta {
     pub outputs: Vec<OutputRecord>,
     /// Empty before format 1.2.
     pub input_scales: Vec<InputScaleRecord>,
+    /// Graph nodes (format 1.3; empty in older files).
+    pub nodes: Vec<NodeRecord>,
+    /// Per tower: the node it reads when its input is `node`, else `NONE` (format 1.3; empty in
+    /// older files).
+    pub tower_nodes: Vec<u32>,
 }
 
 struct Cursor<'a> {
@@ -234,12 +268,17 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
     let bottom = r.c.u32("bottom")?;
     let n_tasks = r.task_count()?;
     let levels = r.levels(n_tasks)?;
-    let towers = r.towers(n_tasks)?;
+    let towers = r.towers(n_tasks, minor)?;
     let outputs = r.outputs()?;
     let input_scales = if minor >= super::MINOR_INPUT_SCALES {
         r.input_scales()?
     } else {
         Vec::new()
+    };
+    let (nodes, tower_nodes) = if minor >= super::MINOR_NODES {
+        (r.nodes()?, r.c.u32s(n_tasks, "tower node")?)
+    } else {
+        (Vec::new(), Vec::new())
     };
     // A newer minor may append fields this reader does not know (FORMAT.md §7).
     if r.c.left() != 0 && minor.cmp(&super::MINOR).is_le() {
@@ -261,6 +300,8 @@ pub fn parse_meta(bytes: &[u8], minor: u16) -> Result<FileMeta> {
         towers,
         outputs,
         input_scales,
+        nodes,
+        tower_nodes,
     })
 }
 
@@ -450,12 +491,18 @@ impl MetaReader<'_> {
         Ok(levels)
     }
 
-    fn towers(&mut self, t: usize) -> Result<Vec<TowerRecord>> {
+    fn towers(&mut self, t: usize, minor: u16) -> Result<Vec<TowerRecord>> {
         let mut towers = Vec::with_capacity(t);
         for i in 0..t {
             let what = format!("tower {i}");
             let mlp = self.c.u32(&what)?;
             let input = self.c.code(&what)?;
+            if input == TowerInput::Node && minor < super::MINOR_NODES {
+                return Err(invalid!(
+                    "{what} reads a graph node, which needs format 1.{} (the file is 1.{minor})",
+                    super::MINOR_NODES
+                ));
+            }
             let out_act = self.c.code(&what)?;
             self.c.zero(2, &format!("{what} reserved field"))?;
             towers.push(TowerRecord {
@@ -480,6 +527,44 @@ impl MetaReader<'_> {
             });
         }
         Ok(records)
+    }
+
+    /// The node section (§3.10): each node's op, its inputs, its MLPs and its scalar.
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>> {
+        let n = self.c.count("node count", 16, limits::NODES)?;
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let what = format!("node {i}");
+            let op: NodeOp = self.c.code(&what)?;
+            self.c.zero(3, &format!("{what} reserved field"))?;
+            let n_inputs = self
+                .c
+                .count(&format!("{what} input count"), 8, limits::NODE_INPUTS)?;
+            if n_inputs == 0 || (op == NodeOp::Mlp && n_inputs != 1) {
+                return Err(invalid!(
+                    "{what} ({}) has {n_inputs} inputs, must be {}",
+                    op.name(),
+                    if op == NodeOp::Mlp { "1" } else { "1..=64" }
+                ));
+            }
+            let mut inputs = Vec::with_capacity(n_inputs);
+            for j in 0..n_inputs {
+                let what = format!("{what} input {j}");
+                let source = self.c.code(&what)?;
+                self.c.zero(3, &format!("{what} reserved field"))?;
+                let index = self.c.u32(&what)?;
+                inputs.push(SourceRecord { source, index });
+            }
+            let mlps = self.c.u32s(op.mlp_count(), &what)?;
+            let temperature = self.c.f32(&what)?;
+            nodes.push(NodeRecord {
+                op,
+                inputs,
+                mlps,
+                temperature,
+            });
+        }
+        Ok(nodes)
     }
 
     fn outputs(&mut self) -> Result<Vec<OutputRecord>> {

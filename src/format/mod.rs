@@ -12,21 +12,24 @@ pub use codes::{DType, Layout};
 /// for `verify_data` on multi-GB tables (measurements in docs/DESIGN.md, "Memory").
 pub use crc32fast::{hash as crc32, Hasher as Crc32};
 pub use meta::{
-    FeatureRecord, FileMeta, InputScaleRecord, LayerRecord, LevelRecord, OutputRecord,
-    TensorRecord, TowerRecord,
+    FeatureRecord, FileMeta, InputScaleRecord, LayerRecord, LevelRecord, NodeRecord, OutputRecord,
+    SourceRecord, TensorRecord, TowerRecord,
 };
 
 use crate::error::{invalid, Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"\x89PLE\r\n\x1a\n";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 2;
+pub const MINOR: u16 = 3;
 /// The first minor whose files may hold i8 tensors; writers give files without them minor 0, so
 /// that every 1.x reader loads them.
 pub const MINOR_INT8: u16 = 1;
-/// The first minor whose metadata ends with the input-scales section (FORMAT.md §3.9); writers
+/// The first minor whose metadata has the input-scales section (FORMAT.md §3.9); writers
 /// give it only to files whose int8 layers have input scales.
 pub const MINOR_INPUT_SCALES: u16 = 2;
+/// The first minor whose files have a node section (graph nodes: MLPs and attention over values
+/// of the structure; towers reading a node). Writers give files without nodes a lower minor.
+pub const MINOR_NODES: u16 = 3;
 pub const HEADER_SIZE: usize = 64;
 pub const ALIGN: u64 = 64;
 pub const NONE: u32 = u32::MAX;
@@ -47,6 +50,10 @@ pub mod limits {
     pub const TASKS: usize = 64;
     pub const EXPERTS: usize = 4_096;
     pub const OUTPUTS: usize = 256;
+    /// Graph nodes (format 1.3).
+    pub const NODES: usize = 4_096;
+    /// Inputs of one graph node.
+    pub const NODE_INPUTS: usize = 64;
     /// Floats of working memory per sample (the session arena width).
     pub const SCRATCH_PER_SAMPLE: usize = 1 << 20;
 }

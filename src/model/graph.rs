@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use crate::error::{invalid, Result};
 use crate::format::codes::{Activation, Mask, OutputCode, TowerActivation};
-pub use crate::format::codes::{InputKind, Pooling, TowerInput};
+pub use crate::format::codes::{InputKind, NodeOp, Pooling, TowerInput};
 use crate::format::{
-    limits, DType, FeatureRecord, FileMeta, Header, LayerRecord, Layout, LevelRecord, TensorRecord,
-    TowerRecord, NONE,
+    limits, DType, FeatureRecord, FileMeta, Header, LayerRecord, Layout, LevelRecord, NodeRecord,
+    SourceRecord, TensorRecord, TowerRecord, NONE,
 };
 
 /// A tensor's place in the file, resolved to an absolute byte offset.
@@ -135,10 +135,44 @@ pub struct Level {
     pub width: usize,
 }
 
+/// A value of the structure that a graph node or a tower reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    X0,
+    Bottom,
+    /// Task t's output of the last level.
+    Level(usize),
+    /// Node i's output.
+    Node(usize),
+}
+
+/// What a graph node computes (FORMAT.md §3.10).
+#[derive(Debug, Clone, Copy)]
+pub enum NodeKind {
+    /// One MLP over the node's single input.
+    Mlp(usize),
+    /// Per input j: `q_j = query(x_j)`, `k_j = key(x_j)`, `v_j = value(x_j)`;
+    /// `out = Σ_j softmax_j(q_j·k_j / temperature)·v_j`.
+    Attention {
+        query: usize,
+        key: usize,
+        value: usize,
+        temperature: f32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub inputs: Vec<Source>,
+    /// Output width.
+    pub width: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Tower {
     pub mlp: usize,
-    pub input: TowerInput,
+    pub input: Source,
     pub sigmoid: bool,
 }
 
@@ -167,6 +201,8 @@ pub struct Graph {
     pub bottom: Option<usize>,
     pub n_tasks: usize,
     pub levels: Vec<Level>,
+    /// Graph nodes (format 1.3), each reading only values before it.
+    pub nodes: Vec<Node>,
     pub towers: Vec<Tower>,
     pub outputs: Vec<Output>,
     /// Weight dtype of the dense layers (`None` if mixed).
@@ -199,14 +235,28 @@ impl Graph {
         let trunk = bottom.map_or(x0_width, |b| mlps[b].out_width());
         let n_tasks = m.n_tasks as usize;
         let levels = s.levels(&m.levels, n_tasks, trunk)?;
-        let tower_inputs = TowerInputs {
+        let mut values = Values {
             x0: x0_width,
             bottom: bottom.map(|_| trunk),
             last_level: levels.last().map(|l| l.width),
+            n_tasks,
+            nodes: Vec::with_capacity(m.nodes.len()),
+            read: vec![false; m.nodes.len()],
         };
-        let towers = (m.towers.iter().enumerate())
-            .map(|(i, rec)| s.tower(i, rec, &tower_inputs))
+        let nodes = (m.nodes.iter().enumerate())
+            .map(|(i, rec)| s.node(i, rec, &mut values))
             .collect::<Result<Vec<_>>>()?;
+        let towers = (m.towers.iter().enumerate())
+            .map(|(i, rec)| {
+                let node = m.tower_nodes.get(i).copied().unwrap_or(NONE);
+                s.tower(i, rec, node, &mut values)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(unread) = values.read.iter().position(|r| !r) {
+            return Err(invalid!(
+                "node {unread} is not read by a later node or a tower"
+            ));
+        }
         if let Some(unused) = s.used.iter().position(|u| !u) {
             return Err(invalid!("MLP {unused} is not used by the structure"));
         }
@@ -223,6 +273,7 @@ impl Graph {
             bottom,
             n_tasks,
             levels,
+            nodes,
             towers,
             outputs,
         })
@@ -599,11 +650,60 @@ struct Structure<'g> {
     used: Vec<bool>,
 }
 
-/// The widths a tower may read: x0, the bottom's output, the last level's output.
-struct TowerInputs {
+/// The values a node or a tower may read, with their widths: x0, the bottom's output, the last
+/// level's task outputs, the nodes resolved so far; and which nodes something has read.
+struct Values {
     x0: usize,
     bottom: Option<usize>,
     last_level: Option<usize>,
+    n_tasks: usize,
+    /// Widths of the nodes resolved so far.
+    nodes: Vec<usize>,
+    read: Vec<bool>,
+}
+
+impl Values {
+    /// Resolves a reference to a value that exists by now; returns it with its width.
+    fn resolve(&mut self, r: SourceRecord, what: &str) -> Result<(Source, usize)> {
+        let index = r.index as usize;
+        if !matches!(r.source, TowerInput::LastLevel | TowerInput::Node) && r.index != 0 {
+            return Err(invalid!(
+                "{what} reads {} with index {index}, which must be 0",
+                r.source.name()
+            ));
+        }
+        Ok(match r.source {
+            TowerInput::X0 => (Source::X0, self.x0),
+            TowerInput::Bottom => (
+                Source::Bottom,
+                self.bottom
+                    .ok_or_else(|| invalid!("{what} reads the bottom, but there is none"))?,
+            ),
+            TowerInput::LastLevel => {
+                let width = self.last_level.ok_or_else(|| {
+                    invalid!("{what} reads the last level, but there are no levels")
+                })?;
+                if index >= self.n_tasks {
+                    return Err(invalid!(
+                        "{what} reads task {index}'s level output, but there are {} tasks",
+                        self.n_tasks
+                    ));
+                }
+                (Source::Level(index), width)
+            }
+            TowerInput::Node => {
+                let Some(&width) = self.nodes.get(index) else {
+                    return Err(invalid!(
+                        "{what} reads node {index}, but only nodes 0..{} come before it \
+                         (a node reads earlier nodes only)",
+                        self.nodes.len()
+                    ));
+                };
+                self.read[index] = true;
+                (Source::Node(index), width)
+            }
+        })
+    }
 }
 
 impl Structure<'_> {
@@ -741,21 +841,99 @@ impl Structure<'_> {
         Ok(g)
     }
 
-    fn tower(&mut self, i: usize, rec: &TowerRecord, inputs: &TowerInputs) -> Result<Tower> {
+    /// Tower `i`; `node` is its entry in the node section's tower list (`NONE` in files
+    /// without one).
+    fn tower(
+        &mut self,
+        i: usize,
+        rec: &TowerRecord,
+        node: u32,
+        values: &mut Values,
+    ) -> Result<Tower> {
         let what = format!("tower {i}");
-        let width = match rec.input {
-            TowerInput::X0 => inputs.x0,
-            TowerInput::Bottom => inputs
-                .bottom
-                .ok_or_else(|| invalid!("{what} reads the bottom, but there is none"))?,
-            TowerInput::LastLevel => inputs
-                .last_level
-                .ok_or_else(|| invalid!("{what} reads the last level, but there are no levels"))?,
+        let index = match rec.input {
+            TowerInput::LastLevel => i as u32,
+            TowerInput::Node => node,
+            _ => 0,
         };
+        if (rec.input == TowerInput::Node) != (node != NONE) {
+            return Err(invalid!(
+                "{what} reads {} but its node entry is {}",
+                rec.input.name(),
+                if node == NONE {
+                    "NONE".to_string()
+                } else {
+                    node.to_string()
+                }
+            ));
+        }
+        let source = SourceRecord {
+            source: rec.input,
+            index,
+        };
+        let (input, width) = values.resolve(source, &what)?;
         Ok(Tower {
             mlp: self.claim_reading(rec.mlp, &what, width)?,
-            input: rec.input,
+            input,
             sigmoid: rec.out_act == TowerActivation::Sigmoid,
+        })
+    }
+
+    /// Graph node `i`: its inputs exist and agree in width, its MLPs read that width.
+    fn node(&mut self, i: usize, rec: &NodeRecord, values: &mut Values) -> Result<Node> {
+        let what = format!("node {i} ({})", rec.op.name());
+        let mut inputs = Vec::with_capacity(rec.inputs.len());
+        let mut in_width = None;
+        for (j, &r) in rec.inputs.iter().enumerate() {
+            let (source, width) = values.resolve(r, &format!("{what} input {j}"))?;
+            if in_width.is_some_and(|w| w != width) {
+                return Err(invalid!(
+                    "{what} input {j} is {width} wide, but its first input is {} wide",
+                    in_width.unwrap_or(0)
+                ));
+            }
+            in_width = Some(width);
+            inputs.push(source);
+        }
+        let in_width = in_width.expect("a node has at least one input (parser)");
+        let (kind, width) = match rec.op {
+            NodeOp::Mlp => {
+                if rec.temperature.to_bits() != 0 {
+                    return Err(invalid!("{what}: the scalar field must be 0"));
+                }
+                let m = self.claim_reading(rec.mlps[0], &what, in_width)?;
+                (NodeKind::Mlp(m), self.mlps[m].out_width())
+            }
+            NodeOp::Attention => {
+                let t = rec.temperature;
+                if !(t.is_finite() && t > 0.0) {
+                    return Err(invalid!(
+                        "{what}: temperature {t} must be finite and positive"
+                    ));
+                }
+                let query = self.claim_reading(rec.mlps[0], &format!("{what} query"), in_width)?;
+                let key = self.claim_reading(rec.mlps[1], &format!("{what} key"), in_width)?;
+                let value = self.claim_reading(rec.mlps[2], &format!("{what} value"), in_width)?;
+                let (dq, dk) = (self.mlps[query].out_width(), self.mlps[key].out_width());
+                if dq != dk {
+                    return Err(invalid!(
+                        "{what}: queries are {dq} wide but keys {dk}; their dot product needs equal widths"
+                    ));
+                }
+                let kind = NodeKind::Attention {
+                    query,
+                    key,
+                    value,
+                    temperature: t,
+                };
+                (kind, self.mlps[value].out_width())
+            }
+        };
+        values.nodes.push(width);
+        Ok(Node {
+            kind,
+            inputs,
+            width,
         })
     }
 }

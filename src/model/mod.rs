@@ -478,7 +478,8 @@ impl Model {
         }
         n
     }
-    /// Multiply-adds ×2 per sample in the dense layers and gate mixtures.
+    /// Multiply-adds ×2 per sample in the dense layers, gate and attention mixtures and attention
+    /// logits.
     pub fn flops_per_sample(&self) -> u64 {
         let p = &self.inner.plan;
         p.ops
@@ -486,6 +487,7 @@ impl Model {
             .map(|op| match op {
                 plan::Op::Dense { layer, .. } => 2 * (layer.k * layer.n) as u64,
                 plan::Op::Mix { experts, width, .. } => 2 * (experts.len() * width) as u64,
+                plan::Op::Dots { pairs, dim, .. } => (pairs.len() * dim) as u64,
                 _ => 0,
             })
             .sum()

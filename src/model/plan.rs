@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::graph::{Graph, Layer, OutputKind, TowerInput};
+use super::graph::{Graph, Layer, NodeKind, OutputKind, Source};
 use crate::error::{invalid, Result};
 use crate::format::{limits, DType};
 use crate::kernels::int8;
@@ -28,6 +28,14 @@ pub enum Op {
         weights: usize,
         experts: Range<usize>,
         width: usize,
+        out: usize,
+    },
+    /// Attention logits: `out[j] = (q_j · k_j) / temperature` for the `(q_j, k_j)` column pairs
+    /// `Plan::expert_cols[pairs]` (flattened: q_0, k_0, q_1, k_1, ...), each `dim` wide.
+    Dots {
+        pairs: Range<usize>,
+        dim: usize,
+        temperature: f32,
         out: usize,
     },
     /// Element-wise sigmoid in place.
@@ -134,6 +142,48 @@ impl Builder<'_> {
         input
     }
 
+    /// Emits an attention node over the values at `inputs`; returns its output column.
+    fn attention(&mut self, kind: NodeKind, inputs: &[usize]) -> usize {
+        let NodeKind::Attention {
+            query,
+            key,
+            value,
+            temperature,
+        } = kind
+        else {
+            unreachable!("attention() is called for attention nodes")
+        };
+        let mut pairs = Vec::with_capacity(2 * inputs.len());
+        let mut values = Vec::with_capacity(inputs.len());
+        for &x in inputs {
+            pairs.push(self.mlp(query, x));
+            pairs.push(self.mlp(key, x));
+            values.push(self.mlp(value, x));
+        }
+        let n = inputs.len();
+        let logits = self.alloc(n);
+        let start = self.expert_cols.len();
+        self.expert_cols.extend_from_slice(&pairs);
+        self.ops.push(Op::Dots {
+            pairs: start..self.expert_cols.len(),
+            dim: self.g.mlps[query].out_width(),
+            temperature,
+            out: logits,
+        });
+        self.ops.push(Op::Softmax { col: logits, n });
+        let start = self.expert_cols.len();
+        self.expert_cols.extend_from_slice(&values);
+        let width = self.g.mlps[value].out_width();
+        let out = self.alloc(width);
+        self.ops.push(Op::Mix {
+            weights: logits,
+            experts: start..self.expert_cols.len(),
+            width,
+            out,
+        });
+        out
+    }
+
     /// Emits a gate: logits MLP, softmax, mixture of `experts`. Returns the mixture column.
     fn gate(&mut self, m: usize, input: usize, experts: &[usize], width: usize) -> (usize, usize) {
         let logits = self.mlp(m, input);
@@ -221,13 +271,25 @@ pub fn build(g: &Graph, bytes: &[u8]) -> Result<Plan> {
         sel = next;
     }
 
-    let mut tower_out = Vec::with_capacity(t);
-    for (i, tower) in g.towers.iter().enumerate() {
-        let input = match tower.input {
-            TowerInput::X0 => x0,
-            TowerInput::Bottom => trunk,
-            TowerInput::LastLevel => sel[i],
+    let mut node_out: Vec<usize> = Vec::with_capacity(g.nodes.len());
+    let column = |source: Source, node_out: &[usize]| match source {
+        Source::X0 => x0,
+        Source::Bottom => trunk,
+        Source::Level(task) => sel[task],
+        Source::Node(i) => node_out[i],
+    };
+    for node in &g.nodes {
+        let inputs: Vec<usize> = node.inputs.iter().map(|&s| column(s, &node_out)).collect();
+        let out = match node.kind {
+            NodeKind::Mlp(m) => b.mlp(m, inputs[0]),
+            kind @ NodeKind::Attention { .. } => b.attention(kind, &inputs),
         };
+        node_out.push(out);
+    }
+
+    let mut tower_out = Vec::with_capacity(t);
+    for tower in &g.towers {
+        let input = column(tower.input, &node_out);
         let out = b.mlp(tower.mlp, input);
         if tower.sigmoid {
             b.ops.push(Op::Sigmoid {

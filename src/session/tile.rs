@@ -314,6 +314,23 @@ impl Tile<'_> {
                         }
                     }
                 }
+                Op::Dots {
+                    ref pairs,
+                    dim,
+                    temperature,
+                    out,
+                } => {
+                    let cols = &inner.plan.expert_cols[pairs.clone()];
+                    for r in 0..rows {
+                        let row = &mut self.arena[r * width..(r + 1) * width];
+                        for (j, pair) in cols.chunks_exact(2).enumerate() {
+                            let (q, k) =
+                                (&row[pair[0]..pair[0] + dim], &row[pair[1]..pair[1] + dim]);
+                            let dot = q.iter().zip(k).fold(0.0f32, |acc, (a, b)| acc + a * b);
+                            row[out + j] = dot / temperature;
+                        }
+                    }
+                }
                 Op::Product { a, b, n, out } => {
                     for r in 0..rows {
                         let row = &mut self.arena[r * width..(r + 1) * width];

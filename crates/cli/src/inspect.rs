@@ -8,7 +8,7 @@ use crate::args::InspectArgs;
 use crate::error::CliError;
 use crate::fmt;
 use crate::progress::Progress;
-use ple::model::graph::{Act, Graph, Mlp, OutputKind, TowerInput};
+use ple::model::graph::{Act, Graph, Mlp, Node, NodeKind, OutputKind, Source};
 use ple::{InputKind, Model, Residency, SimdLevel};
 
 /// Data checksum status.
@@ -79,10 +79,65 @@ pub(crate) fn architecture(g: &Graph) -> String {
         1 => "CGC (one-level PLE)",
         _ => "PLE",
     };
-    if g.bottom.is_some() && !g.levels.is_empty() {
+    let base = if g.bottom.is_some() && !g.levels.is_empty() {
         format!("{base} over a shared bottom")
     } else {
         base.to_string()
+    };
+    if g.nodes.is_empty() {
+        return base;
+    }
+    let attention = (g.nodes.iter())
+        .filter(|n| matches!(n.kind, NodeKind::Attention { .. }))
+        .count();
+    let nodes = format!("{} graph nodes, {attention} attention", g.nodes.len());
+    if g.levels.is_empty() && g.bottom.is_none() && attention > 0 {
+        // Per-task MLPs chained by attention over the previous task's transferred vector.
+        format!("task chain with attention transfer (AITM-like; {nodes})")
+    } else {
+        format!("{base} + {nodes}")
+    }
+}
+
+/// What a node or tower reads: `x0`, `the bottom`, `level 1 (task 0)`, `node 3`.
+fn source_text(source: Source, levels: usize) -> String {
+    match source {
+        Source::X0 => "x0".into(),
+        Source::Bottom => "the bottom".into(),
+        Source::Level(task) => format!("level {} (task {task})", levels.saturating_sub(1)),
+        Source::Node(i) => format!("node {i}"),
+    }
+}
+
+/// `x0` / `bottom` / `last_level` / `node` for `--json`.
+fn source_kind(source: Source) -> &'static str {
+    match source {
+        Source::X0 => "x0",
+        Source::Bottom => "bottom",
+        Source::Level(_) => "last_level",
+        Source::Node(_) => "node",
+    }
+}
+
+/// `mlp 16 → 8 relu` or `attention over node 1, node 2 (temperature 2.828427): query …`.
+fn node_text(g: &Graph, node: &Node) -> String {
+    let inputs: Vec<String> = (node.inputs.iter())
+        .map(|&s| source_text(s, g.levels.len()))
+        .collect();
+    match node.kind {
+        NodeKind::Mlp(m) => format!("reads {}: {}", inputs[0], mlp_text(&g.mlps[m])),
+        NodeKind::Attention {
+            query,
+            key,
+            value,
+            temperature,
+        } => format!(
+            "attention over {} (logits q·k / {temperature}, softmax): query {}, key {}, value {}",
+            inputs.join(", "),
+            mlp_text(&g.mlps[query]),
+            mlp_text(&g.mlps[key]),
+            mlp_text(&g.mlps[value])
+        ),
     }
 }
 
@@ -111,14 +166,6 @@ fn mlp_text(m: &Mlp) -> String {
         }
     }
     s
-}
-
-fn tower_input_text(input: TowerInput, task: usize, levels: usize) -> String {
-    match input {
-        TowerInput::X0 => "x0".into(),
-        TowerInput::Bottom => "the bottom".into(),
-        TowerInput::LastLevel => format!("level {} (task {task})", levels - 1),
-    }
 }
 
 fn dtype_text(model: &Model) -> &'static str {
@@ -320,11 +367,14 @@ fn to_text(model: &Model, path: &str, crc: &DataCrc, residency: &Residency) -> S
             let _ = writeln!(s, "    gate shared  {}, softmax", mlp_text(&g.mlps[gm]));
         }
     }
+    for (i, node) in g.nodes.iter().enumerate() {
+        let _ = writeln!(s, "  node {i}    {}", node_text(g, node));
+    }
     for (t, tower) in g.towers.iter().enumerate() {
         let _ = writeln!(
             s,
             "  tower {t}   reads {}: {}{}",
-            tower_input_text(tower.input, t, g.levels.len()),
+            source_text(tower.input, g.levels.len()),
             mlp_text(&g.mlps[tower.mlp]),
             if tower.sigmoid { ", sigmoid" } else { "" }
         );
@@ -381,6 +431,9 @@ struct InspectReport<'a> {
     n_tasks: usize,
     bottom: Option<MlpReport>,
     levels: Vec<LevelReport>,
+    /// Graph nodes (format 1.3); omitted when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<NodeReport>,
     towers: Vec<TowerReport>,
     gates: Vec<GateReport<'a>>,
     gate_width: usize,
@@ -446,11 +499,70 @@ struct LevelReport {
 
 #[derive(Serialize)]
 struct TowerReport {
-    /// `x0`, `bottom` or `last_level`.
+    /// `x0`, `bottom`, `last_level` or `node`.
     input: &'static str,
+    /// The node read, when `input` is `node`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<usize>,
     width: usize,
     sigmoid: bool,
     mlp: MlpReport,
+}
+
+#[derive(Serialize)]
+struct NodeReport {
+    /// `mlp` or `attention`.
+    op: &'static str,
+    /// Each input: `x0`, `bottom`, `last_level:<task>` or `node:<index>`.
+    inputs: Vec<String>,
+    width: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mlp: Option<MlpReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<MlpReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<MlpReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<MlpReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+}
+
+impl NodeReport {
+    fn new(g: &Graph, node: &Node) -> NodeReport {
+        let mlp = |m: usize| Some(MlpReport::new(&g.mlps[m]));
+        let inputs = (node.inputs.iter())
+            .map(|&s| match s {
+                Source::Level(t) => format!("last_level:{t}"),
+                Source::Node(i) => format!("node:{i}"),
+                other => source_kind(other).to_string(),
+            })
+            .collect();
+        let mut r = NodeReport {
+            op: "mlp",
+            inputs,
+            width: node.width,
+            mlp: None,
+            query: None,
+            key: None,
+            value: None,
+            temperature: None,
+        };
+        match node.kind {
+            NodeKind::Mlp(m) => r.mlp = mlp(m),
+            NodeKind::Attention {
+                query,
+                key,
+                value,
+                temperature,
+            } => {
+                r.op = "attention";
+                (r.query, r.key, r.value) = (mlp(query), mlp(key), mlp(value));
+                r.temperature = Some(temperature);
+            }
+        }
+        r
+    }
 }
 
 #[derive(Serialize)]
@@ -542,10 +654,10 @@ impl<'a> InspectReport<'a> {
             .towers
             .iter()
             .map(|t| TowerReport {
-                input: match t.input {
-                    TowerInput::X0 => "x0",
-                    TowerInput::Bottom => "bottom",
-                    TowerInput::LastLevel => "last_level",
+                input: source_kind(t.input),
+                node: match t.input {
+                    Source::Node(i) => Some(i),
+                    _ => None,
                 },
                 width: g.mlps[t.mlp].out_width(),
                 sigmoid: t.sigmoid,
@@ -598,6 +710,7 @@ impl<'a> InspectReport<'a> {
             n_tasks: g.n_tasks,
             bottom: g.bottom.map(mlp),
             levels,
+            nodes: g.nodes.iter().map(|n| NodeReport::new(g, n)).collect(),
             towers,
             gates,
             gate_width: model.gate_width(),

@@ -360,7 +360,10 @@ fn inspect_json_matches_the_api() {
         let get = |k: &str| v.get(k).unwrap_or_else(|| panic!("{k}")).clone();
         let num = |k: &str| get(k).as_u64().unwrap_or_else(|| panic!("{k}"));
         assert_eq!(get("name"), model.name(), "{p}");
-        assert_eq!(get("format_version"), "1.0");
+        let (major, minor) = model.format_version();
+        assert_eq!(get("format_version"), format!("{major}.{minor}"), "{p}");
+        let nodes = v.get("nodes").map_or(0, |n| n.as_array().unwrap().len());
+        assert_eq!(nodes, model.graph().nodes.len(), "{p}");
         assert_eq!(num("file_size"), model.file_size());
         assert_eq!(num("parameters"), model.parameter_count(), "{p}");
         assert_eq!(num("flops_per_sample"), model.flops_per_sample(), "{p}");
@@ -394,6 +397,35 @@ fn inspect_json_matches_the_api() {
         assert_eq!(get("towers").as_array().unwrap().len(), model.n_tasks());
         assert_eq!(get("checksums")["data"], "ok");
     }
+}
+
+#[test]
+fn inspect_describes_graph_nodes() {
+    let p = "tests/fixtures/rechub_aitm/model.ple";
+    let out = ok(&ple(&["inspect", p]));
+    for needle in [
+        "format      .ple 1.3",
+        "task chain with attention transfer (AITM-like; 7 graph nodes, 2 attention), 3 tasks, 0 levels",
+        "node 0    reads x0: 12 → 12 relu → 8 relu",
+        "node 3    reads node 0: 8 → 8 relu",
+        "node 4    attention over node 1, node 3 (logits q·k / 2.828427, softmax): query 8 → 8, key 8 → 8, value 8 → 8",
+        "tower 1   reads node 4: 8 → 5 prelu → 4 prelu → 1, sigmoid",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let v: Value = serde_json::from_str(&ok(&ple(&["inspect", "--json", p]))).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 7);
+    assert_eq!(nodes[4]["op"], "attention");
+    assert_eq!(nodes[4]["inputs"], serde_json::json!(["node:1", "node:3"]));
+    assert_eq!(nodes[4]["width"], 8);
+    assert!((f32_of(&nodes[4]["temperature"]) - 8f32.sqrt()).abs() < 1e-6);
+    assert_eq!(nodes[4]["query"]["layers"][0]["bias"], false);
+    assert_eq!(nodes[0]["inputs"], serde_json::json!(["x0"]));
+    assert_eq!(v["towers"][2]["input"], "node");
+    assert_eq!(v["towers"][2]["node"], 6);
+    assert!(v["towers"][0].get("node").is_some());
+    assert!(v["levels"].as_array().unwrap().is_empty());
 }
 
 // ---- check -------------------------------------------------------------------------------------

@@ -180,8 +180,9 @@ macro_rules! fixture {
 }
 
 /// The valid models `check_score` scores: every input kind, pooling, pad ids, f16 weights, ESMM
-/// and dense-only graphs.
-static FIXTURES: [Fixture; 8] = [
+/// and dense-only graphs, graph nodes (AITM). New models go at the end: a seed's first byte picks
+/// `byte % (2 × count)`, so earlier seeds (first bytes below 16) keep their model.
+static FIXTURES: [Fixture; 9] = [
     fixture!("rechub_ple2/model.ple"),
     fixture!("rechub_ple2/model_f16.ple"),
     fixture!("deepctr_ple/model.ple"),
@@ -190,6 +191,7 @@ static FIXTURES: [Fixture; 8] = [
     fixture!("rechub_ple3_dice/model_f16.ple"),
     fixture!("deepctr_mmoe/model.ple"),
     fixture!("rechub_cgc/model.ple"),
+    fixture!("rechub_aitm/model.ple"),
 ];
 
 /// Max batch of the big session: more than one 64-row tile.

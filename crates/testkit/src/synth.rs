@@ -5,9 +5,12 @@
 
 use crate::writer::Writer;
 use ple::format::codes::{
-    Activation, InputKind, Mask, OutputCode, Pooling, TowerActivation, TowerInput,
+    Activation, InputKind, Mask, NodeOp, OutputCode, Pooling, TowerActivation, TowerInput,
 };
-use ple::format::{FeatureRecord, LayerRecord, LevelRecord, OutputRecord, TowerRecord, NONE};
+use ple::format::{
+    FeatureRecord, LayerRecord, LevelRecord, NodeRecord, OutputRecord, SourceRecord, TowerRecord,
+    NONE,
+};
 use ple::DType;
 
 pub struct Rng(pub u64);
@@ -120,69 +123,8 @@ fn mlp(
 /// A PLE (or MMoE with specific = 0, levels = 1) with dense, sparse and sequence inputs.
 pub fn ple(shape: &Shape, seed: u64) -> Writer {
     let mut rng = Rng(seed);
-    let mut w = Writer::new("synthetic");
+    let (mut w, x0) = features(shape, &mut rng);
     let dt = shape.dtype;
-    let mut x0 = 0;
-    if shape.dense_width > 0 {
-        let name = w.string("dense");
-        w.meta.features.push(FeatureRecord {
-            name,
-            kind: InputKind::Dense,
-            pooling: None,
-            mask: Mask::None,
-            ids_through_f32: false,
-            width: shape.dense_width as u32,
-            max_len: 0,
-            table: NONE,
-            pad_id: 0,
-        });
-        x0 += shape.dense_width;
-    }
-    // Sparse features s0.., then sequences q0.. pooled by sum, mean, max in turn (pad id 0).
-    for i in 0..shape.sparse + shape.sequences {
-        let (name, sequence) = match i.checked_sub(shape.sparse) {
-            None => (format!("s{i}"), None),
-            Some(q) => (
-                format!("q{q}"),
-                Some([Pooling::Sum, Pooling::Mean, Pooling::Max][q % 3]),
-            ),
-        };
-        let values = rng.vec(shape.vocab * shape.dim, 0.5);
-        // Tables of an int8 model stay f32 (8- and 4-bit tables are not part of the format yet).
-        let table = if shape.tables {
-            w.plain(
-                &format!("table.{name}"),
-                if dt == DType::I8 { DType::F32 } else { dt },
-                shape.vocab,
-                shape.dim,
-                &values,
-            )
-        } else {
-            NONE
-        };
-        let name = w.string(&name);
-        w.meta.features.push(FeatureRecord {
-            name,
-            kind: match sequence {
-                None => InputKind::Sparse,
-                Some(_) => InputKind::Sequence,
-            },
-            pooling: sequence,
-            mask: sequence.map_or(Mask::None, |_| Mask::PadId),
-            ids_through_f32: false,
-            width: shape.dim as u32,
-            max_len: sequence.map_or(0, |_| shape.max_len as u32),
-            table,
-            pad_id: 0,
-        });
-        x0 += shape.dim;
-    }
-    // Embeddings first, dense last (torch-rechub's order).
-    let n = w.meta.features.len() as u32;
-    w.meta.x0_order = (0..n)
-        .filter(|&i| w.meta.features[i as usize].kind != InputKind::Dense)
-        .chain((0..n).filter(|&i| w.meta.features[i as usize].kind == InputKind::Dense))
-        .collect();
 
     let t = shape.tasks;
     let d = *shape.expert_dims.last().unwrap();
@@ -271,6 +213,157 @@ pub fn ple(shape: &Shape, seed: u64) -> Writer {
         });
     }
     w
+}
+
+/// An AITM-shaped model in graph nodes (format 1.3): per task a bottom MLP on x0 (nodes
+/// 0..T-1, `shape.expert_dims`); for t ≥ 1 an information MLP of task t-1's vector and an
+/// attention node over [task t's bottom output, that information] (query, key, value: one
+/// layer each, temperature √D); tower t reads task t's vector, sigmoid.
+pub fn aitm(shape: &Shape, seed: u64) -> Writer {
+    let mut rng = Rng(seed);
+    let (mut w, x0) = features(shape, &mut rng);
+    let dt = shape.dtype;
+    let t = shape.tasks;
+    let d = *shape.expert_dims.last().unwrap();
+    let mut mlp = |w: &mut Writer, name: String, input: usize, dims: &[usize], last_act| {
+        mlp(w, &mut rng, &name, dt, input, dims, last_act)
+    };
+    let source = |source, index| SourceRecord { source, index };
+    for i in 0..t {
+        let m = mlp(
+            &mut w,
+            format!("node{i}"),
+            x0,
+            &shape.expert_dims,
+            Activation::Relu,
+        );
+        w.meta.nodes.push(NodeRecord {
+            op: NodeOp::Mlp,
+            inputs: vec![source(TowerInput::X0, 0)],
+            mlps: vec![m],
+            temperature: 0.0,
+        });
+    }
+    let mut vector = vec![0u32];
+    for task in 1..t {
+        let info = w.meta.nodes.len();
+        let m = mlp(&mut w, format!("node{info}"), d, &[d], Activation::Relu);
+        w.meta.nodes.push(NodeRecord {
+            op: NodeOp::Mlp,
+            inputs: vec![source(TowerInput::Node, vector[task - 1])],
+            mlps: vec![m],
+            temperature: 0.0,
+        });
+        let at = info + 1;
+        let mlps = ["query", "key", "value"].map(|p| {
+            mlp(
+                &mut w,
+                format!("node{at}.{p}"),
+                d,
+                &[d],
+                Activation::Identity,
+            )
+        });
+        w.meta.nodes.push(NodeRecord {
+            op: NodeOp::Attention,
+            inputs: vec![
+                source(TowerInput::Node, task as u32),
+                source(TowerInput::Node, info as u32),
+            ],
+            mlps: mlps.to_vec(),
+            temperature: (d as f32).sqrt(),
+        });
+        vector.push(at as u32);
+    }
+    w.meta.n_tasks = t as u32;
+    for (i, &node) in vector.iter().enumerate() {
+        let mut dims = shape.tower_dims.clone();
+        dims.push(1);
+        let m = mlp(&mut w, format!("tower{i}"), d, &dims, Activation::Identity);
+        w.meta.towers.push(TowerRecord {
+            mlp: m,
+            input: TowerInput::Node,
+            out_act: TowerActivation::Sigmoid,
+        });
+        w.meta.tower_nodes.push(node);
+        let name = w.string(&format!("task{i}"));
+        w.meta.outputs.push(OutputRecord {
+            name,
+            kind: OutputCode::Tower,
+            a: i as u32,
+            b: NONE,
+        });
+    }
+    w
+}
+
+/// The input features of a synthetic model: a dense feature, sparse features, sequences; returns
+/// the writer holding them and x0's width.
+fn features(shape: &Shape, rng: &mut Rng) -> (Writer, usize) {
+    let mut w = Writer::new("synthetic");
+    let dt = shape.dtype;
+    let mut x0 = 0;
+    if shape.dense_width > 0 {
+        let name = w.string("dense");
+        w.meta.features.push(FeatureRecord {
+            name,
+            kind: InputKind::Dense,
+            pooling: None,
+            mask: Mask::None,
+            ids_through_f32: false,
+            width: shape.dense_width as u32,
+            max_len: 0,
+            table: NONE,
+            pad_id: 0,
+        });
+        x0 += shape.dense_width;
+    }
+    // Sparse features s0.., then sequences q0.. pooled by sum, mean, max in turn (pad id 0).
+    for i in 0..shape.sparse + shape.sequences {
+        let (name, sequence) = match i.checked_sub(shape.sparse) {
+            None => (format!("s{i}"), None),
+            Some(q) => (
+                format!("q{q}"),
+                Some([Pooling::Sum, Pooling::Mean, Pooling::Max][q % 3]),
+            ),
+        };
+        let values = rng.vec(shape.vocab * shape.dim, 0.5);
+        // Tables of an int8 model stay f32 (8- and 4-bit tables are not part of the format yet).
+        let table = if shape.tables {
+            w.plain(
+                &format!("table.{name}"),
+                if dt == DType::I8 { DType::F32 } else { dt },
+                shape.vocab,
+                shape.dim,
+                &values,
+            )
+        } else {
+            NONE
+        };
+        let name = w.string(&name);
+        w.meta.features.push(FeatureRecord {
+            name,
+            kind: match sequence {
+                None => InputKind::Sparse,
+                Some(_) => InputKind::Sequence,
+            },
+            pooling: sequence,
+            mask: sequence.map_or(Mask::None, |_| Mask::PadId),
+            ids_through_f32: false,
+            width: shape.dim as u32,
+            max_len: sequence.map_or(0, |_| shape.max_len as u32),
+            table,
+            pad_id: 0,
+        });
+        x0 += shape.dim;
+    }
+    // Embeddings first, dense last (torch-rechub's order).
+    let n = w.meta.features.len() as u32;
+    w.meta.x0_order = (0..n)
+        .filter(|&i| w.meta.features[i as usize].kind != InputKind::Dense)
+        .chain((0..n).filter(|&i| w.meta.features[i as usize].kind == InputKind::Dense))
+        .collect();
+    (w, x0)
 }
 
 /// Random valid inputs for a synthetic model: (ids per id-feature, floats per dense feature).

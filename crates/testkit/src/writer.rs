@@ -4,7 +4,9 @@
 //! checks it against files the Python package wrote).
 
 use ple::format::codes::{FEATURE_FLAG_CALLER_VECTORS, FEATURE_FLAG_IDS_F32};
-use ple::format::{align64, crc32, meta_crc, DType, Layout, MAGIC, MAJOR, MINOR_INT8, NONE};
+use ple::format::{
+    align64, crc32, meta_crc, DType, Layout, MAGIC, MAJOR, MINOR_INT8, MINOR_NODES, NONE,
+};
 use ple::format::{FileMeta, TensorRecord};
 use ple::kernels::int8;
 
@@ -190,6 +192,30 @@ impl Writer {
             m.extend_from_slice(&[o.kind.into(), 0, 0, 0]);
             u32s(&mut m, &[o.a, o.b]);
         }
+        // The node section exists from format 1.3 on, after 1.2's input-scales section; files
+        // without nodes stay 1.0 / 1.1 (this writer writes no input scales otherwise).
+        let has_nodes = !self.meta.nodes.is_empty();
+        if has_nodes {
+            m.extend_from_slice(&(self.meta.input_scales.len() as u32).to_le_bytes());
+            for r in &self.meta.input_scales {
+                u32s(&mut m, &[r.mlp, r.layer, r.tensor]);
+            }
+            m.extend_from_slice(&(self.meta.nodes.len() as u32).to_le_bytes());
+            for node in &self.meta.nodes {
+                at.nodes.push(here(&m));
+                m.extend_from_slice(&[node.op.into(), 0, 0, 0]);
+                m.extend_from_slice(&(node.inputs.len() as u32).to_le_bytes());
+                for i in &node.inputs {
+                    m.extend_from_slice(&[i.source.into(), 0, 0, 0]);
+                    m.extend_from_slice(&i.index.to_le_bytes());
+                }
+                u32s(&mut m, &node.mlps);
+                m.extend_from_slice(&node.temperature.to_le_bytes());
+            }
+            let mut tower_nodes = self.meta.tower_nodes.clone();
+            tower_nodes.resize(self.meta.towers.len(), NONE);
+            u32s(&mut m, &tower_nodes);
+        }
 
         let data_offset = align64(64 + m.len() as u64).unwrap();
         let data_size = if self.meta.tensors.is_empty() {
@@ -205,7 +231,13 @@ impl Writer {
         f.extend_from_slice(&MAGIC);
         f.extend_from_slice(&MAJOR.to_le_bytes());
         // Files without int8 keep minor 0, as the Python writer does (FORMAT.md §7).
-        let minor = if m_has_i8(&self.meta) { MINOR_INT8 } else { 0 };
+        let minor = if has_nodes {
+            MINOR_NODES
+        } else if m_has_i8(&self.meta) {
+            MINOR_INT8
+        } else {
+            0
+        };
         f.extend_from_slice(&minor.to_le_bytes());
         f.extend_from_slice(&64u32.to_le_bytes());
         for v in [file_size, 64, m.len() as u64, data_offset, data_size] {
@@ -221,7 +253,7 @@ impl Writer {
 }
 
 /// Byte offsets in the file of every record `to_bytes_with_offsets` wrote (FORMAT.md §3): the
-/// start of each tensor, feature, layer (per MLP), tower and output record.
+/// start of each tensor, feature, layer (per MLP), tower, output and node record.
 #[derive(Debug, Default)]
 pub struct RecordOffsets {
     pub tensors: Vec<usize>,
@@ -229,6 +261,8 @@ pub struct RecordOffsets {
     pub layers: Vec<Vec<usize>>,
     pub towers: Vec<usize>,
     pub outputs: Vec<usize>,
+    /// Node records (format 1.3 files only).
+    pub nodes: Vec<usize>,
 }
 
 fn m_has_i8(meta: &FileMeta) -> bool {
