@@ -519,7 +519,8 @@ pub unsafe extern "C" fn ple_model_layer_outputs(model: *const ple_model, index:
     getter!(ple_model_layer_outputs(model, Layers[index]) or 0 => |m, i| layer(m, i).n)
 }
 
-/// The instruction set of the int8 kernels ("scalar", "avx2", "avx-vnni" or "avx512-vnni"; static),
+/// The instruction set of the int8 kernels ("scalar", "avx2", "avx-vnni", "avx512-vnni" or "amx";
+/// static),
 /// used by the file's `PLE_DTYPE_I8` layers; NULL if `model` is NULL.
 ///
 /// # Safety
@@ -533,6 +534,7 @@ pub unsafe extern "C" fn ple_model_int8_level(model: *const ple_model) -> *const
             I8Level::Avx2 => c"avx2".as_ptr(),
             I8Level::AvxVnni => c"avx-vnni".as_ptr(),
             I8Level::Avx512Vnni => c"avx512-vnni".as_ptr(),
+            I8Level::Amx => c"amx".as_ptr(),
         }
     })
 }

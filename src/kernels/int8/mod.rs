@@ -15,6 +15,8 @@
 //! operations at every level. So every level returns bit-identical results and the scalar kernel
 //! is the exact reference of all of them.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -63,6 +65,8 @@ pub enum I8Level {
     AvxVnni,
     /// `vpdpbusd` on 512-bit registers (AVX512-VNNI).
     Avx512Vnni,
+    /// AMX-INT8 tiles (`tdpbusd`) for full 16-row blocks of the batch, AVX512-VNNI for the rest.
+    Amx,
 }
 
 impl I8Level {
@@ -72,6 +76,7 @@ impl I8Level {
             I8Level::Avx2 => "avx2",
             I8Level::AvxVnni => "avx-vnni",
             I8Level::Avx512Vnni => "avx512-vnni",
+            I8Level::Amx => "amx",
         }
     }
 
@@ -89,6 +94,9 @@ impl I8Level {
                 }
                 if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
                     v.push(I8Level::Avx512Vnni);
+                    if amx::available() {
+                        v.push(I8Level::Amx);
+                    }
                 }
             }
         }
@@ -101,7 +109,7 @@ impl I8Level {
         let allowed = |l: I8Level| match l {
             I8Level::Scalar => true,
             I8Level::Avx2 | I8Level::AvxVnni => simd >= SimdLevel::Avx2,
-            I8Level::Avx512Vnni => simd >= SimdLevel::Avx512,
+            I8Level::Avx512Vnni | I8Level::Amx => simd >= SimdLevel::Avx512,
         };
         Self::available()
             .into_iter()
@@ -162,6 +170,9 @@ pub unsafe fn quantize_rows(
             (I8Level::Scalar, Some(r)) => {
                 quantize_row(x, row, &Range::of_scaled(x, r), |v, j| v * r[j])
             }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: these levels imply AVX-512F (checked available by the caller).
+            I8Level::Avx512Vnni | I8Level::Amx => unsafe { x86::quantize_row_avx512(x, row) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: every x86 int8 level implies AVX2 (checked available by the caller).
             _ => unsafe { x86::quantize_row_avx2(x, col_scale, row) },
@@ -366,6 +377,9 @@ pub unsafe fn gemm_i8(level: I8Level, g: &GemmI8) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; the caller guarantees AVX-512F/BW + AVX512-VNNI.
         I8Level::Avx512Vnni => unsafe { x86::gemm_avx512_vnni(g) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the caller guarantees AMX-INT8 granted and AVX512-VNNI.
+        I8Level::Amx => unsafe { amx::gemm_amx(g) },
         #[allow(unreachable_patterns)]
         // SAFETY: a level this architecture cannot have is never detected; scalar needs nothing.
         _ => unsafe { scalar::gemm(g) },

@@ -160,6 +160,16 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (17, 600, 260),
     (25, 40, 130),
     (1, 40, 130),
+    // AMX: full 16-row blocks in pairs and alone, rows left after them, k under 64, k a multiple
+    // of 64, k with 1..15 leftover groups of 4, several panels and a partial one.
+    (16, 3, 5),
+    (16, 64, 16),
+    (32, 660, 40),
+    (33, 130, 33),
+    (48, 63, 17),
+    (47, 2049, 20),
+    (64, 1024, 64),
+    (100, 429, 70),
 ];
 
 #[test]
@@ -226,7 +236,12 @@ fn int8_is_close_to_f32() {
 fn every_level_equals_scalar_bit_for_bit() {
     let levels = I8Level::available();
     eprintln!("int8 levels tested against scalar: {levels:?}");
-    for missing in [I8Level::Avx2, I8Level::AvxVnni, I8Level::Avx512Vnni] {
+    for missing in [
+        I8Level::Avx2,
+        I8Level::AvxVnni,
+        I8Level::Avx512Vnni,
+        I8Level::Amx,
+    ] {
         if !levels.contains(&missing) {
             eprintln!(
                 "note: this CPU lacks {}; its int8 kernel is not tested here",

@@ -207,28 +207,68 @@ impl<'g> Microkernel for Avx512<'g> {
                     }
                     continue;
                 }
-                let cols = t.cols_of(q, NP);
-                let p = t.j0 / 16 + q;
-                let h = g.w.as_ptr().add(p * panel_bytes(g.k));
-                let sw = _mm512_loadu_ps(h as *const f32);
-                let cs = _mm512_loadu_si512(h.add(64) as *const __m512i);
-                let mut bias = [0f32; 16];
-                if let Some(b) = g.bias {
-                    bias[..cols].copy_from_slice(&b[p * 16..p * 16 + cols]);
-                }
-                let b = _mm512_loadu_ps(bias.as_ptr());
+                let terms = PanelTerms::load(g, t.j0 / 16 + q);
                 for (i, acc) in acc.iter().enumerate() {
-                    let row = t.i0 + i;
-                    let za = _mm512_set1_epi32(g.a.zero[row]);
-                    let d = _mm512_sub_epi32(acc[q], _mm512_mullo_epi32(za, cs));
-                    let s = _mm512_mul_ps(_mm512_set1_ps(g.a.scale[row]), sw);
-                    let mut v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), s), b);
-                    if g.relu {
-                        v = _mm512_max_ps(_mm512_setzero_ps(), v);
-                    }
-                    _mm512_mask_storeu_ps(t.c.add(i * t.ldc + q * 16), mask(q), v);
+                    terms.finish_row(g, t.i0 + i, acc[q], t.c.add(i * t.ldc + q * 16), mask(q));
                 }
             }
+        }
+    }
+}
+
+/// One panel's epilogue operands in AVX-512 registers: the 16 weight scales and column sums and
+/// the bias (zero past n or without one).
+pub(super) struct PanelTerms {
+    sw: __m512,
+    cs: __m512i,
+    bias: __m512,
+}
+
+impl PanelTerms {
+    /// # Safety
+    /// Panel `p` exists in `g.w`; the CPU has AVX-512F.
+    #[inline(always)]
+    pub(super) unsafe fn load(g: &GemmI8, p: usize) -> PanelTerms {
+        let cols = (g.n - p * 16).min(16);
+        let mut bias = [0f32; 16];
+        if let Some(b) = g.bias {
+            bias[..cols].copy_from_slice(&b[p * 16..p * 16 + cols]);
+        }
+        // SAFETY: the panel's 128-byte header is inside `g.w` (caller); AVX-512F (caller).
+        unsafe {
+            let h = g.w.as_ptr().add(p * panel_bytes(g.k));
+            PanelTerms {
+                sw: _mm512_loadu_ps(h as *const f32),
+                cs: _mm512_loadu_si512(h.add(64) as *const __m512i),
+                bias: _mm512_loadu_ps(bias.as_ptr()),
+            }
+        }
+    }
+
+    /// Writes batch row `row`'s outputs for this panel from its 16 i32 sums: the IEEE operations
+    /// of `scalar::finish`, in its order, 16 lanes at a time.
+    ///
+    /// # Safety
+    /// `c` is writable for the columns in `mask`; `row < g.m`; the CPU has AVX-512F.
+    #[inline(always)]
+    pub(super) unsafe fn finish_row(
+        &self,
+        g: &GemmI8,
+        row: usize,
+        acc: __m512i,
+        c: *mut f32,
+        mask: __mmask16,
+    ) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let za = _mm512_set1_epi32(g.a.zero[row]);
+            let d = _mm512_sub_epi32(acc, _mm512_mullo_epi32(za, self.cs));
+            let s = _mm512_mul_ps(_mm512_set1_ps(g.a.scale[row]), self.sw);
+            let mut v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), s), self.bias);
+            if g.relu {
+                v = _mm512_max_ps(_mm512_setzero_ps(), v);
+            }
+            _mm512_mask_storeu_ps(c, mask, v);
         }
     }
 }
@@ -327,5 +367,81 @@ pub unsafe fn quantize_row_avx2(
             *o = super::code(value(at), inv, zero);
         }
         (scale, zero as i32)
+    }
+}
+
+/// `super::quantize_row` with AVX-512: the range over 64 floats per step in four independent
+/// chains (one chain of dependent `min`/`max`/`add` would bound it at a few floats per
+/// cycle), then 16 codes per step narrowed with `vpmovdb`. The same codes as every level: min,
+/// max and the poison sum are exact and order-free, each code is the same IEEE operations.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `out` must be as long as `x`.
+#[target_feature(enable = "avx512f,avx2")]
+pub unsafe fn quantize_row_avx512(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+    assert_eq!(x.len(), out.len());
+    let n = x.len();
+    // SAFETY: (whole body) loads read x[i..i + 16] with i + 16 ≤ n, stores write
+    // out[i..i + 16] with i + 16 ≤ n; AVX-512F is enabled by this function's attribute.
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        let (mut lo, mut hi, mut poison) = ([zero; 4], [zero; 4], [zero; 4]);
+        let mut i = 0;
+        while i + 64 <= n {
+            for c in 0..4 {
+                let v = _mm512_loadu_ps(x.as_ptr().add(i + 16 * c));
+                // `min_ps(v, lo)` is `v < lo ? v : lo`, as `Range::add`.
+                lo[c] = _mm512_min_ps(v, lo[c]);
+                hi[c] = _mm512_max_ps(v, hi[c]);
+                poison[c] = _mm512_add_ps(poison[c], _mm512_mul_ps(v, zero));
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            let v = _mm512_loadu_ps(x.as_ptr().add(i));
+            lo[0] = _mm512_min_ps(v, lo[0]);
+            hi[0] = _mm512_max_ps(v, hi[0]);
+            poison[0] = _mm512_add_ps(poison[0], _mm512_mul_ps(v, zero));
+            i += 16;
+        }
+        // Chains, then lanes, folded with vector operations (exact: min and max hold no NaN,
+        // NaN and ±∞ having gone into the poison sum, whose lanes are each 0 or NaN).
+        for c in 1..4 {
+            lo[0] = _mm512_min_ps(lo[c], lo[0]);
+            hi[0] = _mm512_max_ps(hi[c], hi[0]);
+            poison[0] = _mm512_add_ps(poison[c], poison[0]);
+        }
+        let mut range = super::Range {
+            lo: _mm512_reduce_min_ps(lo[0]),
+            hi: _mm512_reduce_max_ps(hi[0]),
+            poison: _mm512_reduce_add_ps(poison[0]),
+        };
+        for &v in &x[i..] {
+            range.add(v);
+        }
+        let (scale, inv, zero_point) = match range.params() {
+            Ok(p) => p,
+            Err(degenerate) => {
+                out.fill(0);
+                return degenerate;
+            }
+        };
+        let (inv_v, zero_v) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zero_point as i32));
+        let (floor, ceil) = (_mm512_setzero_si512(), _mm512_set1_epi32(super::CODE_MAX));
+        let mut i = 0;
+        while i + 16 <= n {
+            // `vcvtps2dq` rounds to nearest even, as `super::round_even` in this range.
+            let q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i)), inv_v));
+            let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zero_v), floor), ceil);
+            _mm_storeu_si128(
+                out.as_mut_ptr().add(i) as *mut __m128i,
+                _mm512_cvtepi32_epi8(q),
+            );
+            i += 16;
+        }
+        for (o, &v) in out[i..].iter_mut().zip(&x[i..]) {
+            *o = super::code(v, inv, zero_point);
+        }
+        (scale, zero_point as i32)
     }
 }
