@@ -564,7 +564,8 @@ size_t ple_model_layer_inputs(const struct ple_model *model, size_t index);
 size_t ple_model_layer_outputs(const struct ple_model *model, size_t index);
 
 /**
- * The instruction set of the int8 kernels ("scalar", "avx2", "avx-vnni" or "avx512-vnni"; static),
+ * The instruction set of the int8 kernels ("scalar", "avx2", "avx-vnni", "avx512-vnni" or "amx";
+ * static),
  * used by the file's `PLE_DTYPE_I8` layers; NULL if `model` is NULL.
  *
  * # Safety

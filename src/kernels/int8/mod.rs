@@ -103,9 +103,36 @@ impl I8Level {
         v
     }
 
+    /// The level named `name` ("scalar", "avx2", "avx-vnni", "avx512-vnni", "amx").
+    pub fn from_name(name: &str) -> Option<I8Level> {
+        [
+            I8Level::Scalar,
+            I8Level::Avx2,
+            I8Level::AvxVnni,
+            I8Level::Avx512Vnni,
+            I8Level::Amx,
+        ]
+        .into_iter()
+        .find(|l| l.name() == name)
+    }
+
     /// The best int8 level within what the f32 level `simd` allows (so `PLE_SIMD=avx2` also
-    /// keeps int8 off AVX-512, and `scalar` keeps it scalar).
+    /// keeps int8 off AVX-512, and `scalar` keeps it scalar), lowered by `PLE_INT8` if that
+    /// names a lower level this CPU has (e.g. `PLE_INT8=avx512-vnni` to keep a Sapphire Rapids
+    /// off AMX, as a benchmark comparing the two does).
     pub fn for_simd(simd: SimdLevel) -> I8Level {
+        let best = Self::best_for_simd(simd);
+        match std::env::var("PLE_INT8")
+            .ok()
+            .as_deref()
+            .and_then(Self::from_name)
+        {
+            Some(wanted) if wanted <= best && Self::available().contains(&wanted) => wanted,
+            _ => best,
+        }
+    }
+
+    fn best_for_simd(simd: SimdLevel) -> I8Level {
         let allowed = |l: I8Level| match l {
             I8Level::Scalar => true,
             I8Level::Avx2 | I8Level::AvxVnni => simd >= SimdLevel::Avx2,

@@ -546,3 +546,12 @@ fn equalization_keeps_small_columns_that_one_scale_erases() {
     eprintln!("mean |error|: one scale per row {plain:.3e}, equalized {equalized:.3e}");
     assert!(equalized * 20.0 < plain, "{equalized} vs {plain}");
 }
+
+#[test]
+fn level_names_round_trip() {
+    for &level in &I8Level::available() {
+        assert_eq!(I8Level::from_name(level.name()), Some(level));
+    }
+    assert_eq!(I8Level::from_name("amx"), Some(I8Level::Amx));
+    assert_eq!(I8Level::from_name("avx512"), None);
+}
