@@ -199,7 +199,9 @@ pub unsafe fn quantize_rows(
             }
             #[cfg(target_arch = "x86_64")]
             // SAFETY: these levels imply AVX-512F (checked available by the caller).
-            I8Level::Avx512Vnni | I8Level::Amx => unsafe { x86::quantize_row_avx512(x, row) },
+            (I8Level::Avx512Vnni | I8Level::Amx, _) => unsafe {
+                x86::quantize_row_avx512(x, col_scale, row)
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: every x86 int8 level implies AVX2 (checked available by the caller).
             _ => unsafe { x86::quantize_row_avx2(x, col_scale, row) },

@@ -373,23 +373,44 @@ pub unsafe fn quantize_row_avx2(
 /// `super::quantize_row` with AVX-512: the range over 64 floats per step in four independent
 /// chains (one chain of dependent `min`/`max`/`add` would bound it at a few floats per
 /// cycle), then 16 codes per step narrowed with `vpmovdb`. The same codes as every level: min,
-/// max and the poison sum are exact and order-free, each code is the same IEEE operations.
+/// max and the poison sum are exact and order-free, the column-scale product is the same single
+/// f32 multiply, and each code is the same IEEE operations.
 ///
 /// # Safety
-/// The CPU must have AVX-512F; `out` must be as long as `x`.
+/// The CPU must have AVX-512F; `out` (and `col_scale`, if any) must be as long as `x`.
 #[target_feature(enable = "avx512f,avx2")]
-pub unsafe fn quantize_row_avx512(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+pub unsafe fn quantize_row_avx512(
+    x: &[f32],
+    col_scale: Option<&[f32]>,
+    out: &mut [u8],
+) -> (f32, i32) {
     assert_eq!(x.len(), out.len());
+    assert!(col_scale.is_none_or(|r| r.len() == x.len()));
     let n = x.len();
-    // SAFETY: (whole body) loads read x[i..i + 16] with i + 16 ≤ n, stores write
-    // out[i..i + 16] with i + 16 ≤ n; AVX-512F is enabled by this function's attribute.
+    // SAFETY: (whole body) loads read x[i..i + 16] (and col_scale[i..i + 16]) with i + 16 ≤ n,
+    // stores write out[i..i + 16] with i + 16 ≤ n; AVX-512F is enabled by this function's
+    // attribute.
     unsafe {
+        // x[at..at + 16], times the column scales if there are any.
+        let load = |at: usize| -> __m512 {
+            let v = _mm512_loadu_ps(x.as_ptr().add(at));
+            match col_scale {
+                Some(r) => _mm512_mul_ps(v, _mm512_loadu_ps(r.as_ptr().add(at))),
+                None => v,
+            }
+        };
+        let value = |at: usize| -> f32 {
+            match col_scale {
+                Some(r) => x[at] * r[at],
+                None => x[at],
+            }
+        };
         let zero = _mm512_setzero_ps();
         let (mut lo, mut hi, mut poison) = ([zero; 4], [zero; 4], [zero; 4]);
         let mut i = 0;
         while i + 64 <= n {
             for c in 0..4 {
-                let v = _mm512_loadu_ps(x.as_ptr().add(i + 16 * c));
+                let v = load(i + 16 * c);
                 // `min_ps(v, lo)` is `v < lo ? v : lo`, as `Range::add`.
                 lo[c] = _mm512_min_ps(v, lo[c]);
                 hi[c] = _mm512_max_ps(v, hi[c]);
@@ -398,7 +419,7 @@ pub unsafe fn quantize_row_avx512(x: &[f32], out: &mut [u8]) -> (f32, i32) {
             i += 64;
         }
         while i + 16 <= n {
-            let v = _mm512_loadu_ps(x.as_ptr().add(i));
+            let v = load(i);
             lo[0] = _mm512_min_ps(v, lo[0]);
             hi[0] = _mm512_max_ps(v, hi[0]);
             poison[0] = _mm512_add_ps(poison[0], _mm512_mul_ps(v, zero));
@@ -416,8 +437,8 @@ pub unsafe fn quantize_row_avx512(x: &[f32], out: &mut [u8]) -> (f32, i32) {
             hi: _mm512_reduce_max_ps(hi[0]),
             poison: _mm512_reduce_add_ps(poison[0]),
         };
-        for &v in &x[i..] {
-            range.add(v);
+        for at in i..n {
+            range.add(value(at));
         }
         let (scale, inv, zero_point) = match range.params() {
             Ok(p) => p,
@@ -431,7 +452,7 @@ pub unsafe fn quantize_row_avx512(x: &[f32], out: &mut [u8]) -> (f32, i32) {
         let mut i = 0;
         while i + 16 <= n {
             // `vcvtps2dq` rounds to nearest even, as `super::round_even` in this range.
-            let q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i)), inv_v));
+            let q = _mm512_cvtps_epi32(_mm512_mul_ps(load(i), inv_v));
             let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zero_v), floor), ceil);
             _mm_storeu_si128(
                 out.as_mut_ptr().add(i) as *mut __m128i,
@@ -439,8 +460,8 @@ pub unsafe fn quantize_row_avx512(x: &[f32], out: &mut [u8]) -> (f32, i32) {
             );
             i += 16;
         }
-        for (o, &v) in out[i..].iter_mut().zip(&x[i..]) {
-            *o = super::code(v, inv, zero_point);
+        for (at, o) in out.iter_mut().enumerate().skip(i) {
+            *o = super::code(value(at), inv, zero_point);
         }
         (scale, zero_point as i32)
     }
